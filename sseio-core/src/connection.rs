@@ -1,0 +1,126 @@
+//! One open connection: its handle, and the response body that streams its frames.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::notify::CloseReason;
+use crate::server::ServerInner;
+use crate::sink::QueueSink;
+
+/// A live connection, as long as this handle exists.
+///
+/// Dropping it is the disconnect signal: the connection leaves its rooms and `conn:close` is
+/// raised, unless the server closed it first (then nothing more happens). Either way `conn:close`
+/// fires exactly once.
+pub struct Connection {
+    server: Arc<ServerInner>,
+    serial: u64,
+    client_id: Arc<str>,
+}
+
+impl Connection {
+    pub(crate) fn new(server: Arc<ServerInner>, serial: u64, client_id: Arc<str>) -> Self {
+        Self {
+            server,
+            serial,
+            client_id,
+        }
+    }
+
+    /// The `clientId` of this connection.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Closes the connection from the server side.
+    pub fn close(self) {
+        self.server
+            .close_connection(self.serial, CloseReason::ServerClosed);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.server
+            .close_connection(self.serial, CloseReason::ClientGone);
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("serial", &self.serial)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// The body of an accepted SSE response: the opening line break at once, then frames and
+/// heartbeats as they are queued, whatever has queued up coalesced into one chunk.
+///
+/// It ends when the server closes the connection (replacement, slow consumer, shutdown).
+/// Dropping it, which every HTTP server does when the client goes away, closes the connection.
+/// It is both a [`futures_core::Stream`] of `Bytes` and an [`http_body::Body`], so any framework
+/// can use it as a streaming response body.
+pub struct ConnectionStream {
+    sink: Arc<QueueSink>,
+    connection: Connection,
+}
+
+impl ConnectionStream {
+    pub(crate) fn new(sink: Arc<QueueSink>, connection: Connection) -> Self {
+        Self { sink, connection }
+    }
+
+    /// The `clientId` of this connection.
+    pub fn client_id(&self) -> &str {
+        self.connection.client_id()
+    }
+}
+
+impl futures_core::Stream for ConnectionStream {
+    /// Never an error; `io::Error` is what every framework's stream body accepts.
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.sink.poll_chunk(cx.waker()).map(|chunk| chunk.map(Ok))
+    }
+}
+
+impl Body for ConnectionStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.sink
+            .poll_chunk(cx.waker())
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl fmt::Debug for ConnectionStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionStream")
+            .field("connection", &self.connection)
+            .field("sink", &self.sink)
+            .finish()
+    }
+}

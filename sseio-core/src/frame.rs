@@ -1,0 +1,143 @@
+//! SSE frame encoding: the only place that turns messages into bytes on the wire.
+//!
+//! A message for event `E` with payload `P` becomes `event: E\ndata: P\n\n`. A payload with line
+//! breaks becomes one `data:` line per line, where `\r\n`, `\r` and `\n` each count as one break,
+//! so an `EventSource` joins the lines back with `\n` and no payload can end a frame early or
+//! inject a field or an event of its own.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The first bytes of every stream: a lone line break, flushed at once so that clients and
+/// proxies see the stream open before the first message.
+pub(crate) const OPENING: Bytes = Bytes::from_static(b"\n");
+
+/// The heartbeat: one comment line. Every `EventSource` ignores it; it keeps idle connections
+/// alive through proxies and makes a dead peer show up as a failed write.
+pub(crate) const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+
+/// Encodes one message frame for `event`, splitting `payload` into one `data:` line per line.
+///
+/// `event` must already be validated (no line breaks); [`crate::Server::register_event_handler`]
+/// guarantees that for every handler.
+pub(crate) fn encode(event: &str, payload: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(event.len() + payload.len() + 16);
+    buf.put_slice(b"event: ");
+    buf.put_slice(event.as_bytes());
+    buf.put_u8(b'\n');
+    for line in Lines::new(payload.as_bytes()) {
+        buf.put_slice(b"data: ");
+        buf.put_slice(line);
+        buf.put_u8(b'\n');
+    }
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// Splits on `\r\n`, `\r` and `\n`, each one line break, as the SSE specification's parser does.
+/// An empty input is one empty line; a trailing break yields a trailing empty line.
+struct Lines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Self { rest: Some(input) }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match memchr::memchr2(b'\r', b'\n', rest) {
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+            Some(i) => {
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                self.rest = Some(&rest[i + skip..]);
+                Some(&rest[..i])
+            }
+        }
+    }
+}
+
+/// Why an event name cannot be used on the wire, if it cannot.
+pub(crate) fn invalid_event_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.contains(['\r', '\n']) {
+        Some("it contains a line break")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &str) -> String {
+        String::from_utf8(encode("e", payload).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn single_line_payload_is_one_data_line() {
+        assert_eq!(frame("hello"), "event: e\ndata: hello\n\n");
+    }
+
+    #[test]
+    fn multiline_payload_becomes_several_data_lines() {
+        assert_eq!(frame("a\nb\nc"), "event: e\ndata: a\ndata: b\ndata: c\n\n");
+    }
+
+    #[test]
+    fn crlf_counts_as_one_line_break() {
+        assert_eq!(frame("a\r\nb"), "event: e\ndata: a\ndata: b\n\n");
+    }
+
+    #[test]
+    fn lone_cr_is_a_line_break() {
+        assert_eq!(frame("a\rb"), "event: e\ndata: a\ndata: b\n\n");
+    }
+
+    #[test]
+    fn cr_cr_lf_is_two_line_breaks() {
+        assert_eq!(frame("a\r\r\nb"), "event: e\ndata: a\ndata: \ndata: b\n\n");
+    }
+
+    #[test]
+    fn empty_payload_is_one_empty_data_line() {
+        assert_eq!(frame(""), "event: e\ndata: \n\n");
+    }
+
+    #[test]
+    fn trailing_line_break_is_kept_as_an_empty_line() {
+        assert_eq!(frame("a\n"), "event: e\ndata: a\ndata: \n\n");
+    }
+
+    #[test]
+    fn payload_cannot_inject_an_event() {
+        let encoded = frame("x\n\nevent: evil\ndata: y");
+        assert_eq!(
+            encoded,
+            "event: e\ndata: x\ndata: \ndata: event: evil\ndata: data: y\n\n"
+        );
+        // Exactly one blank line, at the very end: one frame.
+        assert_eq!(encoded.matches("\n\n").count(), 1);
+    }
+
+    #[test]
+    fn event_names_with_line_breaks_are_invalid() {
+        assert!(invalid_event_name("ok-name").is_none());
+        assert!(invalid_event_name("").is_some());
+        assert!(invalid_event_name("a\nb").is_some());
+        assert!(invalid_event_name("a\rb").is_some());
+    }
+}

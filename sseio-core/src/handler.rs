@@ -1,0 +1,256 @@
+//! Event handlers: one per event name, each with its own rooms, its `get_room_id` and its
+//! optional `fetch`.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::error::{BoxError, SendError};
+use crate::frame;
+use crate::message;
+use crate::notify::{CloseReason, Notification, Notifier};
+use crate::request::Context;
+use crate::room::{Member, Room};
+use crate::server::ServerInner;
+use crate::sink::SinkError;
+use crate::sync::{read, write};
+
+type RoomIdFn = dyn Fn(&Context) -> String + Send + Sync;
+pub(crate) type FetchFuture = Pin<Box<dyn Future<Output = Result<Option<String>, FetchFailure>> + Send>>;
+type FetchFn = dyn Fn(Context) -> FetchFuture + Send + Sync;
+
+/// How a `fetch` failed, before it is reported.
+pub(crate) enum FetchFailure {
+    Failed(BoxError),
+    Serialize(serde_json::Error),
+}
+
+/// What a handler does with a connection: which room it joins, and optionally what it is sent
+/// first. Pass it to [`Server::register_event_handler`](crate::Server::register_event_handler).
+pub struct HandlerOptions {
+    get_room_id: Box<RoomIdFn>,
+    fetch: Option<Arc<FetchFn>>,
+}
+
+impl HandlerOptions {
+    /// Options with `get_room_id`, which picks the room a new connection joins from its
+    /// [`Context`] (path parameters, query, headers). It runs once per connection and event.
+    ///
+    /// ```
+    /// use sseio_core::{Context, HandlerOptions};
+    ///
+    /// let options = HandlerOptions::new(|ctx: &Context| ctx.param("userId").unwrap_or("").to_owned());
+    /// ```
+    pub fn new<F, R>(get_room_id: F) -> Self
+    where
+        F: Fn(&Context) -> R + Send + Sync + 'static,
+        R: Into<String>,
+    {
+        Self {
+            get_room_id: Box::new(move |ctx| get_room_id(ctx).into()),
+            fetch: None,
+        }
+    }
+
+    /// Adds `fetch`, which runs once per connection and event right after connect. Its result
+    /// is the first message of that event on that connection (a string verbatim, anything else
+    /// as its JSON text; `None` or `()` sends nothing). Messages sent to the connection while it
+    /// runs are held back and delivered right after it, in order. If it fails (or panics), an
+    /// [`Notification::Error`] is raised and the held messages are still delivered.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use sseio_core::{Context, HandlerOptions};
+    ///
+    /// let options = HandlerOptions::new(|ctx: &Context| ctx.param("guid").unwrap_or("").to_owned())
+    ///     .fetch(|ctx: Context| async move {
+    ///         Ok::<_, Infallible>(vec![format!("welcome {}", ctx.client_id())])
+    ///     });
+    /// ```
+    #[must_use]
+    pub fn fetch<F, Fut, M, E>(mut self, fetch: F) -> Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M, E>> + Send + 'static,
+        M: Serialize + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.fetch = Some(Arc::new(move |ctx| {
+            let fut = fetch(ctx);
+            Box::pin(async move {
+                match fut.await {
+                    Ok(message) => {
+                        message::to_fetch_payload(&message).map_err(FetchFailure::Serialize)
+                    }
+                    Err(error) => Err(FetchFailure::Failed(error.into())),
+                }
+            })
+        }));
+        self
+    }
+}
+
+impl fmt::Debug for HandlerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerOptions")
+            .field("fetch", &self.fetch.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handler of one event: sends messages to its rooms.
+///
+/// Cheap to clone (an `Arc` inside), `Send + Sync`: keep it wherever your application produces
+/// messages.
+#[derive(Clone)]
+pub struct EventHandler {
+    inner: Arc<HandlerInner>,
+}
+
+struct HandlerInner {
+    event: Arc<str>,
+    get_room_id: Box<RoomIdFn>,
+    fetch: Option<Arc<FetchFn>>,
+    rooms: RwLock<HashMap<Arc<str>, Room>>,
+    notifier: Arc<Notifier>,
+    server: Weak<ServerInner>,
+}
+
+impl EventHandler {
+    pub(crate) fn new(
+        event: Arc<str>,
+        options: HandlerOptions,
+        notifier: Arc<Notifier>,
+        server: Weak<ServerInner>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(HandlerInner {
+                event,
+                get_room_id: options.get_room_id,
+                fetch: options.fetch,
+                rooms: RwLock::new(HashMap::new()),
+                notifier,
+                server,
+            }),
+        }
+    }
+
+    /// The event this handler serves.
+    pub fn event(&self) -> &str {
+        &self.inner.event
+    }
+
+    /// Sends `message` to every connection in `room`: a string verbatim, anything else as its
+    /// JSON text.
+    ///
+    /// The frame is encoded once and queued on each connection; this never waits for a client.
+    /// A room with no connection is not an error: the message goes nowhere. A connection whose
+    /// outgoing buffer is full is closed (see
+    /// [`ServerBuilder::max_buffer_bytes`](crate::ServerBuilder::max_buffer_bytes)); the others
+    /// still get the message.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Serialize`] when `message` cannot be serialized to JSON.
+    pub fn send<M: Serialize + ?Sized>(&self, room: &str, message: &M) -> Result<(), SendError> {
+        let payload = message::to_payload(message).map_err(SendError::Serialize)?;
+        self.send_frame(room, frame::encode(&self.inner.event, &payload));
+        Ok(())
+    }
+
+    /// The number of connections in `room` on this server.
+    pub fn room_size(&self, room: &str) -> usize {
+        read(&self.inner.rooms)
+            .get(room)
+            .map_or(0, |room| room.members.len())
+    }
+
+    /// The ids of the rooms that have at least one connection.
+    pub fn rooms(&self) -> Vec<String> {
+        read(&self.inner.rooms)
+            .keys()
+            .map(|room| room.to_string())
+            .collect()
+    }
+
+    fn send_frame(&self, room: &str, frame: Bytes) {
+        let mut slow = Vec::new();
+        {
+            let rooms = read(&self.inner.rooms);
+            let Some(room) = rooms.get(room) else {
+                return;
+            };
+            for (&serial, member) in &room.members {
+                if member.deliver(frame.clone()) == Err(SinkError::Full) {
+                    slow.push(serial);
+                }
+            }
+        }
+        if let (false, Some(server)) = (slow.is_empty(), self.inner.server.upgrade()) {
+            for serial in slow {
+                server.close_connection(serial, CloseReason::SlowConsumer);
+            }
+        }
+    }
+
+    pub(crate) fn room_id(&self, ctx: &Context) -> String {
+        (self.inner.get_room_id)(ctx)
+    }
+
+    pub(crate) fn fetch(&self) -> Option<&Arc<FetchFn>> {
+        self.inner.fetch.as_ref()
+    }
+
+    pub(crate) fn event_arc(&self) -> &Arc<str> {
+        &self.inner.event
+    }
+
+    /// Adds a member to `room`, raising `room:create` if it is the room's first.
+    pub(crate) fn join(&self, room: &Arc<str>, serial: u64, member: Member) {
+        let mut rooms = write(&self.inner.rooms);
+        match rooms.entry(room.clone()) {
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().members.insert(serial, member);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(Room::default()).members.insert(serial, member);
+                self.inner.notifier.notify(Notification::RoomCreate {
+                    event: self.inner.event.clone(),
+                    room: room.clone(),
+                });
+            }
+        }
+    }
+
+    /// Removes a member from `room`, raising `room:empty` and forgetting the room if it was the
+    /// last.
+    pub(crate) fn leave(&self, room: &Arc<str>, serial: u64) {
+        let mut rooms = write(&self.inner.rooms);
+        let Some(members) = rooms.get_mut(room) else {
+            return;
+        };
+        if members.members.remove(&serial).is_some() && members.members.is_empty() {
+            rooms.remove(room);
+            self.inner.notifier.notify(Notification::RoomEmpty {
+                event: self.inner.event.clone(),
+                room: room.clone(),
+            });
+        }
+    }
+}
+
+impl fmt::Debug for EventHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventHandler")
+            .field("event", &self.inner.event)
+            .field("fetch", &self.inner.fetch.is_some())
+            .field("rooms", &read(&self.inner.rooms).len())
+            .finish()
+    }
+}

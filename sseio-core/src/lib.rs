@@ -1,0 +1,133 @@
+//! The framework-free core of **sseio**: the SSE-IO protocol for Rust web servers.
+//!
+//! SSE-IO pushes messages to browsers and services over Server-Sent Events, organised in
+//! *events* and *rooms*. This crate is the whole protocol: request parsing, path patterns,
+//! rooms, frame encoding, heartbeats, bounded per-connection buffers and lifecycle
+//! notifications. It is drop-in compatible with the original Node server
+//! (`sse.io-server-nodejs` 1.0.3): front ends that use the official JavaScript client
+//! (`sse.io-client` 1.1.1) or a plain `EventSource` keep working unchanged.
+//!
+//! You normally depend on an adapter crate instead, which re-exports everything here and mounts
+//! the server in your framework with one call: `sseio-hyper` (hyper, axum and any tower stack,
+//! plus a standalone server).
+//!
+//! # Quick example
+//!
+//! ```
+//! use sseio_core::{Context, HandlerOptions, Notification, Server};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Clients connect to GET /files/<guid>/pull?clientId=<id>&events=file-changed
+//! let server = Server::new("/files/:guid/pull")?;
+//! let files = server.register_event_handler(
+//!     "file-changed",
+//!     HandlerOptions::new(|ctx: &Context| ctx.param("guid").unwrap_or_default().to_owned()),
+//! )?;
+//! let mut notifications = server.subscribe();
+//!
+//! // An adapter turns each HTTP request into a call like this one.
+//! let request = http::Request::get("/files/42/pull?clientId=c1&events=file-changed").body(())?;
+//! let sseio_core::Outcome::Stream(response) = server.handle((&request).into()).await else {
+//!     panic!("the stream should open");
+//! };
+//! assert_eq!(response.headers()["content-type"], "text/event-stream");
+//! assert!(matches!(notifications.recv().await, Some(Notification::RoomCreate { .. })));
+//! assert!(matches!(notifications.recv().await, Some(Notification::ConnCreate { .. })));
+//!
+//! // Strings go out verbatim, anything else `Serialize` as its JSON text.
+//! files.send("42", "saved")?;
+//! files.send("42", &serde_json::json!({ "by": "ada" }))?;
+//! assert_eq!(files.room_size("42"), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Rooms and events
+//!
+//! A client subscribes to events by name: `events` repeats once per event in the query, next to
+//! the `clientId` it chose. For each requested event that has a handler, the connection joins one
+//! room of that handler, the one [`HandlerOptions::new`]'s `get_room_id` picks from the
+//! [`Context`] (path parameters, every query parameter, the headers). Rooms are per handler:
+//! room `"42"` of event `a` and room `"42"` of event `b` are different rooms. Unknown event names
+//! are ignored. [`EventHandler::send`] reaches every connection in one room of its event.
+//!
+//! A connection whose `clientId` equals an open connection's replaces it: the old stream ends and
+//! leaves its rooms (the official client keeps its `clientId` across reconnects, so this cleans
+//! up after network changes).
+//!
+//! # `fetch`
+//!
+//! [`HandlerOptions::fetch`] runs once per connection and event, right after connect. Its result
+//! is the first message of that event on that connection; messages sent to the connection while it
+//! runs are held back and follow it, in order. A failed (or panicking) `fetch` raises an `error`
+//! notification and the held messages are still delivered. A result that serializes to `null`
+//! sends nothing.
+//!
+//! # Lifecycle
+//!
+//! [`Server::subscribe`] yields [`Notification`]s in the order they happen: `conn:create` once a
+//! stream has joined all its rooms, `conn:close` exactly once per stream whoever closed it (within
+//! about a second of a client closing its connection, not only at the next heartbeat),
+//! `room:create` / `room:empty` per handler, and `error` for failures on one connection. A client
+//! that simply leaves is not an error. Nobody has to listen: with no subscriber, errors are logged
+//! through `tracing` and nothing else happens.
+//!
+//! # The wire
+//!
+//! An accepted stream answers `200` with `Content-Type: text/event-stream`,
+//! `Cache-Control: no-cache, no-transform`, `X-Accel-Buffering: no` (so proxies do not buffer)
+//! and, on HTTP/1.1, `Connection: keep-alive`. It starts with a lone `\n`, flushed at once. A
+//! message is `event: E\ndata: P\n\n`; a payload with line breaks (`\r\n`, `\r` or `\n`) becomes
+//! several `data:` lines, so no payload can end a frame early or inject an event. Every stream
+//! gets a heartbeat comment (`:\n\n`) every 3 seconds from one timer shared by all connections.
+//!
+//! A request on the SSE path without a non-empty `clientId` or `events`, or whose query cannot be
+//! decoded, gets `400` with `{"message": "..."}` and no stream; a method other than `GET` or
+//! `HEAD` gets `405` with `Allow: GET, HEAD`. `OPTIONS` is left to the application (for its CORS
+//! handling).
+//!
+//! # Limits and backpressure
+//!
+//! [`EventHandler::send`] encodes a frame once and queues the same bytes on each connection; it
+//! never waits for a client. Each connection's queue is bounded
+//! ([`ServerBuilder::max_buffer_bytes`], default 1 MiB, counting messages held back behind a
+//! `fetch`): a client that stops reading and passes it is disconnected with an `error`
+//! notification, and nobody else is slowed or loses a message. Whatever has queued up for a
+//! connection goes out in one write.
+//!
+//! # Runtime
+//!
+//! The public API uses the ecosystem types that stay put: `http` 1.x for requests and responses,
+//! `bytes`, `futures-core`'s `Stream` and `http-body`'s `Body`. "Framework-free" means free of
+//! every web framework; the crate is built on tokio (the heartbeat timer and `fetch` tasks are
+//! tokio tasks, started on the runtime of the first connection).
+//!
+//! # Feature flags
+//!
+//! None yet: everything described here is always on.
+
+mod connection;
+mod error;
+mod frame;
+mod handler;
+mod message;
+mod notify;
+mod rejection;
+mod request;
+mod room;
+mod server;
+mod sink;
+mod sync;
+
+pub use connection::{Connection, ConnectionStream};
+pub use error::{BoxError, BuildError, ConnectionError, RegisterError, SendError};
+pub use handler::{EventHandler, HandlerOptions};
+pub use notify::{CloseReason, Notification, Notifications};
+pub use rejection::ConnectRejection;
+pub use request::{Context, RequestHead};
+pub use server::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_PATH, Outcome, Server,
+    ServerBuilder,
+};
+pub use sink::{SinkError, SseSink};

@@ -1,0 +1,105 @@
+//! Requests on the SSE path that do not open a stream, each with its HTTP answer.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+/// Why a request on the SSE path was refused. Each variant knows its status and JSON body, so
+/// every adapter answers the same way ([`ConnectRejection::into_response`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectRejection {
+    /// The query has no non-empty `clientId`. The official client always sends one.
+    #[error("query parameter 'clientId' is required")]
+    MissingClientId,
+    /// The query has no non-empty `events`. Subscribe to at least one event.
+    #[error("query parameter 'events' is required")]
+    MissingEvents,
+    /// The query could not be decoded (a malformed percent-escape, or not UTF-8).
+    #[error("malformed query: {reason}")]
+    MalformedQuery {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A path parameter could not be decoded (a malformed percent-escape, or not UTF-8).
+    #[error("malformed path: {reason}")]
+    MalformedPath {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request path is not the server's SSE path.
+    #[error("not the SSE-IO path")]
+    NotFound,
+    /// The SSE path answers `GET` (and `HEAD`) only.
+    #[error("method {method} is not allowed on the SSE path; use GET")]
+    MethodNotAllowed {
+        /// The method that was used.
+        method: String,
+    },
+    /// A handler's `get_room_id` panicked; the panic was reported as an `error` notification.
+    #[error("the server failed to join the rooms of event '{event}'")]
+    Internal {
+        /// The event whose handler failed.
+        event: String,
+    },
+}
+
+impl ConnectRejection {
+    /// The HTTP status of this rejection.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingClientId
+            | Self::MissingEvents
+            | Self::MalformedQuery { .. }
+            | Self::MalformedPath { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body, `{"message": "<human readable reason>"}`.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::json!({ "message": self.to_string() });
+        Bytes::from(body.to_string())
+    }
+
+    /// The complete HTTP response: status, `Content-Type: application/json`, the JSON body,
+    /// and `Allow: GET, HEAD` for [`ConnectRejection::MethodNotAllowed`].
+    pub fn into_response(self) -> Response<Bytes> {
+        let mut response = Response::new(self.body());
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Self::MethodNotAllowed { .. } = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_client_id_is_400_json() {
+        let response = ConnectRejection::MissingClientId.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["message"], "query parameter 'clientId' is required");
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods() {
+        let response = ConnectRejection::MethodNotAllowed {
+            method: "POST".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+    }
+}

@@ -1,0 +1,628 @@
+//! The server: path pattern, handlers, live connections, heartbeats, and the request entry
+//! points adapters call.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, Version, header};
+use tokio::task::AbortHandle;
+
+use crate::connection::{Connection, ConnectionStream};
+use crate::error::{BuildError, ConnectionError, RegisterError};
+use crate::frame;
+use crate::handler::{EventHandler, FetchFailure, FetchFuture, HandlerOptions};
+use crate::notify::{CloseReason, Notification, Notifications, Notifier};
+use crate::rejection::ConnectRejection;
+use crate::request::{Context, PathPattern, RequestHead, parse_query};
+use crate::room::{Hold, Member};
+use crate::sink::{QueueSink, SinkError, SseSink};
+use crate::sync::{lock, read, write};
+
+/// The default path pattern, as in the original server.
+pub const DEFAULT_PATH: &str = "/sseio";
+/// The default heartbeat interval, as in the original server.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// The default per-connection outgoing buffer limit: 1 MiB.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Configures a [`Server`]. Start with [`Server::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ServerBuilder {
+    path: String,
+    heartbeat_interval: Duration,
+    max_buffer_bytes: usize,
+}
+
+impl ServerBuilder {
+    /// The path pattern of the SSE endpoint, such as `/user/:userId/foo`: `:name` segments are
+    /// path parameters (available as [`Context::param`]), a final `*name` matches the rest of the
+    /// path. Default: `/sseio`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// How often every open stream gets a heartbeat comment, from one timer shared by all
+    /// connections. `Duration::ZERO` turns heartbeats off. Default: 3 seconds.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// The most bytes queued for one connection (frames not yet written to its socket, and
+    /// messages held back while its `fetch` runs). A client that stops reading and passes it is
+    /// disconnected, with an `error` notification; nobody else is slowed. Default: 1 MiB.
+    pub fn max_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffer_bytes = bytes;
+        self
+    }
+
+    /// Builds the server.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidPath`] when the path pattern is not usable.
+    pub fn build(self) -> Result<Server, BuildError> {
+        let path = PathPattern::parse(&self.path)?;
+        Ok(Server {
+            inner: Arc::new(ServerInner {
+                path,
+                heartbeat_interval: self.heartbeat_interval,
+                max_buffer_bytes: self.max_buffer_bytes.max(1),
+                handlers: RwLock::new(HashMap::new()),
+                connections: Mutex::new(Connections::default()),
+                notifier: Arc::new(Notifier::default()),
+                heartbeat_started: Once::new(),
+                next_serial: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_PATH.to_owned(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+        }
+    }
+}
+
+/// An SSE-IO server: the SSE endpoint's path, its event handlers, and its open connections.
+///
+/// Cheap to clone (an `Arc` inside), `Send + Sync`. Adapters call [`Server::handle`] for each
+/// request; the application registers handlers, sends through them, and may
+/// [`subscribe`](Server::subscribe) to lifecycle notifications.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+/// What [`Server::handle`] made of a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Not the SSE path (or an `OPTIONS` request, left to the application's CORS handling):
+    /// pass the request on to the application's routes.
+    NotOurs,
+    /// Answer with this complete response: a rejection (`400`, `405`, ... with a JSON body), or
+    /// the headers for a `HEAD` request.
+    Reply(Response<Bytes>),
+    /// A stream was accepted: answer with this response and stream its body.
+    Stream(Response<ConnectionStream>),
+}
+
+pub(crate) struct ServerInner {
+    path: PathPattern,
+    heartbeat_interval: Duration,
+    max_buffer_bytes: usize,
+    handlers: RwLock<HashMap<Arc<str>, EventHandler>>,
+    connections: Mutex<Connections>,
+    notifier: Arc<Notifier>,
+    heartbeat_started: Once,
+    next_serial: AtomicU64,
+}
+
+/// Live connections, keyed by a serial unique to each connection (not by `clientId`, so the close
+/// of a replaced stream can never remove the connection that took its `clientId`).
+#[derive(Default)]
+struct Connections {
+    live: HashMap<u64, LiveConnection>,
+    by_client: HashMap<Arc<str>, u64>,
+}
+
+struct LiveConnection {
+    client_id: Arc<str>,
+    sink: Arc<dyn SseSink>,
+    rooms: Vec<(EventHandler, Arc<str>)>,
+    fetches: Vec<AbortHandle>,
+}
+
+/// A validated connection request.
+struct Parsed {
+    client_id: String,
+    events: Vec<String>,
+    params: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+}
+
+impl Server {
+    /// A server on `path` with the default settings; see [`ServerBuilder::path`] for the
+    /// pattern syntax.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidPath`] when the path pattern is not usable.
+    pub fn new(path: impl Into<String>) -> Result<Self, BuildError> {
+        Self::builder().path(path).build()
+    }
+
+    /// A builder with the defaults: path `/sseio`, heartbeats every 3 s, 1 MiB per-connection
+    /// buffer.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The path pattern this server answers on.
+    pub fn path(&self) -> &str {
+        self.inner.path.as_str()
+    }
+
+    /// Registers the handler of `event`; connections that list `event` in their `events` join
+    /// the room its `get_room_id` picks. Handlers can be registered at any time; a connection
+    /// joins the handlers registered when it opens.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::InvalidEventName`] for a name that cannot go on the wire (empty, or with a
+    /// line break); [`RegisterError::AlreadyRegistered`] when `event` already has a handler.
+    pub fn register_event_handler(
+        &self,
+        event: impl Into<String>,
+        options: HandlerOptions,
+    ) -> Result<EventHandler, RegisterError> {
+        let event = event.into();
+        if let Some(reason) = frame::invalid_event_name(&event) {
+            return Err(RegisterError::InvalidEventName {
+                name: event,
+                reason,
+            });
+        }
+        let mut handlers = write(&self.inner.handlers);
+        if handlers.contains_key(event.as_str()) {
+            return Err(RegisterError::AlreadyRegistered { name: event });
+        }
+        let event: Arc<str> = event.into();
+        let handler = EventHandler::new(
+            event.clone(),
+            options,
+            self.inner.notifier.clone(),
+            Arc::downgrade(&self.inner),
+        );
+        handlers.insert(event, handler.clone());
+        Ok(handler)
+    }
+
+    /// The handler registered for `event`, if any.
+    pub fn handler(&self, event: &str) -> Option<EventHandler> {
+        read(&self.inner.handlers).get(event).cloned()
+    }
+
+    /// Subscribes to lifecycle notifications, from now on. Raising a notification never waits
+    /// for a subscriber (each has its own queue); with no subscriber, errors are logged through
+    /// `tracing` and nothing else happens.
+    pub fn subscribe(&self) -> Notifications {
+        self.inner.notifier.subscribe()
+    }
+
+    /// Whether `path` is this server's SSE path; a cheap check for middleware.
+    pub fn matches(&self, path: &str) -> bool {
+        self.inner.path.matches(path)
+    }
+
+    /// The number of open connections.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.inner.connections).live.len()
+    }
+
+    /// Closes every open connection (each raises `conn:close` once). New connections are still
+    /// accepted; stop routing requests here first when shutting down.
+    pub fn close_all(&self) {
+        let closed: Vec<_> = {
+            let mut connections = lock(&self.inner.connections);
+            connections.by_client.clear();
+            connections.live.drain().collect()
+        };
+        for (serial, connection) in closed {
+            self.inner
+                .finish_close(serial, connection, CloseReason::ServerClosed);
+        }
+    }
+
+    /// Serves one request: the entry point of every adapter.
+    ///
+    /// Not the SSE path: [`Outcome::NotOurs`]. `GET` with a valid query: [`Outcome::Stream`]
+    /// with the SSE headers. `HEAD`: the same headers without a stream. Anything else, or a bad
+    /// query: [`Outcome::Reply`] with the status and JSON body of the [`ConnectRejection`].
+    pub async fn handle(&self, request: RequestHead<'_>) -> Outcome {
+        if !self.matches(request.uri.path()) || request.method == Method::OPTIONS {
+            return Outcome::NotOurs;
+        }
+        let result = match *request.method {
+            Method::GET => self.open_stream(request).await.map(Outcome::Stream),
+            Method::HEAD => self
+                .inner
+                .parse(&request)
+                .map(|_| Outcome::Reply(stream_response(request.version, Bytes::new()))),
+            _ => Err(ConnectRejection::MethodNotAllowed {
+                method: request.method.to_string(),
+            }),
+        };
+        result.unwrap_or_else(|rejection| Outcome::Reply(rejection.into_response()))
+    }
+
+    async fn open_stream(
+        &self,
+        request: RequestHead<'_>,
+    ) -> Result<Response<ConnectionStream>, ConnectRejection> {
+        let sink = Arc::new(QueueSink::new(frame::OPENING, self.inner.max_buffer_bytes));
+        let connection = self.connect(request, sink.clone()).await?;
+        Ok(stream_response(
+            request.version,
+            ConnectionStream::new(sink, connection),
+        ))
+    }
+
+    /// Opens a connection that delivers into `sink`, for transports other than an HTTP
+    /// response body (and for tests); [`Server::handle`] is this with the production sink.
+    ///
+    /// The connection joins a room of every handler among its `events` (unknown events are
+    /// ignored), replaces any open connection with the same `clientId`, starts the handlers'
+    /// `fetch`es, and raises `conn:create`. It lives until the returned [`Connection`] is dropped
+    /// or the server closes it.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConnectRejection`] when the path is not the SSE path, the query is missing `clientId`
+    /// or `events` or cannot be decoded, or a `get_room_id` panicked.
+    pub async fn connect(
+        &self,
+        request: RequestHead<'_>,
+        sink: Arc<dyn SseSink>,
+    ) -> Result<Connection, ConnectRejection> {
+        let parsed = self.inner.parse(&request)?;
+        let handlers: Vec<EventHandler> = {
+            let registered = read(&self.inner.handlers);
+            let mut handlers: Vec<EventHandler> = Vec::with_capacity(parsed.events.len());
+            for event in &parsed.events {
+                if let Some(handler) = registered.get(event.as_str())
+                    && !handlers.iter().any(|h| h.event() == event)
+                {
+                    handlers.push(handler.clone());
+                }
+            }
+            handlers
+        };
+        let client_id: Arc<str> = parsed.client_id.as_str().into();
+        let context = Context::new(
+            parsed.client_id,
+            parsed.params,
+            parsed.query,
+            request.headers.clone(),
+        );
+
+        let mut rooms = Vec::with_capacity(handlers.len());
+        for handler in handlers {
+            match catch_unwind(AssertUnwindSafe(|| handler.room_id(&context))) {
+                Ok(room) => rooms.push((handler, Arc::<str>::from(room))),
+                Err(panic) => {
+                    let event = handler.event().to_owned();
+                    self.inner.notify_error(ConnectionError::Panicked {
+                        callback: "get_room_id",
+                        event: handler.event_arc().clone(),
+                        client_id: client_id.clone(),
+                        message: panic_message(&*panic),
+                    });
+                    return Err(ConnectRejection::Internal { event });
+                }
+            }
+        }
+
+        let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        let mut holds = Vec::new();
+        let replaced = {
+            let mut connections = lock(&self.inner.connections);
+            for (handler, room) in &rooms {
+                let hold = handler
+                    .fetch()
+                    .map(|_| Arc::new(Hold::new(self.inner.max_buffer_bytes)));
+                if let Some(hold) = &hold {
+                    holds.push((handler.clone(), hold.clone()));
+                }
+                handler.join(
+                    room,
+                    serial,
+                    Member {
+                        sink: sink.clone(),
+                        hold,
+                    },
+                );
+            }
+            let replaced = connections
+                .by_client
+                .insert(client_id.clone(), serial)
+                .and_then(|old| connections.live.remove(&old).map(|c| (old, c)));
+            connections.live.insert(
+                serial,
+                LiveConnection {
+                    client_id: client_id.clone(),
+                    sink: sink.clone(),
+                    rooms,
+                    fetches: Vec::new(),
+                },
+            );
+            replaced
+        };
+        if let Some((old_serial, old)) = replaced {
+            self.inner
+                .finish_close(old_serial, old, CloseReason::Replaced);
+        }
+        self.inner.start_heartbeat();
+        self.inner.notifier.notify(Notification::ConnCreate {
+            client_id: client_id.clone(),
+        });
+
+        if !holds.is_empty() {
+            let fetches: Vec<AbortHandle> = holds
+                .into_iter()
+                .map(|(handler, hold)| {
+                    let task = run_fetch(
+                        Arc::downgrade(&self.inner),
+                        handler,
+                        context.clone(),
+                        serial,
+                        sink.clone(),
+                        hold,
+                    );
+                    tokio::spawn(task).abort_handle()
+                })
+                .collect();
+            let mut connections = lock(&self.inner.connections);
+            match connections.live.get_mut(&serial) {
+                Some(live) => live.fetches = fetches,
+                None => fetches.iter().for_each(AbortHandle::abort),
+            }
+        }
+        Ok(Connection::new(self.inner.clone(), serial, client_id))
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("path", &self.inner.path)
+            .field("heartbeat_interval", &self.inner.heartbeat_interval)
+            .field("max_buffer_bytes", &self.inner.max_buffer_bytes)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerInner {
+    fn parse(&self, request: &RequestHead<'_>) -> Result<Parsed, ConnectRejection> {
+        let params = self
+            .path
+            .params(request.uri.path())
+            .ok_or(ConnectRejection::NotFound)??;
+        let query = parse_query(request.uri.query().unwrap_or(""))?;
+        let client_id = query
+            .iter()
+            .find(|(k, v)| k == "clientId" && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .ok_or(ConnectRejection::MissingClientId)?;
+        let events: Vec<String> = query
+            .iter()
+            .filter(|(k, v)| k == "events" && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect();
+        if events.is_empty() {
+            return Err(ConnectRejection::MissingEvents);
+        }
+        Ok(Parsed {
+            client_id,
+            events,
+            params,
+            query,
+        })
+    }
+
+    /// Closes connection `serial` if it is still open: the one close path for every cause.
+    pub(crate) fn close_connection(&self, serial: u64, reason: CloseReason) {
+        let removed = {
+            let mut connections = lock(&self.connections);
+            let removed = connections.live.remove(&serial);
+            if let Some(live) = &removed
+                && connections.by_client.get(&live.client_id) == Some(&serial)
+            {
+                connections.by_client.remove(&live.client_id);
+            }
+            removed
+        };
+        if let Some(live) = removed {
+            self.finish_close(serial, live, reason);
+        }
+    }
+
+    /// The rest of a close, once the connection is out of the table (so it runs once).
+    fn finish_close(&self, serial: u64, live: LiveConnection, reason: CloseReason) {
+        live.sink.close(reason);
+        for fetch in &live.fetches {
+            fetch.abort();
+        }
+        for (handler, room) in &live.rooms {
+            handler.leave(room, serial);
+        }
+        if reason == CloseReason::SlowConsumer {
+            self.notify_error(ConnectionError::SlowConsumer {
+                client_id: live.client_id.clone(),
+                limit: self.max_buffer_bytes,
+            });
+        }
+        self.notifier.notify(Notification::ConnClose {
+            client_id: live.client_id,
+            reason,
+        });
+    }
+
+    fn notify_error(&self, error: ConnectionError) {
+        self.notifier.notify(Notification::Error(Arc::new(error)));
+    }
+
+    /// Starts the one heartbeat timer of this server, on the runtime of its first connection.
+    fn start_heartbeat(self: &Arc<Self>) {
+        let period = self.heartbeat_interval;
+        if period.is_zero() {
+            return;
+        }
+        self.heartbeat_started.call_once(|| {
+            let server = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now() + period;
+                let mut ticker = tokio::time::interval_at(start, period);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    let Some(server) = server.upgrade() else {
+                        break;
+                    };
+                    server.beat();
+                }
+            });
+        });
+    }
+
+    /// Queues one heartbeat on every open connection.
+    fn beat(&self) {
+        let mut slow = Vec::new();
+        {
+            let connections = lock(&self.connections);
+            for (&serial, live) in &connections.live {
+                if live.sink.send(frame::HEARTBEAT) == Err(SinkError::Full) {
+                    slow.push(serial);
+                }
+            }
+        }
+        for serial in slow {
+            self.close_connection(serial, CloseReason::SlowConsumer);
+        }
+    }
+}
+
+/// Runs one `fetch`, then releases the messages held back behind it.
+async fn run_fetch(
+    server: std::sync::Weak<ServerInner>,
+    handler: EventHandler,
+    context: Context,
+    serial: u64,
+    sink: Arc<dyn SseSink>,
+    hold: Arc<Hold>,
+) {
+    let Some(fetch) = handler.fetch().cloned() else {
+        return;
+    };
+    let client_id: Arc<str> = context.client_id().into();
+    // The call itself runs inside the first poll, so a panic in it is caught as well.
+    let outcome = CatchUnwind(Box::pin(async move { fetch(context).await })).await;
+    let event = handler.event_arc().clone();
+    let (first, error) = match outcome {
+        Ok(Ok(payload)) => (payload.map(|p| frame::encode(&event, &p)), None),
+        Ok(Err(FetchFailure::Failed(source))) => (
+            None,
+            Some(ConnectionError::Fetch {
+                event,
+                client_id,
+                source,
+            }),
+        ),
+        Ok(Err(FetchFailure::Serialize(source))) => (
+            None,
+            Some(ConnectionError::FetchResult {
+                event,
+                client_id,
+                source,
+            }),
+        ),
+        Err(message) => (
+            None,
+            Some(ConnectionError::Panicked {
+                callback: "fetch",
+                event,
+                client_id,
+                message,
+            }),
+        ),
+    };
+    let Some(server) = server.upgrade() else {
+        return;
+    };
+    if let Some(error) = error {
+        server.notify_error(error);
+    }
+    if hold.release(&*sink, first) == Err(SinkError::Full) {
+        server.close_connection(serial, CloseReason::SlowConsumer);
+    }
+}
+
+/// Polls a future, turning a panic into an error carrying the panic message.
+struct CatchUnwind(FetchFuture);
+
+impl Future for CatchUnwind {
+    type Output = Result<<FetchFuture as Future>::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The response head of an SSE stream, as the official client requires it.
+fn stream_response<B>(version: Version, body: B) -> Response<B> {
+    let mut response = Response::new(body);
+    let headers: &mut HeaderMap = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert(
+        header::HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    if version == Version::HTTP_11 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    response
+}

@@ -1,0 +1,205 @@
+//! `SseSink`: where fan-out meets one connection's outgoing queue.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Mutex;
+use std::task::{Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::notify::CloseReason;
+use crate::sync::lock;
+
+/// One connection's outgoing side, as the room fan-out and the heartbeat see it.
+///
+/// Every method returns at once: a sink never waits for its client. The core ships the
+/// production sink behind [`ConnectionStream`](crate::ConnectionStream); a custom transport (or a
+/// test) can bring its own through [`Server::connect`](crate::Server::connect).
+pub trait SseSink: Send + Sync + fmt::Debug + 'static {
+    /// Queues one encoded frame. The same [`Bytes`] handle is shared by every member of a room,
+    /// so this must not copy it needlessly.
+    fn send(&self, frame: Bytes) -> Result<(), SinkError>;
+
+    /// Closes the sink: later sends fail with [`SinkError::Closed`] and the client's stream ends.
+    /// Closing twice is harmless.
+    fn close(&self, reason: CloseReason);
+
+    /// Whether [`SseSink::close`] was called.
+    fn is_closed(&self) -> bool;
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The connection's outgoing buffer is full: the client stopped reading. The server closes
+    /// such a connection.
+    #[error("the connection's outgoing buffer is full")]
+    Full,
+    /// The connection is closed.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+/// The most bytes one poll of a connection stream hands to the HTTP layer: what has queued up is
+/// coalesced into one write up to this size.
+const MAX_COALESCE: usize = 64 * 1024;
+
+/// The production sink: a bounded queue of frames drained by the connection's response body.
+pub(crate) struct QueueSink {
+    state: Mutex<QueueState>,
+    max_bytes: usize,
+}
+
+struct QueueState {
+    frames: VecDeque<Bytes>,
+    queued_bytes: usize,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+impl QueueSink {
+    /// A sink holding `first` (the opening bytes), accepting up to `max_bytes` queued.
+    pub(crate) fn new(first: Bytes, max_bytes: usize) -> Self {
+        let mut frames = VecDeque::new();
+        let queued_bytes = first.len();
+        frames.push_back(first);
+        Self {
+            state: Mutex::new(QueueState {
+                frames,
+                queued_bytes,
+                closed: false,
+                waker: None,
+            }),
+            max_bytes,
+        }
+    }
+
+    /// The next chunk to write: every queued frame up to [`MAX_COALESCE`] bytes in one `Bytes`
+    /// (a single frame is handed over without copying); `None` once closed.
+    pub(crate) fn poll_chunk(&self, waker: &Waker) -> Poll<Option<Bytes>> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        let Some(first) = state.frames.pop_front() else {
+            if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                state.waker = Some(waker.clone());
+            }
+            return Poll::Pending;
+        };
+        let chunk = match state.frames.front() {
+            Some(next) if first.len() + next.len() <= MAX_COALESCE => {
+                let mut buf = BytesMut::with_capacity(state.queued_bytes.min(MAX_COALESCE));
+                buf.extend_from_slice(&first);
+                while let Some(next) = state.frames.front() {
+                    if buf.len() + next.len() > MAX_COALESCE {
+                        break;
+                    }
+                    let next = state.frames.pop_front().expect("front exists");
+                    buf.extend_from_slice(&next);
+                }
+                buf.freeze()
+            }
+            _ => first,
+        };
+        state.queued_bytes -= chunk.len();
+        Poll::Ready(Some(chunk))
+    }
+}
+
+impl SseSink for QueueSink {
+    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(SinkError::Closed);
+        }
+        if state.queued_bytes + frame.len() > self.max_bytes {
+            return Err(SinkError::Full);
+        }
+        state.queued_bytes += frame.len();
+        state.frames.push_back(frame);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    fn close(&self, _reason: CloseReason) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        state.closed = true;
+        state.frames = VecDeque::new();
+        state.queued_bytes = 0;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+}
+
+impl fmt::Debug for QueueSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.state);
+        f.debug_struct("QueueSink")
+            .field("queued_frames", &state.frames.len())
+            .field("queued_bytes", &state.queued_bytes)
+            .field("max_bytes", &self.max_bytes)
+            .field("closed", &state.closed)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    fn chunk(sink: &QueueSink) -> Poll<Option<Bytes>> {
+        sink.poll_chunk(Waker::noop())
+    }
+
+    #[test]
+    fn opening_bytes_come_first() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\n"))));
+        assert_eq!(chunk(&sink), Poll::Pending);
+    }
+
+    #[test]
+    fn queued_frames_are_coalesced_into_one_chunk() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        sink.send(Bytes::from_static(b"a")).unwrap();
+        sink.send(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\nab"))));
+    }
+
+    #[test]
+    fn full_buffer_refuses_the_frame() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 4);
+        sink.send(Bytes::from_static(b"abc")).unwrap();
+        assert_eq!(sink.send(Bytes::from_static(b"d")), Err(SinkError::Full));
+        assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\nabc"))));
+        sink.send(Bytes::from_static(b"d")).unwrap();
+    }
+
+    #[test]
+    fn closed_sink_ends_the_stream_and_refuses_frames() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        sink.close(CloseReason::ServerClosed);
+        sink.close(CloseReason::ServerClosed);
+        assert!(sink.is_closed());
+        assert_eq!(chunk(&sink), Poll::Ready(None));
+        assert_eq!(sink.send(Bytes::from_static(b"a")), Err(SinkError::Closed));
+    }
+}
