@@ -70,7 +70,9 @@ pub enum ConnectionError {
         source: BoxError,
     },
     /// The handler's `fetch` result could not be serialized to JSON; nothing was sent for it.
-    #[error("'fetch' result of event `{event}` for client `{client_id}` could not be serialized: {source}")]
+    #[error(
+        "'fetch' result of event `{event}` for client `{client_id}` could not be serialized: {source}"
+    )]
     FetchResult {
         /// The event whose `fetch` result was bad.
         event: Arc<str>,

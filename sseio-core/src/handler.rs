@@ -22,7 +22,8 @@ use crate::sink::SinkError;
 use crate::sync::{read, write};
 
 type RoomIdFn = dyn Fn(&Context) -> String + Send + Sync;
-pub(crate) type FetchFuture = Pin<Box<dyn Future<Output = Result<Option<String>, FetchFailure>> + Send>>;
+pub(crate) type FetchFuture =
+    Pin<Box<dyn Future<Output = Result<Option<String>, FetchFailure>> + Send>>;
 type FetchFn = dyn Fn(Context) -> FetchFuture + Send + Sync;
 
 /// How a `fetch` failed, before it is reported.

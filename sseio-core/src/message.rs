@@ -77,17 +77,26 @@ mod tests {
     #[test]
     fn strings_go_out_verbatim() {
         assert_eq!(to_payload("hello").unwrap(), "hello");
-        assert_eq!(to_payload(&"with \"quotes\"\n".to_owned()).unwrap(), "with \"quotes\"\n");
+        assert_eq!(
+            to_payload(&"with \"quotes\"\n".to_owned()).unwrap(),
+            "with \"quotes\"\n"
+        );
         assert_eq!(to_payload(&json!("a value")).unwrap(), "a value");
         assert_eq!(to_payload("").unwrap(), "");
     }
 
     #[test]
     fn other_values_go_out_as_json_text() {
-        assert_eq!(to_payload(&json!({"hello": "world"})).unwrap(), r#"{"hello":"world"}"#);
+        assert_eq!(
+            to_payload(&json!({"hello": "world"})).unwrap(),
+            r#"{"hello":"world"}"#
+        );
         assert_eq!(to_payload(&["a", "b"]).unwrap(), r#"["a","b"]"#);
         assert_eq!(to_payload(&42).unwrap(), "42");
-        assert_eq!(to_payload(&json!({"s": "a\"b"})).unwrap(), r#"{"s":"a\"b"}"#);
+        assert_eq!(
+            to_payload(&json!({"s": "a\"b"})).unwrap(),
+            r#"{"s":"a\"b"}"#
+        );
     }
 
     #[test]

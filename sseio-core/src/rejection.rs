@@ -35,6 +35,11 @@ pub enum ConnectRejection {
         /// The method that was used.
         method: String,
     },
+    /// The server is shutting down ([`Server::shutdown`](crate::Server::shutdown)). Answered
+    /// `503` with `Retry-After`, which makes the official client reconnect with backoff, to
+    /// another instance or to this one once it is back.
+    #[error("the server is shutting down; retry later")]
+    ShuttingDown,
     /// A handler's `get_room_id` panicked; the panic was reported as an `error` notification.
     #[error("the server failed to join the rooms of event '{event}'")]
     Internal {
@@ -53,6 +58,7 @@ impl ConnectRejection {
             | Self::MalformedPath { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,7 +70,8 @@ impl ConnectRejection {
     }
 
     /// The complete HTTP response: status, `Content-Type: application/json`, the JSON body,
-    /// and `Allow: GET, HEAD` for [`ConnectRejection::MethodNotAllowed`].
+    /// `Allow: GET, HEAD` for [`ConnectRejection::MethodNotAllowed`] and `Retry-After` for
+    /// [`ConnectRejection::ShuttingDown`].
     pub fn into_response(self) -> Response<Bytes> {
         let mut response = Response::new(self.body());
         *response.status_mut() = self.status();
@@ -73,8 +80,14 @@ impl ConnectRejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Self::MethodNotAllowed { .. } = self {
-            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        match self {
+            Self::MethodNotAllowed { .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            Self::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }

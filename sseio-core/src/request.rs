@@ -30,12 +30,7 @@ pub struct RequestHead<'a> {
 
 impl<'a> RequestHead<'a> {
     /// Borrows the parts of a request.
-    pub fn new(
-        method: &'a Method,
-        uri: &'a Uri,
-        version: Version,
-        headers: &'a HeaderMap,
-    ) -> Self {
+    pub fn new(method: &'a Method, uri: &'a Uri, version: Version, headers: &'a HeaderMap) -> Self {
         Self {
             method,
             uri,
@@ -145,11 +140,10 @@ pub(crate) fn parse_query(query: &str) -> Result<Vec<(String, String)>, ConnectR
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decode_component(key, true).map_err(|reason| {
-                ConnectRejection::MalformedQuery {
+            let key =
+                decode_component(key, true).map_err(|reason| ConnectRejection::MalformedQuery {
                     reason: format!("a query parameter name {reason}"),
-                }
-            })?;
+                })?;
             let value = decode_component(value, true).map_err(|reason| {
                 ConnectRejection::MalformedQuery {
                     reason: format!("query parameter `{key}` {reason}"),

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::sync::lock;
 use crate::sink::{SinkError, SseSink};
+use crate::sync::lock;
 
 /// The members of one room, by connection serial.
 #[derive(Debug, Default)]
@@ -80,7 +80,11 @@ impl Hold {
 
     /// Sends `first` (the fetch result, if any) and then every held frame, in order, and lets
     /// later frames go straight to the sink.
-    pub(crate) fn release(&self, sink: &dyn SseSink, first: Option<Bytes>) -> Result<(), SinkError> {
+    pub(crate) fn release(
+        &self,
+        sink: &dyn SseSink,
+        first: Option<Bytes>,
+    ) -> Result<(), SinkError> {
         let mut held = lock(&self.held);
         let frames = std::mem::take(&mut held.frames);
         held.bytes = 0;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -84,6 +84,7 @@ impl ServerBuilder {
                 notifier: Arc::new(Notifier::default()),
                 heartbeat_started: Once::new(),
                 next_serial: AtomicU64::new(1),
+                shutting_down: AtomicBool::new(false),
             }),
         })
     }
@@ -131,6 +132,7 @@ pub(crate) struct ServerInner {
     notifier: Arc<Notifier>,
     heartbeat_started: Once,
     next_serial: AtomicU64,
+    shutting_down: AtomicBool,
 }
 
 /// Live connections, keyed by a serial unique to each connection (not by `clientId`, so the close
@@ -235,14 +237,26 @@ impl Server {
         lock(&self.inner.connections).live.len()
     }
 
-    /// Closes every open connection (each raises `conn:close` once). New connections are still
-    /// accepted; stop routing requests here first when shutting down.
+    /// Shuts the server down: from now on new streams are refused with `503` and `Retry-After`
+    /// (the official client backs off and reconnects, to another instance or to this one once it
+    /// is back), and every open stream is closed, each raising `conn:close` once. Sending keeps
+    /// working; it reaches nobody.
+    pub fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.close_all();
+    }
+
+    /// Whether [`Server::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open connection (each raises `conn:close` once). Unlike
+    /// [`Server::shutdown`], new connections are still accepted.
     pub fn close_all(&self) {
-        let closed: Vec<_> = {
-            let mut connections = lock(&self.inner.connections);
-            connections.by_client.clear();
-            connections.live.drain().collect()
-        };
+        let mut connections = lock(&self.inner.connections);
+        connections.by_client.clear();
+        let closed: Vec<_> = connections.live.drain().collect();
         for (serial, connection) in closed {
             self.inner
                 .finish_close(serial, connection, CloseReason::ServerClosed);
@@ -301,6 +315,9 @@ impl Server {
         sink: Arc<dyn SseSink>,
     ) -> Result<Connection, ConnectRejection> {
         let parsed = self.inner.parse(&request)?;
+        if self.is_shutting_down() {
+            return Err(ConnectRejection::ShuttingDown);
+        }
         let handlers: Vec<EventHandler> = {
             let registered = read(&self.inner.handlers);
             let mut handlers: Vec<EventHandler> = Vec::with_capacity(parsed.events.len());
@@ -340,8 +357,13 @@ impl Server {
 
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
         let mut holds = Vec::new();
-        let replaced = {
+        {
+            // Joining, replacing and announcing happen under the connections lock, as every
+            // close does, so notifications about one clientId are always raised in order.
             let mut connections = lock(&self.inner.connections);
+            if self.is_shutting_down() {
+                return Err(ConnectRejection::ShuttingDown);
+            }
             for (handler, room) in &rooms {
                 let hold = handler
                     .fetch()
@@ -349,19 +371,19 @@ impl Server {
                 if let Some(hold) = &hold {
                     holds.push((handler.clone(), hold.clone()));
                 }
-                handler.join(
-                    room,
-                    serial,
-                    Member {
-                        sink: sink.clone(),
-                        hold,
-                    },
-                );
+                let member = Member {
+                    sink: sink.clone(),
+                    hold,
+                };
+                handler.join(room, serial, member);
             }
-            let replaced = connections
-                .by_client
-                .insert(client_id.clone(), serial)
-                .and_then(|old| connections.live.remove(&old).map(|c| (old, c)));
+            let replaced = connections.by_client.insert(client_id.clone(), serial);
+            // The old stream leaves after the new one joined, so shared rooms stay open.
+            if let Some(old) =
+                replaced.and_then(|old| connections.live.remove(&old).map(|c| (old, c)))
+            {
+                self.inner.finish_close(old.0, old.1, CloseReason::Replaced);
+            }
             connections.live.insert(
                 serial,
                 LiveConnection {
@@ -371,16 +393,11 @@ impl Server {
                     fetches: Vec::new(),
                 },
             );
-            replaced
-        };
-        if let Some((old_serial, old)) = replaced {
-            self.inner
-                .finish_close(old_serial, old, CloseReason::Replaced);
+            self.inner.notifier.notify(Notification::ConnCreate {
+                client_id: client_id.clone(),
+            });
         }
         self.inner.start_heartbeat();
-        self.inner.notifier.notify(Notification::ConnCreate {
-            client_id: client_id.clone(),
-        });
 
         if !holds.is_empty() {
             let fetches: Vec<AbortHandle> = holds
@@ -448,22 +465,18 @@ impl ServerInner {
 
     /// Closes connection `serial` if it is still open: the one close path for every cause.
     pub(crate) fn close_connection(&self, serial: u64, reason: CloseReason) {
-        let removed = {
-            let mut connections = lock(&self.connections);
-            let removed = connections.live.remove(&serial);
-            if let Some(live) = &removed
-                && connections.by_client.get(&live.client_id) == Some(&serial)
-            {
-                connections.by_client.remove(&live.client_id);
-            }
-            removed
+        let mut connections = lock(&self.connections);
+        let Some(live) = connections.live.remove(&serial) else {
+            return;
         };
-        if let Some(live) = removed {
-            self.finish_close(serial, live, reason);
+        if connections.by_client.get(&live.client_id) == Some(&serial) {
+            connections.by_client.remove(&live.client_id);
         }
+        self.finish_close(serial, live, reason);
     }
 
-    /// The rest of a close, once the connection is out of the table (so it runs once).
+    /// The rest of a close, once the connection is out of the table (so it runs once). Called
+    /// with the connections lock held, so that it is ordered with every join.
     fn finish_close(&self, serial: u64, live: LiveConnection, reason: CloseReason) {
         live.sink.close(reason);
         for fetch in &live.fetches {

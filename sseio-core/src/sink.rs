@@ -189,7 +189,10 @@ mod tests {
         let sink = QueueSink::new(Bytes::from_static(b"\n"), 4);
         sink.send(Bytes::from_static(b"abc")).unwrap();
         assert_eq!(sink.send(Bytes::from_static(b"d")), Err(SinkError::Full));
-        assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\nabc"))));
+        assert_eq!(
+            chunk(&sink),
+            Poll::Ready(Some(Bytes::from_static(b"\nabc")))
+        );
         sink.send(Bytes::from_static(b"d")).unwrap();
     }
 

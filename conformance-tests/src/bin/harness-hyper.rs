@@ -1,0 +1,67 @@
+//! The harness server for `sseio-hyper` (see `shared/HARNESS.md`): SSE-IO mounted with
+//! `SseioLayer` in front of an axum app that has the control routes, served by
+//! `sseio_hyper::serve`.
+//!
+//! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-hyper`
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use conformance_tests::harness::{HarnessApp, addr_from_env, announce};
+use std::collections::HashMap;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let app = HarnessApp::new();
+    let server = app.server();
+    let routes = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route("/_control/send", post(send))
+        .route("/_control/log", get(log))
+        .with_state(app);
+
+    let listener = sseio_hyper::bind(addr_from_env())?;
+    announce(listener.local_addr()?);
+    sseio_hyper::serve(listener, server)
+        .with_app(routes)
+        .with_graceful_shutdown(terminated())
+        .await
+}
+
+async fn send(
+    State(app): State<HarnessApp>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (status, body) = app.send(
+        query.get("event").map(String::as_str),
+        query.get("room").map(String::as_str),
+        content_type,
+        &body,
+    );
+    (status, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn log(State(app): State<HarnessApp>) -> ([(header::HeaderName, &'static str); 1], String) {
+    ([(header::CONTENT_TYPE, "application/json")], app.log_json())
+}
+
+/// SIGTERM or ctrl-c.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,142 @@
+//! The harness's test-only control endpoints: `POST /_control/send` and `GET /_control/log`.
+
+use std::io;
+
+use serde::Deserialize;
+
+use crate::Harness;
+use crate::http1::Request;
+
+/// One lifecycle notification from `GET /_control/log`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LogRecord {
+    /// `conn:create`, `conn:close`, `room:create`, `room:empty` or `error`.
+    pub kind: String,
+    /// The client id, for `conn:*` records.
+    #[serde(rename = "clientId", default)]
+    pub client_id: Option<String>,
+    /// The event name, for `room:*` records.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// The room id, for `room:*` records.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// The error message, for `error` records.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl LogRecord {
+    /// Whether this is a `kind` record (`conn:create` or `conn:close`) for `client_id`.
+    pub fn is_conn(&self, kind: &str, client_id: &str) -> bool {
+        self.kind == kind && self.client_id.as_deref() == Some(client_id)
+    }
+
+    /// Whether this is a `kind` record (`room:create` or `room:empty`) for `room` of `event`.
+    pub fn is_room(&self, kind: &str, event: &str, room: &str) -> bool {
+        self.kind == kind
+            && self.event.as_deref() == Some(event)
+            && self.room.as_deref() == Some(room)
+    }
+
+    /// Whether this is an `error` record.
+    pub fn is_error(&self) -> bool {
+        self.kind == "error"
+    }
+}
+
+/// Counts the `kind` records for `client_id` in `log`.
+pub fn count_conn(log: &[LogRecord], kind: &str, client_id: &str) -> usize {
+    log.iter().filter(|r| r.is_conn(kind, client_id)).count()
+}
+
+/// The answer to `POST /_control/send`.
+#[derive(Debug, Clone)]
+pub struct SendOutcome {
+    /// The status code: `200` once the message was sent, `404` for an unknown event.
+    pub status: u16,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+/// `POST /_control/send?event=E&room=R` with `body` sent as a string, verbatim
+/// (`Content-Type: text/plain`).
+pub async fn send_text(
+    h: &Harness,
+    event: &str,
+    room: &str,
+    body: &str,
+) -> io::Result<SendOutcome> {
+    send(h, event, room, "text/plain; charset=utf-8", body.as_bytes()).await
+}
+
+/// `POST /_control/send?event=E&room=R` with `json` sent as a JSON value
+/// (`Content-Type: application/json`).
+pub async fn send_json(
+    h: &Harness,
+    event: &str,
+    room: &str,
+    json: &str,
+) -> io::Result<SendOutcome> {
+    send(h, event, room, "application/json", json.as_bytes()).await
+}
+
+async fn send(
+    h: &Harness,
+    event: &str,
+    room: &str,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<SendOutcome> {
+    let target = format!(
+        "/_control/send?event={}&room={}",
+        encode_component(event),
+        encode_component(room)
+    );
+    let mut response = Request::new("POST", target)
+        .header("Content-Type", content_type)
+        .header("Connection", "close")
+        .body(body)
+        .send(h.base_url())
+        .await?;
+    let body = response.read_to_end().await?;
+    Ok(SendOutcome {
+        status: response.status(),
+        body,
+    })
+}
+
+/// `GET /_control/log`: every lifecycle notification so far, in order.
+pub async fn log(h: &Harness) -> io::Result<Vec<LogRecord>> {
+    let mut response = Request::get("/_control/log")
+        .header("Connection", "close")
+        .send(h.base_url())
+        .await?;
+    let body = response.read_to_end().await?;
+    if response.status() != 200 {
+        return Err(io::Error::other(format!(
+            "GET /_control/log answered {}: {}",
+            response.status(),
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("GET /_control/log is not a JSON array of records: {e}"),
+        )
+    })
+}
+
+/// Percent-encodes a query component: everything but the URL-unreserved characters.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! The host application every harness binary shares: the handlers of the harness contract, the
+//! lifecycle log, and the control actions. Each adapter's binary only wires these into its
+//! framework's routes, with the adapter's public API, as a user would.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use sseio_hyper::{Context, EventHandler, HandlerOptions, Notification, Server};
+
+/// The SSE path of the harness contract.
+pub const PATH: &str = "/files/:guid/pull";
+
+/// The harness application: its SSE-IO server, handlers by event, and the lifecycle log.
+#[derive(Debug, Clone)]
+pub struct HarnessApp {
+    server: Server,
+    handlers: Arc<HashMap<String, EventHandler>>,
+    log: Arc<Mutex<Vec<Value>>>,
+}
+
+impl HarnessApp {
+    /// Builds the server with the contract's handlers and starts recording its notifications.
+    /// Must run inside a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the contract's path or event names were rejected, which would be a bug in sseio.
+    pub fn new() -> Self {
+        let server = Server::new(PATH).expect("the harness path is valid");
+        let by_guid = |ctx: &Context| ctx.param("guid").unwrap_or_default().to_owned();
+        let mut handlers = HashMap::new();
+        for event in ["normal-event", "test-multiple-1", "test-multiple-2"] {
+            handlers.insert(event, HandlerOptions::new(by_guid));
+        }
+        handlers.insert(
+            "query-event",
+            HandlerOptions::new(|ctx: &Context| ctx.query("room").unwrap_or_default().to_owned()),
+        );
+        handlers.insert(
+            "fetch-event",
+            HandlerOptions::new(by_guid).fetch(|_ctx: Context| async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok::<_, Infallible>(json!(["a", "b"]))
+            }),
+        );
+        handlers.insert(
+            "fetch-error-event",
+            HandlerOptions::new(by_guid).fetch(|_ctx: Context| async {
+                Err::<(), _>("foo: the harness fetch always fails")
+            }),
+        );
+        let handlers = handlers
+            .into_iter()
+            .map(|(event, options)| {
+                let handler = server
+                    .register_event_handler(event, options)
+                    .expect("the harness events are valid");
+                (event.to_owned(), handler)
+            })
+            .collect();
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut notifications = server.subscribe();
+        let records = log.clone();
+        tokio::spawn(async move {
+            while let Some(notification) = notifications.recv().await {
+                let record = match notification {
+                    Notification::ConnCreate { client_id } => {
+                        json!({"kind": "conn:create", "clientId": &*client_id})
+                    }
+                    Notification::ConnClose { client_id, .. } => {
+                        json!({"kind": "conn:close", "clientId": &*client_id})
+                    }
+                    Notification::RoomCreate { event, room } => {
+                        json!({"kind": "room:create", "event": &*event, "room": &*room})
+                    }
+                    Notification::RoomEmpty { event, room } => {
+                        json!({"kind": "room:empty", "event": &*event, "room": &*room})
+                    }
+                    Notification::Error(error) => {
+                        json!({"kind": "error", "message": error.to_string()})
+                    }
+                    _ => continue,
+                };
+                records.lock().expect("log lock").push(record);
+            }
+        });
+        Self {
+            server,
+            handlers: Arc::new(handlers),
+            log,
+        }
+    }
+
+    /// The SSE-IO server, to mount with the adapter.
+    pub fn server(&self) -> Server {
+        self.server.clone()
+    }
+
+    /// `POST /_control/send?event=E&room=R`: sends `body` as a JSON value when `content_type`
+    /// is `application/json`, verbatim otherwise. Answers the status and a JSON body.
+    pub fn send(
+        &self,
+        event: Option<&str>,
+        room: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, String) {
+        let (Some(event), Some(room)) = (event, room) else {
+            return error(StatusCode::BAD_REQUEST, "query parameters 'event' and 'room' are required");
+        };
+        let Some(handler) = self.handlers.get(event) else {
+            return error(StatusCode::NOT_FOUND, &format!("unknown event '{event}'"));
+        };
+        let is_json = content_type
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"));
+        let sent = if is_json {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(value) => handler.send(room, &value),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+            }
+        } else {
+            match std::str::from_utf8(body) {
+                Ok(text) => handler.send(room, text),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "the body is not UTF-8"),
+            }
+        };
+        match sent {
+            Ok(()) => (StatusCode::OK, "{}".to_owned()),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    }
+
+    /// `GET /_control/log`: every notification so far, as a JSON array.
+    pub fn log_json(&self) -> String {
+        Value::Array(self.log.lock().expect("log lock").clone()).to_string()
+    }
+}
+
+impl Default for HarnessApp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> (StatusCode, String) {
+    (status, json!({ "message": message }).to_string())
+}
+
+/// The address to serve on: `127.0.0.1:$PORT`, port 0 (any free port) when `PORT` is unset.
+///
+/// # Panics
+///
+/// When `PORT` is set but is not a port number.
+pub fn addr_from_env() -> SocketAddr {
+    let port = std::env::var("PORT").map_or(0, |p| p.parse().expect("PORT must be a port number"));
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Prints the line the suite and the benchmarks wait for.
+pub fn announce(addr: SocketAddr) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening {}", addr.port());
+    let _ = stdout.flush();
+}

@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+mod serve;
+mod service;
+
+pub use serve::{LISTEN_BACKLOG, NotFound, Serve, bind, listen, serve};
+pub use service::{ResponseFuture, SseioBody, SseioLayer, SseioService};
+#[doc(no_inline)]
+pub use sseio_core::*;
