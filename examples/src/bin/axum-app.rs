@@ -1,0 +1,59 @@
+//! An existing axum application with SSE-IO mounted beside its own routes.
+//!
+//! Run: `cargo run -p examples --bin axum-app`
+//! Listen: `curl -N 'http://127.0.0.1:3000/user/ada/events?clientId=tab-1&events=inbox'`
+//! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
+//!
+//! `SseioLayer` serves the SSE path (`/user/:userId/events`) and passes every other request to
+//! the router, so the app keeps its routes, extractors and middleware.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use sseio_hyper::{Context, EventHandler, HandlerOptions, Server, SseioLayer};
+
+/// A message posted to a user's inbox.
+#[derive(Debug, Deserialize, serde::Serialize)]
+struct Mail {
+    from: String,
+    text: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let sseio = Server::new("/user/:userId/events")?;
+    // Each user's connections share one room, named after the path parameter.
+    let inbox = sseio.register_event_handler(
+        "inbox",
+        HandlerOptions::new(|ctx: &Context| ctx.param("userId").unwrap_or_default().to_owned())
+            // The first message on a new connection: a greeting, before any mail sent meanwhile.
+            .fetch(|ctx: Context| async move {
+                let user = ctx.param("userId").unwrap_or_default().to_owned();
+                Ok::<_, std::convert::Infallible>(format!("welcome back, {user}"))
+            }),
+    )?;
+
+    let app = Router::new()
+        .route("/", get(|| async { "an ordinary route of the app" }))
+        .route("/users/{user}/inbox", post(deliver))
+        .with_state(inbox)
+        .layer(SseioLayer::new(sseio));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn deliver(
+    State(inbox): State<EventHandler>,
+    Path(user): Path<String>,
+    axum::Json(mail): axum::Json<Mail>,
+) -> StatusCode {
+    match inbox.send(&user, &mail) {
+        Ok(()) => StatusCode::ACCEPTED,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
