@@ -69,6 +69,18 @@ impl PathPattern {
                 reason: "it must start with `/`".to_owned(),
             });
         }
+        let mut names: Vec<&str> = Vec::new();
+        for segment in pattern.split('/') {
+            if let Some(name) = segment.strip_prefix([':', '*']) {
+                if name.is_empty() || names.contains(&name) {
+                    return Err(BuildError::InvalidPath {
+                        pattern: pattern.to_owned(),
+                        reason: format!("parameter name `{name}` is empty or repeated"),
+                    });
+                }
+                names.push(name);
+            }
+        }
         let route = pattern
             .split('/')
             .map(|segment| {
