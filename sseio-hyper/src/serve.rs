@@ -201,8 +201,9 @@ where
     Ok(())
 }
 
-/// Completes on ctrl-c or, on Unix, `SIGTERM`.
-async fn shutdown_signal() {
+/// Completes on ctrl-c or, on Unix, `SIGTERM`: the usual signal for
+/// [`Serve::with_graceful_shutdown`], and what [`listen`] uses.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -30,7 +30,7 @@ async fn main() -> std::io::Result<()> {
     announce(listener.local_addr()?);
     sseio_hyper::serve(listener, server)
         .with_app(routes)
-        .with_graceful_shutdown(terminated())
+        .with_graceful_shutdown(sseio_hyper::shutdown_signal())
         .await
 }
 
@@ -54,14 +54,4 @@ async fn send(
 
 async fn log(State(app): State<HarnessApp>) -> ([(header::HeaderName, &'static str); 1], String) {
     ([(header::CONTENT_TYPE, "application/json")], app.log_json())
-}
-
-/// SIGTERM or ctrl-c.
-async fn terminated() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
