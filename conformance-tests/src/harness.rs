@@ -112,7 +112,10 @@ impl HarnessApp {
         body: &[u8],
     ) -> (StatusCode, String) {
         let (Some(event), Some(room)) = (event, room) else {
-            return error(StatusCode::BAD_REQUEST, "query parameters 'event' and 'room' are required");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "query parameters 'event' and 'room' are required",
+            );
         };
         let Some(handler) = self.handlers.get(event) else {
             return error(StatusCode::NOT_FOUND, &format!("unknown event '{event}'"));

@@ -57,6 +57,16 @@ impl Request {
         self
     }
 
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target (path and query).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
     /// Connects to `base_url` (`http://host:port`), writes the request and reads the response
     /// head. The body is left on the connection, to be read from the returned [`Response`].
     pub async fn send(self, base_url: &str) -> io::Result<Response> {

@@ -6,8 +6,8 @@
 //! `SERVER_URL=http://127.0.0.1:8080 cargo test -p conformance-tests`).
 
 pub mod control;
-pub mod harness;
 pub mod h2;
+pub mod harness;
 pub mod http1;
 pub mod sse;
 

@@ -1,0 +1,82 @@
+//! The SSE-IO conformance suite, run against every adapter's harness binary.
+//!
+//! Each case is written once in `cases/` as `async fn case(h: &Harness)`; `conformance_suite!`
+//! instantiates every case for one adapter as a `#[tokio::test]` in a module named after the
+//! adapter, each test with its own harness process, so a failure reads `hyper::fetch_holds_back`.
+//! Adding an adapter is one line at the bottom of this file.
+//!
+//! With `SERVER_URL=http://host:port` set, no harness is started: every case runs against that
+//! server instead (see `conformance-tests/README.md`).
+
+pub mod cases;
+
+/// Expands to `mod $adapter { ... }` with one `#[tokio::test]` per case, each starting the
+/// harness binary `$bin` (a `[[bin]]` of this package) on its own free port.
+macro_rules! conformance_suite {
+    ($adapter:ident, $bin:literal) => {
+        conformance_suite!(@cases $adapter, $bin;
+            bad_input::missing_client_id_is_400,
+            bad_input::missing_events_is_400,
+            bad_input::empty_client_id_is_400,
+            bad_input::empty_events_is_400,
+            bad_input::malformed_percent_encoding_is_400,
+            bad_input::invalid_utf8_after_decoding_is_400,
+            bad_input::other_methods_are_405_with_allow,
+            bad_input::head_answers_headers_without_stream,
+            stream::http1_stream_headers,
+            stream::http2_stream_headers_and_delivery,
+            stream::opening_newline_arrives_at_once,
+            stream::frame_is_event_line_then_data_line,
+            stream::multiline_payloads_become_several_data_lines,
+            stream::json_message_arrives_as_json_text,
+            stream::large_payload_arrives_intact,
+            stream::heartbeat_every_three_seconds,
+            routing::hello_route_beside_sseio,
+            routing::unknown_path_is_404,
+            routing::near_miss_paths_are_not_the_sse_path,
+            routing::control_send_unknown_event_is_404,
+            rooms::send_reaches_every_client_in_room,
+            rooms::send_skips_other_rooms,
+            rooms::rooms_are_per_handler,
+            rooms::query_event_joins_room_from_query,
+            rooms::query_values_are_percent_decoded,
+            rooms::unknown_events_are_ignored,
+            rooms::repeated_events_keys_subscribe_to_each,
+            rooms::two_hundred_clients_get_every_send_once_in_order,
+            lifecycle::conn_create_and_room_create_are_logged,
+            lifecycle::send_right_after_conn_create_is_delivered,
+            lifecycle::room_empty_when_last_client_leaves,
+            lifecycle::closing_leaves_every_room,
+            lifecycle::conn_close_once_promptly_without_error,
+            lifecycle::replacement_closes_old_stream_and_keeps_new,
+            lifecycle::replacement_leaves_the_old_rooms,
+            lifecycle::http2_stream_reset_closes_only_that_stream,
+            fetch::fetch_holds_back,
+            fetch::fetch_error_is_reported_and_messages_still_delivered,
+            js_client::official_js_client,
+        );
+    };
+    (@cases $adapter:ident, $bin:literal; $($module:ident :: $case:ident),+ $(,)?) => {
+        mod $adapter {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let harness = conformance_tests::Harness::start(
+                        stringify!($adapter),
+                        env!(concat!("CARGO_BIN_EXE_", $bin)),
+                        &[],
+                    )
+                    .await;
+                    crate::cases::run_case(
+                        &harness,
+                        stringify!($case),
+                        crate::cases::$module::$case(&harness),
+                    )
+                    .await;
+                }
+            )+
+        }
+    };
+}
+
+conformance_suite!(hyper, "harness-hyper");
