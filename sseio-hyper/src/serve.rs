@@ -7,6 +7,7 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use sseio_core::{BoxError, Server};
 use tokio::net::{TcpListener, TcpSocket};
 use tower_service::Service;
 
+use crate::lean::{self, First, Replay};
 use crate::service::SseioService;
 
 /// The listen backlog of [`bind`]: large enough for bursts of concurrent connects (tokio's
@@ -162,14 +164,15 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
     let service = SseioService::new(server.clone(), app);
     let graceful = GracefulShutdown::new();
     let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
 
     loop {
-        let stream = tokio::select! {
+        let mut socket = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((socket, _)) => socket,
                 Err(error) => {
                     // Out of file descriptors or similar: keep serving the open connections.
                     tracing::warn!(%error, "sseio: accept failed");
@@ -180,17 +183,24 @@ where
             () = &mut shutdown => break,
         };
         // Frames are coalesced before they are written; send each write at once.
-        let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let _ = socket.set_nodelay(true);
+        let (server, builder, service) = (server.clone(), builder.clone(), service.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, "sseio: connection ended with an error");
+            let first = tokio::time::timeout(HEADER_READ_TIMEOUT, lean::read_first(&mut socket, &server));
+            match first.await {
+                Ok(Ok(First::SseGet(request))) => lean::serve_stream(socket, server, request).await,
+                Ok(Ok(First::Other(prefix))) => {
+                    let io = TokioIo::new(Replay::new(prefix, socket));
+                    let connection = builder
+                        .serve_connection(io, TowerToHyperService::new(service))
+                        .into_owned();
+                    // Boxed: a hyper connection is large, and most connections are lean streams.
+                    if let Err(error) = Box::pin(watcher.watch(connection)).await {
+                        tracing::debug!(%error, "sseio: connection ended with an error");
+                    }
+                }
+                Ok(Err(_)) | Err(_) => {}
             }
         });
     }

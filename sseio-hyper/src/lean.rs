@@ -1,0 +1,307 @@
+//! The standalone server's lean path for SSE streams over HTTP/1.1.
+//!
+//! An idle SSE stream lives for hours and is mostly waiting; what it costs in memory is what a
+//! server can hold. hyper keeps two 8 KiB buffers per HTTP/1.1 connection for as long as a
+//! response streams, so the standalone server reads the first request head itself: a plain
+//! HTTP/1.1 `GET` on the SSE path is answered here, with the core's response and chunked
+//! frames written straight to the socket; every other connection (other paths, other methods,
+//! HTTP/2, anything unusual) goes to hyper with the bytes read so far replayed.
+//!
+//! Only HTTP framing lives here; whether and what to stream is the core's decision
+//! ([`Server::handle`]), exactly as on the hyper path.
+
+use std::future::poll_fn;
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_core::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use sseio_core::{ConnectionStream, Outcome, Server};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The largest request head read here; a larger one goes to hyper, which answers it.
+const HEAD_LIMIT: usize = 16 * 1024;
+/// The most headers parsed here; a request with more goes to hyper.
+const MAX_HEADERS: usize = 64;
+
+/// What the first request on a connection turned out to be.
+#[allow(clippy::large_enum_variant)] // as for `Parse`
+pub(crate) enum First {
+    /// A plain HTTP/1.1 `GET` on the SSE path: served by [`serve_stream`].
+    SseGet(Request<()>),
+    /// Anything else: serve the connection with hyper, replaying these bytes first.
+    Other(Bytes),
+}
+
+/// Reads the first request head, until it is complete or clearly not a lean SSE request.
+pub(crate) async fn read_first(socket: &mut TcpStream, server: &Server) -> io::Result<First> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if socket.read_buf(&mut buf).await? == 0 || !buf.starts_with(b"G") {
+            // EOF, or not a GET (HTTP/2's preface starts with `PRI`): hyper's business.
+            return Ok(First::Other(buf.freeze()));
+        }
+        match parse_sse_get(&buf, server) {
+            Parse::Complete(request) => return Ok(First::SseGet(request)),
+            Parse::Partial if buf.len() < HEAD_LIMIT => continue,
+            Parse::Partial | Parse::NotLean => return Ok(First::Other(buf.freeze())),
+        }
+    }
+}
+
+// Returned once per request head and taken apart at once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Parse {
+    Complete(Request<()>),
+    Partial,
+    NotLean,
+}
+
+/// Parses a request head that qualifies for the lean path: complete, HTTP/1.1, `GET`, on the
+/// SSE path, with nothing unusual (no body, no upgrade, no `Expect`, nothing pipelined).
+fn parse_sse_get(buf: &[u8], server: &Server) -> Parse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::NotLean,
+    };
+    let (Some("GET"), Some(1), Some(target)) = (parsed.method, parsed.version, parsed.path) else {
+        return Parse::NotLean;
+    };
+    let Ok(uri) = target.parse::<Uri>() else {
+        return Parse::NotLean;
+    };
+    if len != buf.len() || !server.matches(uri.path()) {
+        return Parse::NotLean;
+    }
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Parse::NotLean;
+        };
+        map.append(name, value);
+    }
+    let unusual = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+        header::UPGRADE,
+    ];
+    if unusual.iter().any(|name| map.contains_key(name)) {
+        return Parse::NotLean;
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = map;
+    Parse::Complete(request)
+}
+
+/// Answers a lean `GET` on the SSE path: the stream, or the core's rejection.
+pub(crate) async fn serve_stream(mut socket: TcpStream, server: Server, request: Request<()>) {
+    // Boxed, so the state of accepting a connection is freed before the long streaming part.
+    let outcome = Box::pin(async move { server.handle((&request).into()).await }).await;
+    let result = match outcome {
+        Outcome::Stream(response) => stream(socket, response).await,
+        Outcome::Reply(response) => reply(&mut socket, response).await,
+        // A GET on the SSE path is always the core's; answer like the standalone app would.
+        Outcome::NotOurs => {
+            let mut response = Response::new(Bytes::new());
+            *response.status_mut() = http::StatusCode::NOT_FOUND;
+            reply(&mut socket, response).await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "sseio: stream connection ended with an error");
+    }
+}
+
+/// Writes a complete response and closes the connection.
+async fn reply(socket: &mut TcpStream, response: Response<Bytes>) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let mut head = encode_head(parts.status, &parts.headers);
+    let _ = write!(head, "content-length: {}\r\nconnection: close\r\n\r\n", body.len());
+    socket.write_all_buf(&mut head.chain(body)).await?;
+    socket.shutdown().await
+}
+
+/// Streams `response` with chunked framing until the core ends it or the client goes away.
+/// Whatever has queued up arrives as one chunk, written with one vectored write.
+async fn stream(mut socket: TcpStream, response: Response<ConnectionStream>) -> io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    let mut head = encode_head(parts.status, &parts.headers);
+    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    let mut head = Some(head);
+    let (mut reader, mut writer) = socket.split();
+    let mut probe = [0u8; 64];
+    loop {
+        tokio::select! {
+            biased;
+            chunk = poll_fn(|cx| poll_chunk(&mut body, cx)) => {
+                let prefix = head.take().unwrap_or_default();
+                let Some(data) = chunk else {
+                    writer.write_all_buf(&mut prefix.chain(&b"0\r\n\r\n"[..])).await?;
+                    return Ok(());
+                };
+                let mut size = [0u8; 20];
+                let size = chunk_size_line(&mut size, data.len());
+                let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
+                writer.write_all_buf(&mut out).await?;
+            }
+            read = reader.read(&mut probe) => match read {
+                // The client closed its side, or the connection broke: the stream is over.
+                Ok(0) | Err(_) => return Ok(()),
+                // Nothing may follow an SSE request on its connection; ignore it.
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+fn poll_chunk(body: &mut ConnectionStream, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    Pin::new(body)
+        .poll_next(cx)
+        .map(|chunk| chunk.and_then(Result::ok))
+}
+
+/// `HEX\r\n` for a chunk of `len` bytes, written into `buf`.
+fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
+    let mut cursor = io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{len:x}\r\n");
+    let end = cursor.position() as usize;
+    &buf[..end]
+}
+
+/// The status line and headers, without the final blank line.
+fn encode_head(status: http::StatusCode, headers: &HeaderMap) -> BytesMut {
+    let mut head = BytesMut::with_capacity(256);
+    let reason = status.canonical_reason().unwrap_or("");
+    let _ = write!(head, "HTTP/1.1 {} {reason}\r\n", status.as_u16());
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head
+}
+
+/// A socket whose first reads return bytes already read from it: how a connection the lean path
+/// looked at is handed to hyper.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    prefix: Bytes,
+    socket: TcpStream,
+}
+
+impl Replay {
+    pub(crate) fn new(prefix: Bytes, socket: TcpStream) -> Self {
+        Self { prefix, socket }
+    }
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.socket).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> Server {
+        Server::new("/files/:guid/pull").unwrap()
+    }
+
+    #[test]
+    fn plain_get_on_the_sse_path_is_lean() {
+        let head = b"GET /files/g/pull?clientId=c&events=e HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
+        let Parse::Complete(request) = parse_sse_get(head, &server()) else {
+            panic!("lean");
+        };
+        assert_eq!(request.uri().query(), Some("clientId=c&events=e"));
+        assert_eq!(request.headers()["accept"], "text/event-stream");
+    }
+
+    #[test]
+    fn everything_unusual_goes_to_hyper() {
+        let server = server();
+        for head in [
+            &b"GET /hello HTTP/1.1\r\n\r\n"[..],
+            b"GET /files/g/pull HTTP/1.0\r\n\r\n",
+            b"POST /files/g/pull HTTP/1.1\r\n\r\n",
+            b"GET /files/g/pull HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc",
+            b"GET /files/g/pull HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            b"GET /files/g/pull HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n",
+            b"GET /files/g/pull HTTP/1.1\r\nbad header\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_sse_get(head, &server), Parse::NotLean),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert!(matches!(
+            parse_sse_get(b"GET /files/g/pull HTTP/1.1\r\nhost:", &server),
+            Parse::Partial
+        ));
+    }
+
+    #[test]
+    fn chunk_size_is_hex() {
+        let mut buf = [0u8; 20];
+        assert_eq!(chunk_size_line(&mut buf, 255), b"ff\r\n");
+        assert_eq!(chunk_size_line(&mut buf, 65536), b"10000\r\n");
+    }
+}
