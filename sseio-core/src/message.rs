@@ -27,45 +27,88 @@ pub(crate) fn to_fetch_payload<M: Serialize + ?Sized>(
 /// The payload text and whether the value was a string.
 fn serialize<M: Serialize + ?Sized>(message: &M) -> Result<(String, bool), serde_json::Error> {
     let mut out = Vec::with_capacity(128);
-    let mut formatter = EscapeAware { escaped: false };
+    let mut formatter = PayloadFormatter::default();
     message.serialize(&mut serde_json::Serializer::with_formatter(
         &mut out,
         &mut formatter,
     ))?;
-    if out.first() != Some(&b'"') {
-        // Not a string: the JSON text itself is the payload.
-        return Ok((utf8(out), false));
+    let payload =
+        String::from_utf8(out).expect("serde_json writes UTF-8, and so does the formatter");
+    Ok((payload, formatter.raw_string))
+}
+
+/// The compact JSON formatter, except that a string at the top level is written raw: without
+/// quotes and without escapes, so it comes out verbatim in one pass.
+#[derive(Default)]
+struct PayloadFormatter {
+    depth: usize,
+    raw_string: bool,
+}
+
+impl PayloadFormatter {
+    fn open<W: ?Sized + io::Write>(&mut self, writer: &mut W, token: &[u8]) -> io::Result<()> {
+        self.depth += 1;
+        writer.write_all(token)
     }
-    if formatter.escaped {
-        // A string with escapes: let serde_json undo them.
-        return Ok((serde_json::from_slice(&out)?, true));
+
+    fn close<W: ?Sized + io::Write>(&mut self, writer: &mut W, token: &[u8]) -> io::Result<()> {
+        self.depth -= 1;
+        writer.write_all(token)
     }
-    // A string without escapes: its text is between the quotes.
-    out.pop();
-    out.remove(0);
-    Ok((utf8(out), true))
 }
 
-/// # Panics
-///
-/// Never in practice: serde_json only writes UTF-8, and cutting off the two ASCII quotes keeps it so.
-fn utf8(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).expect("serde_json writes UTF-8")
-}
+impl Formatter for &mut PayloadFormatter {
+    fn begin_string<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        if self.depth == 0 {
+            self.raw_string = true;
+            return Ok(());
+        }
+        writer.write_all(b"\"")
+    }
 
-/// The compact JSON formatter, noting whether any character had to be escaped.
-struct EscapeAware {
-    escaped: bool,
-}
+    fn end_string<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        if self.raw_string {
+            return Ok(());
+        }
+        writer.write_all(b"\"")
+    }
 
-impl Formatter for &mut EscapeAware {
     fn write_char_escape<W: ?Sized + io::Write>(
         &mut self,
         writer: &mut W,
         char_escape: CharEscape,
     ) -> io::Result<()> {
-        self.escaped = true;
-        CompactFormatter.write_char_escape(writer, char_escape)
+        if !self.raw_string {
+            return CompactFormatter.write_char_escape(writer, char_escape);
+        }
+        let byte = match char_escape {
+            CharEscape::Quote => b'"',
+            CharEscape::ReverseSolidus => b'\\',
+            CharEscape::Solidus => b'/',
+            CharEscape::Backspace => 0x08,
+            CharEscape::FormFeed => 0x0c,
+            CharEscape::LineFeed => b'\n',
+            CharEscape::CarriageReturn => b'\r',
+            CharEscape::Tab => b'\t',
+            CharEscape::AsciiControl(byte) => byte,
+        };
+        writer.write_all(&[byte])
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.open(writer, b"[")
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.close(writer, b"]")
+    }
+
+    fn begin_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.open(writer, b"{")
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.close(writer, b"}")
     }
 }
 
@@ -96,6 +139,16 @@ mod tests {
         assert_eq!(
             to_payload(&json!({"s": "a\"b"})).unwrap(),
             r#"{"s":"a\"b"}"#
+        );
+    }
+
+    #[test]
+    fn every_escaped_character_comes_out_raw() {
+        let text = "q\" b\\ s/ \u{8}\u{c}\n\r\t \u{1} é";
+        assert_eq!(to_payload(text).unwrap(), text);
+        assert_eq!(
+            to_payload(&json!([text])).unwrap(),
+            serde_json::to_string(&[text]).unwrap()
         );
     }
 

@@ -1,0 +1,95 @@
+//! Criterion micro-benchmarks of the send path: encoding a frame once and fanning the same bytes
+//! out to every member of a room. Run: `cargo bench -p sseio-core`.
+//!
+//! Members are connections on a sink that only counts frames, so this measures the core's own
+//! cost per send and per delivery, without sockets.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sseio_core::{
+    CloseReason, Connection, Context, EventHandler, HandlerOptions, Server, SinkError, SseSink,
+};
+
+/// Counts frames and drops them.
+#[derive(Debug, Default)]
+struct CountingSink(AtomicUsize);
+
+impl SseSink for CountingSink {
+    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
+        black_box(frame);
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn close(&self, _reason: CloseReason) {}
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// A server whose room `r` of event `e` has `members` connections.
+fn room_of(members: usize) -> (Server, EventHandler, Vec<Connection>) {
+    let server = Server::builder()
+        .path("/s")
+        .heartbeat_interval(std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "r"))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let connections = runtime.block_on(async {
+        let mut connections = Vec::with_capacity(members);
+        for i in 0..members {
+            let request = http::Request::get(format!("/s?clientId={i}&events=e"))
+                .body(())
+                .unwrap();
+            let sink = Arc::new(CountingSink::default());
+            connections.push(server.connect((&request).into(), sink).await.unwrap());
+        }
+        connections
+    });
+    (server, handler, connections)
+}
+
+fn encode(c: &mut Criterion) {
+    let (_server, handler, _connections) = room_of(1);
+    let mut group = c.benchmark_group("send_to_one");
+    let payloads = [
+        ("100B", "x".repeat(100)),
+        ("100B_4_lines", "xxxxxxxxxxxxxxxxxxxxxxxx\n".repeat(4)),
+        ("4KiB", "x".repeat(4096)),
+    ];
+    for (name, payload) in &payloads {
+        group.throughput(Throughput::Bytes(payload.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), payload, |b, payload| {
+            b.iter(|| handler.send("r", payload.as_str()).unwrap());
+        });
+    }
+    let json = serde_json::json!({"user": "ada", "items": [1, 2, 3], "text": "hello"});
+    group.bench_function("json_value", |b| {
+        b.iter(|| handler.send("r", &json).unwrap())
+    });
+    group.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_100B");
+    let payload = "x".repeat(100);
+    for members in [100, 1_000, 10_000] {
+        let (_server, handler, _connections) = room_of(members);
+        group.throughput(Throughput::Elements(members as u64));
+        group.bench_function(BenchmarkId::from_parameter(members), |b| {
+            b.iter(|| handler.send("r", payload.as_str()).unwrap());
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, fanout);
+criterion_main!(benches);
