@@ -172,6 +172,19 @@ pub fn addr_from_env() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// Completes on ctrl-c or `SIGTERM`: every harness drains on it.
+pub use sseio_hyper::shutdown_signal;
+
+/// Logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (for example `"warn"`).
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Prints the line the suite and the benchmarks wait for.
 pub fn announce(addr: SocketAddr) {
     use std::io::Write;

@@ -80,3 +80,6 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(hyper, "harness-hyper");
+conformance_suite!(warp, "harness-warp");
+conformance_suite!(poem, "harness-poem");
+conformance_suite!(salvo, "harness-salvo");

@@ -9,7 +9,9 @@
 //!
 //! You normally depend on an adapter crate instead, which re-exports everything here and mounts
 //! the server in your framework with one call: `sseio-hyper` (hyper, axum and any tower stack,
-//! plus a standalone server).
+//! plus a standalone server), `sseio-warp`, `sseio-poem` or `sseio-salvo`. An adapter only
+//! translates: its framework's request into a [`RequestHead`], and the [`Outcome`] of
+//! [`Server::handle`] into its framework's response.
 //!
 //! # Quick example
 //!

@@ -10,8 +10,8 @@
 //! Only HTTP framing lives here; whether and what to stream is the core's decision
 //! ([`Server::handle`]), exactly as on the hyper path.
 
-use std::future::poll_fn;
 use std::fmt::Write as _;
+use std::future::poll_fn;
 use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -130,7 +130,11 @@ pub(crate) async fn serve_stream(mut socket: TcpStream, server: Server, request:
 async fn reply(socket: &mut TcpStream, response: Response<Bytes>) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     let mut head = encode_head(parts.status, &parts.headers);
-    let _ = write!(head, "content-length: {}\r\nconnection: close\r\n\r\n", body.len());
+    let _ = write!(
+        head,
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
     socket.write_all_buf(&mut head.chain(body)).await?;
     socket.shutdown().await
 }

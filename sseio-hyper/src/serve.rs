@@ -187,7 +187,8 @@ where
         let (server, builder, service) = (server.clone(), builder.clone(), service.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let first = tokio::time::timeout(HEADER_READ_TIMEOUT, lean::read_first(&mut socket, &server));
+            let first =
+                tokio::time::timeout(HEADER_READ_TIMEOUT, lean::read_first(&mut socket, &server));
             match first.await {
                 Ok(Ok(First::SseGet(request))) => lean::serve_stream(socket, server, request).await,
                 Ok(Ok(First::Other(prefix))) => {

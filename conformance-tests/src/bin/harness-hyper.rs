@@ -9,15 +9,14 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
-use conformance_tests::harness::{HarnessApp, addr_from_env, announce};
+use conformance_tests::harness::{
+    HarnessApp, addr_from_env, announce, init_tracing, shutdown_signal,
+};
 use std::collections::HashMap;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing("warn");
     let app = HarnessApp::new();
     let server = app.server();
     let routes = Router::new()
@@ -30,7 +29,7 @@ async fn main() -> std::io::Result<()> {
     announce(listener.local_addr()?);
     sseio_hyper::serve(listener, server)
         .with_app(routes)
-        .with_graceful_shutdown(sseio_hyper::shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal())
         .await
 }
 

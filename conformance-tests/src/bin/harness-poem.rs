@@ -1,0 +1,122 @@
+//! The harness server for `sseio-poem` (see `shared/HARNESS.md`): `SseioMiddleware` in front of
+//! a poem `Route` that has the control endpoints, each connection served by hyper-util.
+//!
+//! Why not `poem::Server`: poem 3.1 polls a finished connection again (to shut it down
+//! gracefully), and for an HTTP/1 connection whose client left mid-response that second poll
+//! waits on the response body. An SSE body only wakes at its next heartbeat, so the stream, and
+//! its `conn:close`, outlive the client by up to one heartbeat interval (3 s), past the suite's
+//! "noticed well under a heartbeat" bound. Serving the same poem app on hyper-util's connection
+//! builder (whose connection future is awaited once) drops the stream as soon as hyper sees the
+//! close. Everything else is poem's own request and response conversion.
+//!
+//! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-poem`
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use conformance_tests::harness::{
+    HarnessApp, addr_from_env, announce, init_tracing, shutdown_signal,
+};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use poem::http::uri::Scheme;
+use poem::http::{HeaderMap, StatusCode, header};
+use poem::web::{Data, LocalAddr, Query, RemoteAddr};
+use poem::{Endpoint, EndpointExt, Response, Route, get, handler, post};
+use sseio_poem::SseioMiddleware;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    init_tracing("warn");
+    let app = HarnessApp::new();
+    let server = app.server();
+    let routes = Route::new()
+        .at("/hello", get(hello))
+        .at("/_control/send", post(send))
+        .at("/_control/log", get(log))
+        .data(app)
+        .with(SseioMiddleware::new(server.clone()));
+
+    let routes = Arc::new(routes);
+
+    let listener = tokio::net::TcpListener::bind(addr_from_env()).await?;
+    let local_addr = listener.local_addr()?;
+    announce(local_addr);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => break,
+        };
+        let routes = routes.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let req = poem::Request::from((
+                req,
+                LocalAddr(local_addr.into()),
+                RemoteAddr(remote_addr.into()),
+                Scheme::HTTP,
+            ));
+            let routes = routes.clone();
+            async move {
+                let response = routes.get_response(req).await;
+                Ok::<_, Infallible>(http::Response::<BoxBody<Bytes, std::io::Error>>::from(
+                    response,
+                ))
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    server.shutdown();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+#[handler]
+fn hello() -> &'static str {
+    "hello"
+}
+
+/// poem reads a `Bytes` body whole, without a size limit (unless `SizeLimit` is added).
+#[handler]
+fn send(
+    Data(app): Data<&HarnessApp>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (status, body) = app.send(
+        query.get("event").map(String::as_str),
+        query.get("room").map(String::as_str),
+        content_type,
+        &body,
+    );
+    json(status, body)
+}
+
+#[handler]
+fn log(Data(app): Data<&HarnessApp>) -> Response {
+    json(StatusCode::OK, app.log_json())
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(body)
+}

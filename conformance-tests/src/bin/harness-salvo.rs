@@ -1,0 +1,85 @@
+//! The harness server for `sseio-salvo` (see `shared/HARNESS.md`): `SseioHandler` as a hoop on a
+//! salvo `Service` whose router has the control endpoints, served by `salvo::Server`.
+//!
+//! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-salvo`
+
+use conformance_tests::harness::{
+    HarnessApp, addr_from_env, announce, init_tracing, shutdown_signal,
+};
+use salvo::conn::tcp::TcpAcceptor;
+use salvo::http::{StatusCode, header};
+use salvo::writing::Text;
+use salvo::{Request, Response, Router, Service, handler};
+use sseio_salvo::SseioHandler;
+
+/// The largest `/_control/send` body read: salvo's default (64 KiB) is below the 256 KiB the
+/// harness contract requires.
+const MAX_SEND_BODY: usize = 1024 * 1024;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    init_tracing("warn");
+    let app = HarnessApp::new();
+    let sseio = app.server();
+    let router = Router::new()
+        .push(Router::with_path("hello").get(hello))
+        .push(Router::with_path("_control/send").post(ControlSend(app.clone())))
+        .push(Router::with_path("_control/log").get(ControlLog(app)));
+    let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
+
+    let listener = tokio::net::TcpListener::bind(addr_from_env()).await?;
+    announce(listener.local_addr()?);
+    let server = salvo::Server::new(TcpAcceptor::try_from(listener)?);
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        sseio.shutdown();
+        handle.stop_graceful(None);
+    });
+    server.try_serve(service).await
+}
+
+#[handler]
+async fn hello() -> &'static str {
+    "hello"
+}
+
+/// `POST /_control/send`.
+struct ControlSend(HarnessApp);
+
+#[handler]
+impl ControlSend {
+    async fn handle(&self, req: &mut Request, res: &mut Response) {
+        let event = req.query::<String>("event");
+        let room = req.query::<String>("room");
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (status, body) = match req.payload_with_max_size(MAX_SEND_BODY).await {
+            Ok(body) => self.0.send(
+                event.as_deref(),
+                room.as_deref(),
+                content_type.as_deref(),
+                body,
+            ),
+            Err(e) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({ "message": e.to_string() }).to_string(),
+            ),
+        };
+        res.status_code(status);
+        res.render(Text::Json(body));
+    }
+}
+
+/// `GET /_control/log`.
+struct ControlLog(HarnessApp);
+
+#[handler]
+impl ControlLog {
+    async fn handle(&self, res: &mut Response) {
+        res.render(Text::Json(self.0.log_json()));
+    }
+}

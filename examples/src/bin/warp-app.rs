@@ -1,0 +1,62 @@
+//! An existing warp application with SSE-IO mounted beside its own routes.
+//!
+//! Run: `cargo run -p examples --bin warp-app`
+//! Listen: `curl -N 'http://127.0.0.1:3000/user/ada/events?clientId=tab-1&events=inbox'`
+//! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
+//!
+//! `sseio_warp::filter` serves the SSE path (`/user/:userId/events`) and rejects every other
+//! request as not found, so `or` hands those to the app's own filters.
+
+use serde::{Deserialize, Serialize};
+use sseio_warp::{Context, EventHandler, HandlerOptions, Server};
+use warp::Filter;
+use warp::http::StatusCode;
+
+/// A message posted to a user's inbox.
+#[derive(Debug, Deserialize, Serialize)]
+struct Mail {
+    from: String,
+    text: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let sseio = Server::new("/user/:userId/events")?;
+    // Each user's connections share one room, named after the path parameter.
+    let inbox = sseio.register_event_handler(
+        "inbox",
+        HandlerOptions::new(|ctx: &Context| ctx.param("userId").unwrap_or_default().to_owned())
+            // The first message on a new connection: a greeting, before any mail sent meanwhile.
+            .fetch(|ctx: Context| async move {
+                let user = ctx.param("userId").unwrap_or_default().to_owned();
+                Ok::<_, std::convert::Infallible>(format!("welcome back, {user}"))
+            }),
+    )?;
+
+    let index = warp::path::end().map(|| "an ordinary route of the app");
+    let deliver = warp::path!("users" / String / "inbox")
+        .and(warp::post())
+        .and(warp::body::json())
+        .map(move |user: String, mail: Mail| deliver(&inbox, &user, &mail));
+    let app = sseio_warp::filter(sseio.clone()).or(index).or(deliver);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    warp::serve(app)
+        .incoming(listener)
+        // On ctrl-c, close the open streams so that warp's graceful shutdown can finish.
+        .graceful(async move {
+            tokio::signal::ctrl_c().await.ok();
+            sseio.shutdown();
+        })
+        .run()
+        .await;
+    Ok(())
+}
+
+fn deliver(inbox: &EventHandler, user: &str, mail: &Mail) -> StatusCode {
+    match inbox.send(user, mail) {
+        Ok(()) => StatusCode::ACCEPTED,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
