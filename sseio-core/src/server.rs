@@ -241,6 +241,10 @@ impl Server {
     /// (the official client backs off and reconnects, to another instance or to this one once it
     /// is back), and every open stream is closed, each raising `conn:close` once. Sending keeps
     /// working; it reaches nobody.
+    ///
+    /// A browser's native `EventSource` reconnects by itself when a stream ends, but treats a
+    /// `503` as final: a page that uses it directly should reopen it after an `error` event with
+    /// `readyState === EventSource.CLOSED` (the demo in `examples/` shows how).
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.close_all();
