@@ -185,6 +185,15 @@ pub fn init_tracing(default_filter: &str) {
         .init();
 }
 
+/// Binds `127.0.0.1:$PORT` with sseio's listen backlog, as a user following the docs would.
+///
+/// # Errors
+///
+/// When the port cannot be bound.
+pub fn bind_from_env() -> std::io::Result<tokio::net::TcpListener> {
+    sseio_hyper::bind(addr_from_env())
+}
+
 /// Prints the line the suite and the benchmarks wait for.
 pub fn announce(addr: SocketAddr) {
     use std::io::Write;

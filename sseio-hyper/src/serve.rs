@@ -20,35 +20,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use sseio_core::{BoxError, Server};
-use tokio::net::{TcpListener, TcpSocket};
+use sseio_core::{BoxError, Server, bind};
+use tokio::net::TcpListener;
 use tower_service::Service;
 
 use crate::lean::{self, First, Replay};
 use crate::service::SseioService;
 
-/// The listen backlog of [`bind`]: large enough for bursts of concurrent connects (tokio's
-/// default of 128 overflows and costs clients a one-second SYN retry).
-pub const LISTEN_BACKLOG: u32 = 1024;
-
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Binds a TCP listener on `addr` with `SO_REUSEADDR` and a backlog of [`LISTEN_BACKLOG`].
-///
-/// # Errors
-///
-/// When the address cannot be bound (in use, no permission).
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
 
 /// Runs `server` standalone on `addr` until ctrl-c or `SIGTERM`, then shuts down gracefully.
 ///

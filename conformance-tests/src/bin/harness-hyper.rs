@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use conformance_tests::harness::{
-    HarnessApp, addr_from_env, announce, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
 };
 use std::collections::HashMap;
 
@@ -25,7 +25,7 @@ async fn main() -> std::io::Result<()> {
         .route("/_control/log", get(log))
         .with_state(app);
 
-    let listener = sseio_hyper::bind(addr_from_env())?;
+    let listener = bind_from_env()?;
     announce(listener.local_addr()?);
     sseio_hyper::serve(listener, server)
         .with_app(routes)

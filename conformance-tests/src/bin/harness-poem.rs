@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, addr_from_env, announce, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
 };
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -44,7 +44,7 @@ async fn main() -> std::io::Result<()> {
 
     let routes = Arc::new(routes);
 
-    let listener = tokio::net::TcpListener::bind(addr_from_env()).await?;
+    let listener = bind_from_env()?;
     let local_addr = listener.local_addr()?;
     announce(local_addr);
     let builder = auto::Builder::new(TokioExecutor::new());

@@ -4,7 +4,7 @@
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-salvo`
 
 use conformance_tests::harness::{
-    HarnessApp, addr_from_env, announce, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
 };
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::http::{StatusCode, header};
@@ -27,7 +27,7 @@ async fn main() -> std::io::Result<()> {
         .push(Router::with_path("_control/log").get(ControlLog(app)));
     let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
 
-    let listener = tokio::net::TcpListener::bind(addr_from_env()).await?;
+    let listener = bind_from_env()?;
     announce(listener.local_addr()?);
     let server = salvo::Server::new(TcpAcceptor::try_from(listener)?);
     let handle = server.handle();

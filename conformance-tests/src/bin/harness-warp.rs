@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, addr_from_env, announce, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
 };
 use warp::Filter;
 use warp::http::StatusCode;
@@ -41,7 +41,7 @@ async fn main() -> std::io::Result<()> {
         .or(send)
         .or(log);
 
-    let listener = tokio::net::TcpListener::bind(addr_from_env()).await?;
+    let listener = bind_from_env()?;
     announce(listener.local_addr()?);
     warp::serve(routes)
         .incoming(listener)

@@ -41,7 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(inbox)
         .layer(SseioLayer::new(sseio));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], 3000).into())?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())

@@ -8,7 +8,7 @@
 //! to the route tree, so the app keeps its routes, extractors and middleware.
 
 use poem::http::StatusCode;
-use poem::listener::TcpListener;
+use poem::listener::TcpAcceptor;
 use poem::web::{Data, Json, Path};
 use poem::{EndpointExt, Route, get, handler, post};
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(SseioMiddleware::new(sseio.clone()));
 
     println!("listening on http://127.0.0.1:3000");
-    poem::Server::new(TcpListener::bind("127.0.0.1:3000"))
+    // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
+    let listener = sseio_poem::bind(([127, 0, 0, 1], 3000).into())?;
+    poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
         .run_with_graceful_shutdown(
             app,
             // On ctrl-c, close the open streams so that poem's graceful shutdown can finish.

@@ -7,9 +7,9 @@
 //! `SseioHandler`, a hoop on the `Service`, serves the SSE path (`/user/:userId/events`) and lets
 //! every other request go on to the router, so the app keeps its routes and hoops.
 
-use salvo::conn::TcpListener;
+use salvo::conn::tcp::TcpAcceptor;
 use salvo::http::StatusCode;
-use salvo::{Listener, Request, Response, Router, Service, handler};
+use salvo::{Request, Response, Router, Service, handler};
 use serde::{Deserialize, Serialize};
 use sseio_salvo::{Context, EventHandler, HandlerOptions, Server, SseioHandler};
 
@@ -39,7 +39,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .push(Router::with_path("users/{user}/inbox").post(Deliver(inbox)));
     let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
 
-    let acceptor = TcpListener::new("127.0.0.1:3000").try_bind().await?;
+    // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
+    let listener = sseio_salvo::bind(([127, 0, 0, 1], 3000).into())?;
+    let acceptor = TcpAcceptor::try_from(listener)?;
     println!("listening on http://127.0.0.1:3000");
     let server = salvo::Server::new(acceptor);
     let handle = server.handle();

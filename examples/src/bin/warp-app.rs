@@ -40,7 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(move |user: String, mail: Mail| deliver(&inbox, &user, &mail));
     let app = sseio_warp::filter(sseio.clone()).or(index).or(deliver);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
+    let listener = sseio_warp::bind(([127, 0, 0, 1], 3000).into())?;
     println!("listening on http://{}", listener.local_addr()?);
     warp::serve(app)
         .incoming(listener)
