@@ -83,6 +83,15 @@ impl ConnectionStream {
     pub fn client_id(&self) -> &str {
         self.connection.client_id()
     }
+
+    /// Ready once the server has closed this connection (replacement, slow consumer, shutdown).
+    ///
+    /// For transports that write the stream themselves: a write blocked on a client that stopped
+    /// reading never finishes, so race it against this and drop the socket when it is ready.
+    /// Do not poll it concurrently with the stream itself; they share one waker.
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.sink.poll_closed(cx.waker())
+    }
 }
 
 impl futures_core::Stream for ConnectionStream {

@@ -108,6 +108,21 @@ impl QueueSink {
     }
 }
 
+impl QueueSink {
+    /// Ready once the sink is closed; otherwise registers `waker` (in the same slot as
+    /// [`QueueSink::poll_chunk`], so call one or the other at a time).
+    pub(crate) fn poll_closed(&self, waker: &Waker) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Poll::Ready(());
+        }
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.waker = Some(waker.clone());
+        }
+        Poll::Pending
+    }
+}
+
 impl SseSink for QueueSink {
     fn send(&self, frame: Bytes) -> Result<(), SinkError> {
         let mut state = lock(&self.state);
@@ -194,6 +209,14 @@ mod tests {
             Poll::Ready(Some(Bytes::from_static(b"\nabc")))
         );
         sink.send(Bytes::from_static(b"d")).unwrap();
+    }
+
+    #[test]
+    fn poll_closed_is_ready_only_once_closed() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        assert_eq!(sink.poll_closed(Waker::noop()), Poll::Pending);
+        sink.close(CloseReason::SlowConsumer);
+        assert_eq!(sink.poll_closed(Waker::noop()), Poll::Ready(()));
     }
 
     #[test]

@@ -160,7 +160,12 @@ async fn stream(mut socket: TcpStream, response: Response<ConnectionStream>) -> 
                 let mut size = [0u8; 20];
                 let size = chunk_size_line(&mut size, data.len());
                 let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
-                writer.write_all_buf(&mut out).await?;
+                tokio::select! {
+                    written = writer.write_all_buf(&mut out) => written?,
+                    // A client that stopped reading blocks this write for good; once the core
+                    // has closed it (its buffer filled up), drop the socket instead of waiting.
+                    () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(()),
+                }
             }
             read = reader.read(&mut probe) => match read {
                 // The client closed its side, or the connection broke: the stream is over.

@@ -1,0 +1,67 @@
+//! The standalone server's lean path for SSE streams, over real sockets.
+
+use std::time::Duration;
+
+use sseio_hyper::{CloseReason, Context, HandlerOptions, Notification, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A client that stops reading blocks the server's write to its socket for good. Once its
+/// buffer fills and the core closes the connection, the server must drop the socket instead of
+/// waiting on that write: the stream then ends cut off, without the terminating chunk a finished
+/// response would carry.
+#[tokio::test]
+async fn slow_consumer_socket_is_dropped_while_its_write_is_blocked() {
+    let server = Server::builder()
+        .path("/sse")
+        .max_buffer_bytes(8 * 1024 * 1024)
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(std::future::IntoFuture::into_future(sseio_hyper::serve(
+        listener, server,
+    )));
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /sse?clientId=slow&events=e HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Wait until the stream is open, then stop reading.
+    loop {
+        if let Some(Notification::ConnCreate { .. }) = notifications.recv().await {
+            break;
+        }
+    }
+    let message = "x".repeat(100 * 1024);
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            handler.send("room", message.as_str()).unwrap();
+            while let Some(notification) = notifications.try_recv() {
+                if let Notification::ConnClose { reason, .. } = notification {
+                    return reason;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the slow consumer is closed");
+    assert_eq!(closed, CloseReason::SlowConsumer);
+
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+        .await
+        .expect("the server ends the connection")
+        .ok();
+    assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(
+        !received.ends_with(b"\r\n0\r\n\r\n"),
+        "the blocked write was not abandoned"
+    );
+}
