@@ -13,8 +13,8 @@ use futures_core::Stream;
 use http::{Method, Request, StatusCode, Version};
 use sseio_core::{
     CloseReason, ConnectRejection, Connection, ConnectionError, ConnectionStream, Context,
-    HandlerOptions, Notification, Notifications, Outcome, RegisterError, Server, SinkError,
-    SseSink,
+    EventHandler, HandlerOptions, Notification, Notifications, Outcome, RegisterError, Server,
+    SinkError, SseSink,
 };
 use tokio::sync::oneshot;
 
@@ -61,6 +61,13 @@ fn server() -> Server {
     Server::new("/files/:guid/pull").unwrap()
 }
 
+/// A server with one handler, for event `e`.
+fn server_with(options: HandlerOptions) -> (Server, EventHandler) {
+    let server = server();
+    let handler = server.register_event_handler("e", options).unwrap();
+    (server, handler)
+}
+
 fn get(uri: &str) -> Request<()> {
     Request::get(uri).body(()).unwrap()
 }
@@ -104,10 +111,7 @@ fn closes_of(notifications: &[Notification], id: &str) -> Vec<CloseReason> {
 
 #[tokio::test]
 async fn conn_create_comes_after_the_connection_joined_its_rooms() {
-    let server = server();
-    let handler = server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, handler) = server_with(HandlerOptions::new(by_guid));
     let mut notifications = server.subscribe();
     let (_connection, sink) = connect(&server, "/files/g/pull?clientId=c&events=e").await;
     let seen = drain(&mut notifications);
@@ -139,10 +143,7 @@ async fn rooms_are_per_handler() {
 
 #[tokio::test]
 async fn unknown_events_are_ignored_and_repeated_ones_join_once() {
-    let server = server();
-    let handler = server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, handler) = server_with(HandlerOptions::new(by_guid));
     let (_connection, sink) = connect(
         &server,
         "/files/g/pull?clientId=c&events=nope&events=e&events=e",
@@ -179,10 +180,7 @@ async fn query_and_headers_reach_get_room_id() {
 
 #[tokio::test]
 async fn replacement_closes_the_old_stream_and_keeps_the_new_one() {
-    let server = server();
-    let handler = server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, handler) = server_with(HandlerOptions::new(by_guid));
     let mut notifications = server.subscribe();
     let (old, old_sink) = connect(&server, "/files/g/pull?clientId=same&events=e").await;
     let (_new, new_sink) = connect(&server, "/files/g/pull?clientId=same&events=e").await;
@@ -205,10 +203,7 @@ async fn replacement_closes_the_old_stream_and_keeps_the_new_one() {
 
 #[tokio::test]
 async fn conn_close_fires_once_when_both_sides_close() {
-    let server = server();
-    server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut notifications = server.subscribe();
     let mut stream = open_stream(&server, "/files/g/pull?clientId=c&events=e").await;
     assert_eq!(next_chunk(&mut stream).await.unwrap(), "\n");
@@ -225,10 +220,7 @@ async fn conn_close_fires_once_when_both_sides_close() {
 
 #[tokio::test]
 async fn a_client_that_leaves_is_closed_without_an_error() {
-    let server = server();
-    server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut notifications = server.subscribe();
     let stream = open_stream(&server, "/files/g/pull?clientId=c&events=e").await;
     drop(stream);
@@ -278,16 +270,11 @@ async fn fetch_result_comes_first_and_held_messages_follow_in_order() {
 
 #[tokio::test]
 async fn failed_fetch_is_reported_and_held_messages_still_arrive() {
-    let server = server();
-    let handler = server
-        .register_event_handler(
-            "e",
-            HandlerOptions::new(by_guid).fetch(|_ctx: Context| async {
-                tokio::task::yield_now().await;
-                Err::<(), _>("foo went wrong")
-            }),
-        )
-        .unwrap();
+    let (server, handler) =
+        server_with(HandlerOptions::new(by_guid).fetch(|_ctx: Context| async {
+            tokio::task::yield_now().await;
+            Err::<(), _>("foo went wrong")
+        }));
     let mut notifications = server.subscribe();
     let (_connection, sink) = connect(&server, "/files/g/pull?clientId=c&events=e").await;
     handler.send("g", "held").unwrap();
@@ -307,18 +294,13 @@ async fn failed_fetch_is_reported_and_held_messages_still_arrive() {
 
 #[tokio::test]
 async fn panicking_fetch_is_contained() {
-    let server = server();
-    let handler = server
-        .register_event_handler(
-            "e",
-            HandlerOptions::new(by_guid).fetch(|_ctx: Context| async {
-                if true {
-                    panic!("fetch blew up");
-                }
-                Ok::<(), Infallible>(())
-            }),
-        )
-        .unwrap();
+    let (server, handler) =
+        server_with(HandlerOptions::new(by_guid).fetch(|_ctx: Context| async {
+            if true {
+                panic!("fetch blew up");
+            }
+            Ok::<(), Infallible>(())
+        }));
     let mut notifications = server.subscribe();
     let (_connection, sink) = connect(&server, "/files/g/pull?clientId=c&events=e").await;
     handler.send("g", "held").unwrap();
@@ -397,10 +379,7 @@ async fn slow_consumer_is_closed_and_the_others_get_every_message() {
 
 #[tokio::test(start_paused = true)]
 async fn heartbeats_come_from_the_shared_timer_every_interval() {
-    let server = server();
-    server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut first = open_stream(&server, "/files/g/pull?clientId=1&events=e").await;
     let mut second = open_stream(&server, "/files/g/pull?clientId=2&events=e").await;
     assert_eq!(next_chunk(&mut first).await.unwrap(), "\n");
@@ -415,10 +394,7 @@ async fn heartbeats_come_from_the_shared_timer_every_interval() {
 
 #[tokio::test]
 async fn request_outcomes_follow_the_protocol() {
-    let server = server();
-    server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut notifications = server.subscribe();
     let outcome = |method: Method, uri: &str, version: Version| {
         let request = Request::builder()
@@ -490,10 +466,7 @@ async fn request_outcomes_follow_the_protocol() {
 
 #[tokio::test]
 async fn shutdown_refuses_new_streams_and_ends_open_ones() {
-    let server = server();
-    server
-        .register_event_handler("e", HandlerOptions::new(by_guid))
-        .unwrap();
+    let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut stream = open_stream(&server, "/files/g/pull?clientId=c&events=e").await;
     assert_eq!(next_chunk(&mut stream).await.unwrap(), "\n");
     server.shutdown();
