@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use sseio_hyper::{Context, EventHandler, HandlerOptions, Notification, Server};
+use sseio_hyper::{
+    Context, EventHandler, HandlerOptions, Notification, SendError, Server, ServerBuilder,
+};
 
 /// The SSE path of the harness contract.
 pub const PATH: &str = "/files/:guid/pull";
@@ -33,7 +35,9 @@ impl HarnessApp {
     ///
     /// If the contract's path or event names were rejected, which would be a bug in sseio.
     pub fn new() -> Self {
-        let server = Server::new(PATH).expect("the harness path is valid");
+        let server = builder_from_env()
+            .build()
+            .expect("the harness path is valid");
         let by_guid = |ctx: &Context| ctx.param("guid").unwrap_or_default().to_owned();
         let mut handlers = HashMap::new();
         for event in ["normal-event", "test-multiple-1", "test-multiple-2"] {
@@ -142,6 +146,9 @@ impl HarnessApp {
         };
         match sent {
             Ok(()) => (StatusCode::OK, "{}".to_owned()),
+            Err(e @ SendError::TooLarge { .. }) => {
+                error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+            }
             Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         }
     }
@@ -156,6 +163,34 @@ impl Default for HarnessApp {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The server's settings: the harness path, and the limits `HARNESS.md` names when their
+/// environment variables are set (`SSEIO_MAX_BUFFER_BYTES`, `SSEIO_MAX_EVENTS`,
+/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`).
+fn builder_from_env() -> ServerBuilder {
+    let mut builder = Server::builder().path(PATH);
+    let var = |name: &str| -> Option<usize> {
+        let value = std::env::var(name).ok()?;
+        Some(
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} must be a number, not {value:?}")),
+        )
+    };
+    if let Some(bytes) = var("SSEIO_MAX_BUFFER_BYTES") {
+        builder = builder.max_buffer_bytes(bytes);
+    }
+    if let Some(events) = var("SSEIO_MAX_EVENTS") {
+        builder = builder.max_events(events);
+    }
+    if let Some(connections) = var("SSEIO_MAX_CONNECTIONS") {
+        builder = builder.max_connections(connections);
+    }
+    if let Some(bytes) = var("SSEIO_MAX_MESSAGE_BYTES") {
+        builder = builder.max_message_bytes(bytes);
+    }
+    builder
 }
 
 fn error(status: StatusCode, message: &str) -> (StatusCode, String) {

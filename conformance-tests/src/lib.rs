@@ -26,6 +26,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Harness {
     base_url: String,
     adapter: &'static str,
+    /// The binary this harness runs, to start siblings with other settings.
+    bin: Option<String>,
     child: Option<Child>,
 }
 
@@ -43,6 +45,7 @@ impl Harness {
             return Harness {
                 base_url: url.trim_end_matches('/').to_owned(),
                 adapter,
+                bin: None,
                 child: None,
             };
         }
@@ -73,8 +76,17 @@ impl Harness {
         Harness {
             base_url: format!("http://127.0.0.1:{port}"),
             adapter,
+            bin: Some(bin.to_owned()),
             child: Some(child),
         }
+    }
+
+    /// Starts another harness of the same adapter with extra environment (the capabilities of
+    /// `HARNESS.md`, such as `SSEIO_MAX_EVENTS`). `None` when the suite runs against an external
+    /// server (`SERVER_URL`), whose settings it cannot choose.
+    pub async fn with_env(&self, env: &[(&str, &str)]) -> Option<Harness> {
+        let bin = self.bin.as_deref()?;
+        Some(Harness::start(self.adapter, bin, env).await)
     }
 
     /// The server's base URL, such as `http://127.0.0.1:43117`, without a trailing slash.

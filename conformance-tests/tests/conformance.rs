@@ -23,6 +23,7 @@ macro_rules! conformance_suite {
             bad_input::invalid_utf8_after_decoding_is_400,
             bad_input::other_methods_are_405_with_allow,
             bad_input::head_answers_headers_without_stream,
+            malformed::malformed_requests_get_4xx_and_others_keep_streaming,
             stream::http1_stream_headers,
             stream::http2_stream_headers_and_delivery,
             stream::opening_newline_arrives_at_once,
@@ -53,6 +54,10 @@ macro_rules! conformance_suite {
             lifecycle::http2_stream_reset_closes_only_that_stream,
             fetch::fetch_holds_back,
             fetch::fetch_error_is_reported_and_messages_still_delivered,
+            limits::too_many_events_is_400,
+            limits::connection_limit_is_503_with_retry_after,
+            limits::oversized_message_is_413,
+            limits::slow_reader_is_cut_off_and_the_others_get_everything,
             js_client::official_js_client,
         );
     };

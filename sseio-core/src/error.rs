@@ -49,6 +49,16 @@ pub enum SendError {
     /// The message could not be serialized to JSON (for example a map with non-string keys).
     #[error("message could not be serialized to JSON")]
     Serialize(#[source] serde_json::Error),
+    /// The message's payload is larger than
+    /// [`ServerBuilder::max_message_bytes`](crate::ServerBuilder::max_message_bytes); nothing was
+    /// sent. Split it, or raise the limit (keep it well below `max_buffer_bytes`).
+    #[error("message of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The payload's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 /// A failure on one connection, raised as [`Notification::Error`](crate::Notification::Error).
@@ -68,6 +78,18 @@ pub enum ConnectionError {
         /// The error `fetch` returned.
         #[source]
         source: BoxError,
+    },
+    /// The handler's `fetch` did not finish within
+    /// [`ServerBuilder::fetch_timeout`](crate::ServerBuilder::fetch_timeout); it was abandoned
+    /// and the held messages were delivered.
+    #[error("'fetch' of event `{event}` for client `{client_id}` timed out after {timeout:?}")]
+    FetchTimedOut {
+        /// The event whose `fetch` timed out.
+        event: Arc<str>,
+        /// The client the fetch ran for.
+        client_id: Arc<str>,
+        /// The timeout.
+        timeout: std::time::Duration,
     },
     /// The handler's `fetch` result could not be serialized to JSON; nothing was sent for it.
     #[error(

@@ -121,6 +121,7 @@ struct HandlerInner {
     rooms: RwLock<HashMap<Arc<str>, Room>>,
     notifier: Arc<Notifier>,
     server: Weak<ServerInner>,
+    max_message_bytes: usize,
 }
 
 impl EventHandler {
@@ -129,6 +130,7 @@ impl EventHandler {
         options: HandlerOptions,
         notifier: Arc<Notifier>,
         server: Weak<ServerInner>,
+        max_message_bytes: usize,
     ) -> Self {
         Self {
             inner: Arc::new(HandlerInner {
@@ -138,6 +140,7 @@ impl EventHandler {
                 rooms: RwLock::new(HashMap::new()),
                 notifier,
                 server,
+                max_message_bytes,
             }),
         }
     }
@@ -158,9 +161,18 @@ impl EventHandler {
     ///
     /// # Errors
     ///
-    /// [`SendError::Serialize`] when `message` cannot be serialized to JSON.
+    /// [`SendError::Serialize`] when `message` cannot be serialized to JSON;
+    /// [`SendError::TooLarge`] when its payload is larger than
+    /// [`ServerBuilder::max_message_bytes`](crate::ServerBuilder::max_message_bytes).
     pub fn send<M: Serialize + ?Sized>(&self, room: &str, message: &M) -> Result<(), SendError> {
         let payload = message::to_payload(message).map_err(SendError::Serialize)?;
+        let limit = self.inner.max_message_bytes;
+        if payload.len() > limit {
+            return Err(SendError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
         self.send_frame(room, frame::encode(&self.inner.event, &payload));
         Ok(())
     }

@@ -109,8 +109,10 @@
 //!
 //! None yet: everything described here is always on.
 
+mod builder;
 mod connection;
 mod error;
+mod fetch;
 mod frame;
 mod handler;
 mod listener;
@@ -123,6 +125,11 @@ mod server;
 mod sink;
 mod sync;
 
+pub use builder::{
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
+    DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_PATH, ServerBuilder,
+};
 pub use connection::{Connection, ConnectionStream};
 pub use error::{BoxError, BuildError, ConnectionError, RegisterError, SendError};
 pub use handler::{EventHandler, HandlerOptions};
@@ -130,8 +137,5 @@ pub use listener::{LISTEN_BACKLOG, bind};
 pub use notify::{CloseReason, Notification, Notifications};
 pub use rejection::ConnectRejection;
 pub use request::{Context, RequestHead};
-pub use server::{
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_PATH, Outcome, Server,
-    ServerBuilder,
-};
+pub use server::{Outcome, Server};
 pub use sink::{SinkError, SseSink};

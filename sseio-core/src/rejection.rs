@@ -26,6 +26,35 @@ pub enum ConnectRejection {
         /// What is wrong with it.
         reason: String,
     },
+    /// The connection subscribes to more events than
+    /// [`ServerBuilder::max_events`](crate::ServerBuilder::max_events) allows.
+    #[error("too many events: {count}, at most {limit} per connection")]
+    TooManyEvents {
+        /// How many distinct events were requested.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The `clientId` is longer than
+    /// [`ServerBuilder::max_client_id_bytes`](crate::ServerBuilder::max_client_id_bytes).
+    #[error("'clientId' is too long: at most {limit} bytes")]
+    ClientIdTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The room id picked for an event is longer than
+    /// [`ServerBuilder::max_room_id_bytes`](crate::ServerBuilder::max_room_id_bytes).
+    #[error("the room id for event '{event}' is too long: at most {limit} bytes")]
+    RoomIdTooLong {
+        /// The event whose room id was too long.
+        event: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The server holds [`ServerBuilder::max_connections`](crate::ServerBuilder::max_connections)
+    /// connections already. Answered `503` with `Retry-After`, so the official client backs off.
+    #[error("the server is at its connection limit; retry later")]
+    TooManyConnections,
     /// The request path is not the server's SSE path.
     #[error("not the SSE-IO path")]
     NotFound,
@@ -55,10 +84,13 @@ impl ConnectRejection {
             Self::MissingClientId
             | Self::MissingEvents
             | Self::MalformedQuery { .. }
-            | Self::MalformedPath { .. } => StatusCode::BAD_REQUEST,
+            | Self::MalformedPath { .. }
+            | Self::TooManyEvents { .. }
+            | Self::ClientIdTooLong { .. }
+            | Self::RoomIdTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,8 +102,8 @@ impl ConnectRejection {
     }
 
     /// The complete HTTP response: status, `Content-Type: application/json`, the JSON body,
-    /// `Allow: GET, HEAD` for [`ConnectRejection::MethodNotAllowed`] and `Retry-After` for
-    /// [`ConnectRejection::ShuttingDown`].
+    /// `Allow: GET, HEAD` for [`ConnectRejection::MethodNotAllowed`] and `Retry-After` for the
+    /// `503`s.
     pub fn into_response(self) -> Response<Bytes> {
         let mut response = Response::new(self.body());
         *response.status_mut() = self.status();
@@ -84,7 +116,7 @@ impl ConnectRejection {
             Self::MethodNotAllowed { .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             }
-            Self::ShuttingDown => {
+            Self::ShuttingDown | Self::TooManyConnections => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

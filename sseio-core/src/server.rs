@@ -1,104 +1,29 @@
 //! The server: path pattern, handlers, live connections, heartbeats, and the request entry
 //! points adapters call.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, Version, header};
 use tokio::task::AbortHandle;
 
+use crate::builder::{Limits, ServerBuilder};
 use crate::connection::{Connection, ConnectionStream};
 use crate::error::{BuildError, ConnectionError, RegisterError};
+use crate::fetch::{panic_message, run_fetch};
 use crate::frame;
-use crate::handler::{EventHandler, FetchFailure, FetchFuture, HandlerOptions};
+use crate::handler::{EventHandler, HandlerOptions};
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::rejection::ConnectRejection;
 use crate::request::{Context, PathPattern, RequestHead, parse_query};
 use crate::room::{Hold, Member};
 use crate::sink::{QueueSink, SinkError, SseSink};
 use crate::sync::{lock, read, write};
-
-/// The default path pattern, as in the original server.
-pub const DEFAULT_PATH: &str = "/sseio";
-/// The default heartbeat interval, as in the original server.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
-/// The default per-connection outgoing buffer limit: 1 MiB.
-pub const DEFAULT_MAX_BUFFER_BYTES: usize = 1024 * 1024;
-
-/// Configures a [`Server`]. Start with [`Server::builder`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct ServerBuilder {
-    path: String,
-    heartbeat_interval: Duration,
-    max_buffer_bytes: usize,
-}
-
-impl ServerBuilder {
-    /// The path pattern of the SSE endpoint, such as `/user/:userId/foo`: `:name` segments are
-    /// path parameters (available as [`Context::param`]), a final `*name` matches the rest of the
-    /// path. Default: `/sseio`.
-    pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
-    }
-
-    /// How often every open stream gets a heartbeat comment, from one timer shared by all
-    /// connections. `Duration::ZERO` turns heartbeats off. Default: 3 seconds.
-    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.heartbeat_interval = interval;
-        self
-    }
-
-    /// The most bytes queued for one connection (frames not yet written to its socket, and
-    /// messages held back while its `fetch` runs). A client that stops reading and passes it is
-    /// disconnected, with an `error` notification; nobody else is slowed. Default: 1 MiB.
-    pub fn max_buffer_bytes(mut self, bytes: usize) -> Self {
-        self.max_buffer_bytes = bytes;
-        self
-    }
-
-    /// Builds the server.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::InvalidPath`] when the path pattern is not usable.
-    pub fn build(self) -> Result<Server, BuildError> {
-        let path = PathPattern::parse(&self.path)?;
-        Ok(Server {
-            inner: Arc::new(ServerInner {
-                path,
-                heartbeat_interval: self.heartbeat_interval,
-                max_buffer_bytes: self.max_buffer_bytes.max(1),
-                handlers: RwLock::new(HashMap::new()),
-                connections: Mutex::new(Connections::default()),
-                notifier: Arc::new(Notifier::default()),
-                heartbeat_started: Once::new(),
-                next_serial: AtomicU64::new(1),
-                shutting_down: AtomicBool::new(false),
-            }),
-        })
-    }
-}
-
-impl Default for ServerBuilder {
-    fn default() -> Self {
-        Self {
-            path: DEFAULT_PATH.to_owned(),
-            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
-        }
-    }
-}
 
 /// An SSE-IO server: the SSE endpoint's path, its event handlers, and its open connections.
 ///
@@ -126,7 +51,7 @@ pub enum Outcome {
 pub(crate) struct ServerInner {
     path: PathPattern,
     heartbeat_interval: Duration,
-    max_buffer_bytes: usize,
+    pub(crate) limits: Limits,
     handlers: RwLock<HashMap<Arc<str>, EventHandler>>,
     connections: Mutex<Connections>,
     notifier: Arc<Notifier>,
@@ -159,6 +84,26 @@ struct Parsed {
 }
 
 impl Server {
+    pub(crate) fn from_parts(
+        path: PathPattern,
+        heartbeat_interval: Duration,
+        limits: Limits,
+    ) -> Self {
+        Server {
+            inner: Arc::new(ServerInner {
+                path,
+                heartbeat_interval,
+                limits,
+                handlers: RwLock::new(HashMap::new()),
+                connections: Mutex::new(Connections::default()),
+                notifier: Arc::new(Notifier::default()),
+                heartbeat_started: Once::new(),
+                next_serial: AtomicU64::new(1),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
     /// A server on `path` with the default settings; see [`ServerBuilder::path`] for the
     /// pattern syntax.
     ///
@@ -210,6 +155,7 @@ impl Server {
             options,
             self.inner.notifier.clone(),
             Arc::downgrade(&self.inner),
+            self.inner.limits.max_message_bytes,
         );
         handlers.insert(event, handler.clone());
         Ok(handler)
@@ -293,7 +239,10 @@ impl Server {
         &self,
         request: RequestHead<'_>,
     ) -> Result<Response<ConnectionStream>, ConnectRejection> {
-        let sink = Arc::new(QueueSink::new(frame::OPENING, self.inner.max_buffer_bytes));
+        let sink = Arc::new(QueueSink::new(
+            frame::OPENING,
+            self.inner.limits.max_buffer_bytes,
+        ));
         let connection = self.connect(request, sink.clone()).await?;
         Ok(stream_response(
             request.version,
@@ -326,9 +275,7 @@ impl Server {
             let registered = read(&self.inner.handlers);
             let mut handlers: Vec<EventHandler> = Vec::with_capacity(parsed.events.len());
             for event in &parsed.events {
-                if let Some(handler) = registered.get(event.as_str())
-                    && !handlers.iter().any(|h| h.event() == event)
-                {
+                if let Some(handler) = registered.get(event.as_str()) {
                     handlers.push(handler.clone());
                 }
             }
@@ -345,6 +292,12 @@ impl Server {
         let mut rooms = Vec::with_capacity(handlers.len());
         for handler in handlers {
             match catch_unwind(AssertUnwindSafe(|| handler.room_id(&context))) {
+                Ok(room) if room.len() > self.inner.limits.max_room_id_bytes => {
+                    return Err(ConnectRejection::RoomIdTooLong {
+                        event: handler.event().to_owned(),
+                        limit: self.inner.limits.max_room_id_bytes,
+                    });
+                }
                 Ok(room) => rooms.push((handler, Arc::<str>::from(room))),
                 Err(panic) => {
                     let event = handler.event().to_owned();
@@ -368,10 +321,17 @@ impl Server {
             if self.is_shutting_down() {
                 return Err(ConnectRejection::ShuttingDown);
             }
+            let replacing = connections.by_client.contains_key(&client_id);
+            if let Some(max) = self.inner.limits.max_connections
+                && connections.live.len() >= max
+                && !replacing
+            {
+                return Err(ConnectRejection::TooManyConnections);
+            }
             for (handler, room) in &rooms {
                 let hold = handler
                     .fetch()
-                    .map(|_| Arc::new(Hold::new(self.inner.max_buffer_bytes)));
+                    .map(|_| Arc::new(Hold::new(self.inner.limits.max_buffer_bytes)));
                 if let Some(hold) = &hold {
                     holds.push((handler.clone(), hold.clone()));
                 }
@@ -433,7 +393,7 @@ impl fmt::Debug for Server {
         f.debug_struct("Server")
             .field("path", &self.inner.path)
             .field("heartbeat_interval", &self.inner.heartbeat_interval)
-            .field("max_buffer_bytes", &self.inner.max_buffer_bytes)
+            .field("limits", &self.inner.limits)
             .field("connections", &self.connection_count())
             .finish_non_exhaustive()
     }
@@ -458,6 +418,24 @@ impl ServerInner {
             .collect();
         if events.is_empty() {
             return Err(ConnectRejection::MissingEvents);
+        }
+        let mut distinct: Vec<String> = Vec::with_capacity(events.len());
+        for event in events {
+            if !distinct.contains(&event) {
+                distinct.push(event);
+            }
+        }
+        let events = distinct;
+        if events.len() > self.limits.max_events {
+            return Err(ConnectRejection::TooManyEvents {
+                count: events.len(),
+                limit: self.limits.max_events,
+            });
+        }
+        if client_id.len() > self.limits.max_client_id_bytes {
+            return Err(ConnectRejection::ClientIdTooLong {
+                limit: self.limits.max_client_id_bytes,
+            });
         }
         Ok(Parsed {
             client_id,
@@ -492,7 +470,7 @@ impl ServerInner {
         if reason == CloseReason::SlowConsumer {
             self.notify_error(ConnectionError::SlowConsumer {
                 client_id: live.client_id.clone(),
-                limit: self.max_buffer_bytes,
+                limit: self.limits.max_buffer_bytes,
             });
         }
         self.notifier.notify(Notification::ConnClose {
@@ -501,7 +479,7 @@ impl ServerInner {
         });
     }
 
-    fn notify_error(&self, error: ConnectionError) {
+    pub(crate) fn notify_error(&self, error: ConnectionError) {
         self.notifier.notify(Notification::Error(Arc::new(error)));
     }
 
@@ -543,83 +521,6 @@ impl ServerInner {
             self.close_connection(serial, CloseReason::SlowConsumer);
         }
     }
-}
-
-/// Runs one `fetch`, then releases the messages held back behind it.
-async fn run_fetch(
-    server: std::sync::Weak<ServerInner>,
-    handler: EventHandler,
-    context: Context,
-    serial: u64,
-    sink: Arc<dyn SseSink>,
-    hold: Arc<Hold>,
-) {
-    let Some(fetch) = handler.fetch().cloned() else {
-        return;
-    };
-    let client_id: Arc<str> = context.client_id().into();
-    // The call itself runs inside the first poll, so a panic in it is caught as well.
-    let outcome = CatchUnwind(Box::pin(async move { fetch(context).await })).await;
-    let event = handler.event_arc().clone();
-    let (first, error) = match outcome {
-        Ok(Ok(payload)) => (payload.map(|p| frame::encode(&event, &p)), None),
-        Ok(Err(FetchFailure::Failed(source))) => (
-            None,
-            Some(ConnectionError::Fetch {
-                event,
-                client_id,
-                source,
-            }),
-        ),
-        Ok(Err(FetchFailure::Serialize(source))) => (
-            None,
-            Some(ConnectionError::FetchResult {
-                event,
-                client_id,
-                source,
-            }),
-        ),
-        Err(message) => (
-            None,
-            Some(ConnectionError::Panicked {
-                callback: "fetch",
-                event,
-                client_id,
-                message,
-            }),
-        ),
-    };
-    let Some(server) = server.upgrade() else {
-        return;
-    };
-    if let Some(error) = error {
-        server.notify_error(error);
-    }
-    if hold.release(&*sink, first) == Err(SinkError::Full) {
-        server.close_connection(serial, CloseReason::SlowConsumer);
-    }
-}
-
-/// Polls a future, turning a panic into an error carrying the panic message.
-struct CatchUnwind(FetchFuture);
-
-impl Future for CatchUnwind {
-    type Output = Result<<FetchFuture as Future>::Output, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The response head of an SSE stream, as the official client requires it.

@@ -9,6 +9,8 @@ pub mod bad_input;
 pub mod fetch;
 pub mod js_client;
 pub mod lifecycle;
+pub mod limits;
+pub mod malformed;
 pub mod rooms;
 pub mod routing;
 pub mod stream;

@@ -1,0 +1,144 @@
+//! Configuring a server: its path, heartbeat and limits, each with a documented default.
+
+use std::time::Duration;
+
+use crate::error::BuildError;
+use crate::request::PathPattern;
+use crate::server::Server;
+
+/// The default path pattern, as in the original server.
+pub const DEFAULT_PATH: &str = "/sseio";
+/// The default heartbeat interval, as in the original server.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// The default per-connection outgoing buffer limit: 1 MiB.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 1024 * 1024;
+/// The default limit on the events one connection subscribes to.
+pub const DEFAULT_MAX_EVENTS: usize = 32;
+/// The default limit on a `clientId`, in bytes.
+pub const DEFAULT_MAX_CLIENT_ID_BYTES: usize = 128;
+/// The default limit on a room id returned by `get_room_id`, in bytes.
+pub const DEFAULT_MAX_ROOM_ID_BYTES: usize = 256;
+/// The default limit on one message's payload: 512 KiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024;
+/// The default time a `fetch` may take before it counts as failed.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The limits a server enforces.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_buffer_bytes: usize,
+    pub(crate) max_events: usize,
+    pub(crate) max_client_id_bytes: usize,
+    pub(crate) max_room_id_bytes: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) fetch_timeout: Duration,
+}
+
+/// Configures a [`Server`]. Start with [`Server::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ServerBuilder {
+    pub(crate) path: String,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) limits: Limits,
+}
+
+impl ServerBuilder {
+    /// The path pattern of the SSE endpoint, such as `/user/:userId/foo`: `:name` segments are
+    /// path parameters (available as [`Context::param`](crate::Context::param)), a final `*name`
+    /// matches the rest of the path. Default: `/sseio`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// How often every open stream gets a heartbeat comment, from one timer shared by all
+    /// connections. `Duration::ZERO` turns heartbeats off. Default: 3 seconds.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// The most bytes queued for one connection (frames not yet written to its socket, and
+    /// messages held back while its `fetch` runs). A client that stops reading and passes it is
+    /// disconnected, with an `error` notification; nobody else is slowed. Default: 1 MiB.
+    pub fn max_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_buffer_bytes = bytes.max(1);
+        self
+    }
+
+    /// The most events one connection may subscribe to (distinct `events` values); more is
+    /// answered `400`. Default: 32.
+    pub fn max_events(mut self, events: usize) -> Self {
+        self.limits.max_events = events;
+        self
+    }
+
+    /// The longest `clientId` accepted, in bytes; longer is answered `400`. Default: 128.
+    pub fn max_client_id_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_client_id_bytes = bytes;
+        self
+    }
+
+    /// The longest room id a `get_room_id` may return, in bytes; a connection whose room id is
+    /// longer (usually from a query parameter) is answered `400`. Default: 256.
+    pub fn max_room_id_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_room_id_bytes = bytes;
+        self
+    }
+
+    /// The largest message payload [`EventHandler::send`](crate::EventHandler::send) accepts, in
+    /// bytes; larger returns [`SendError::TooLarge`](crate::SendError::TooLarge). Default: 512 KiB.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_message_bytes = bytes;
+        self
+    }
+
+    /// The most connections open at once; a new stream past it is answered `503` with
+    /// `Retry-After` (the official client backs off), except a replacement of an open
+    /// `clientId`. Default: no limit.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.limits.max_connections = Some(connections);
+        self
+    }
+
+    /// How long a `fetch` may run; past it, it is abandoned, an `error` notification is raised
+    /// and the messages held back behind it are delivered. Default: 30 seconds.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.fetch_timeout = timeout;
+        self
+    }
+
+    /// Builds the server.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidPath`] when the path pattern is not usable.
+    pub fn build(self) -> Result<Server, BuildError> {
+        let path = PathPattern::parse(&self.path)?;
+        Ok(Server::from_parts(
+            path,
+            self.heartbeat_interval,
+            self.limits,
+        ))
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_PATH.to_owned(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            limits: Limits {
+                max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+                max_events: DEFAULT_MAX_EVENTS,
+                max_client_id_bytes: DEFAULT_MAX_CLIENT_ID_BYTES,
+                max_room_id_bytes: DEFAULT_MAX_ROOM_ID_BYTES,
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+                max_connections: None,
+                fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            },
+        }
+    }
+}
