@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 use sseio_hyper::{
-    Context, EventHandler, HandlerOptions, Notification, SendError, Server, ServerBuilder,
+    Context, Cors, EventHandler, HandlerOptions, Notification, SendError, Server, ServerBuilder,
 };
 
 /// The SSE path of the harness contract.
@@ -167,7 +167,8 @@ impl Default for HarnessApp {
 
 /// The server's settings: the harness path, and the limits `HARNESS.md` names when their
 /// environment variables are set (`SSEIO_MAX_BUFFER_BYTES`, `SSEIO_MAX_EVENTS`,
-/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`).
+/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), and CORS for `SSEIO_CORS_ORIGIN` with
+/// credentials allowed.
 fn builder_from_env() -> ServerBuilder {
     let mut builder = Server::builder().path(PATH);
     let var = |name: &str| -> Option<usize> {
@@ -189,6 +190,9 @@ fn builder_from_env() -> ServerBuilder {
     }
     if let Some(bytes) = var("SSEIO_MAX_MESSAGE_BYTES") {
         builder = builder.max_message_bytes(bytes);
+    }
+    if let Ok(origin) = std::env::var("SSEIO_CORS_ORIGIN") {
+        builder = builder.cors(Cors::new().allow_origin(origin).allow_credentials(true));
     }
     builder
 }

@@ -54,6 +54,8 @@ macro_rules! conformance_suite {
             lifecycle::http2_stream_reset_closes_only_that_stream,
             fetch::fetch_holds_back,
             fetch::fetch_error_is_reported_and_messages_still_delivered,
+            cors::cors_preflight_is_204,
+            cors::cors_streams_for_the_allowed_origin_only,
             limits::too_many_events_is_400,
             limits::connection_limit_is_503_with_retry_after,
             limits::oversized_message_is_413,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::cors::Cors;
 use crate::error::BuildError;
 use crate::request::PathPattern;
 use crate::server::Server;
@@ -42,6 +43,7 @@ pub struct ServerBuilder {
     pub(crate) path: String,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) limits: Limits,
+    pub(crate) cors: Option<Cors>,
 }
 
 impl ServerBuilder {
@@ -110,6 +112,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves cross-origin pages as `cors` allows: CORS headers on the SSE path's answers, `204`
+    /// to preflights from allowed origins, `403` JSON to requests from other origins. Default:
+    /// off (no CORS headers; `OPTIONS` is left to the application).
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
+        self
+    }
+
     /// Builds the server.
     ///
     /// # Errors
@@ -121,6 +131,7 @@ impl ServerBuilder {
             path,
             self.heartbeat_interval,
             self.limits,
+            self.cors,
         ))
     }
 }
@@ -139,6 +150,7 @@ impl Default for ServerBuilder {
                 max_connections: None,
                 fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             },
+            cors: None,
         }
     }
 }

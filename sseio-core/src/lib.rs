@@ -92,12 +92,34 @@
 //! # Limits and backpressure
 //!
 //! [`EventHandler::send`] encodes a frame once and queues the same bytes on each connection; it
-//! never waits for a client. Each connection's queue is bounded
-//! ([`ServerBuilder::max_buffer_bytes`], default 1 MiB, counting messages held back behind a
-//! `fetch`): a client that stops reading and passes it is disconnected with an `error`
-//! notification, and nobody else is slowed or loses a message. Whatever has queued up for a
-//! connection goes out in one write.
+//! never waits for a client. Whatever has queued up for a connection goes out in one write. Every
+//! limit is a [`ServerBuilder`] setting:
 //!
+//! | setting | default | past it |
+//! |---|---|---|
+//! | [`max_buffer_bytes`](ServerBuilder::max_buffer_bytes) | 1 MiB per connection, messages held behind a `fetch` included | the connection is closed (`conn:close`, one `error` naming the client); nobody else is slowed or loses a message |
+//! | [`max_events`](ServerBuilder::max_events) | 32 distinct events per connection | `400` JSON |
+//! | [`max_client_id_bytes`](ServerBuilder::max_client_id_bytes) | 128 bytes | `400` JSON |
+//! | [`max_room_id_bytes`](ServerBuilder::max_room_id_bytes) | 256 bytes from `get_room_id` | `400` JSON naming the event |
+//! | [`max_message_bytes`](ServerBuilder::max_message_bytes) | 512 KiB per payload | [`SendError::TooLarge`] |
+//! | [`max_connections`](ServerBuilder::max_connections) | none | `503` JSON with `Retry-After` (the official client backs off) |
+//! | [`fetch_timeout`](ServerBuilder::fetch_timeout) | 30 s | an `error` notification; the held messages are delivered |
+//!
+//! # Security
+//!
+//! - Bad input never panics and never opens a stream: malformed percent-escapes, non-UTF-8
+//!   values and missing parameters are `400` JSON, other methods `405`; a panicking `get_room_id`
+//!   is a `500` for that request and an `error` notification, a panicking `fetch` an `error`
+//!   notification; the server and every other connection carry on.
+//! - CORS is off by default: no CORS headers, and `OPTIONS` on the SSE path is left to the
+//!   application. With [`ServerBuilder::cors`], preflights from allowed origins get `204`,
+//!   streams from them carry the CORS headers, and requests from any other origin get `403` JSON.
+//! - Room ids come from your `get_room_id`: derive them from what the request proves (a path
+//!   parameter your routing authorised, a header your gateway set), not from a query parameter
+//!   anyone can change, when a room's messages are private.
+//! - A `clientId` is chosen by the client; a second connection with the same `clientId` replaces
+//!   the first. Treat it as an identifier, not a credential.
+
 //! # Runtime
 //!
 //! The public API uses the ecosystem types that stay put: `http` 1.x for requests and responses,
@@ -111,6 +133,7 @@
 
 mod builder;
 mod connection;
+mod cors;
 mod error;
 mod fetch;
 mod frame;
@@ -131,6 +154,7 @@ pub use builder::{
     DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_PATH, ServerBuilder,
 };
 pub use connection::{Connection, ConnectionStream};
+pub use cors::Cors;
 pub use error::{BoxError, BuildError, ConnectionError, RegisterError, SendError};
 pub use handler::{EventHandler, HandlerOptions};
 pub use listener::{LISTEN_BACKLOG, bind};

@@ -55,6 +55,10 @@ pub enum ConnectRejection {
     /// connections already. Answered `503` with `Retry-After`, so the official client backs off.
     #[error("the server is at its connection limit; retry later")]
     TooManyConnections,
+    /// The request comes from a page whose origin is not allowed by the server's
+    /// [`Cors`](crate::Cors) settings.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
     /// The request path is not the server's SSE path.
     #[error("not the SSE-IO path")]
     NotFound,
@@ -89,6 +93,7 @@ impl ConnectRejection {
             | Self::ClientIdTooLong { .. }
             | Self::RoomIdTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::ShuttingDown | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,

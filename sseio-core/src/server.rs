@@ -14,6 +14,7 @@ use tokio::task::AbortHandle;
 
 use crate::builder::{Limits, ServerBuilder};
 use crate::connection::{Connection, ConnectionStream};
+use crate::cors::Cors;
 use crate::error::{BuildError, ConnectionError, RegisterError};
 use crate::fetch::{panic_message, run_fetch};
 use crate::frame;
@@ -52,6 +53,7 @@ pub(crate) struct ServerInner {
     path: PathPattern,
     heartbeat_interval: Duration,
     pub(crate) limits: Limits,
+    cors: Option<Cors>,
     handlers: RwLock<HashMap<Arc<str>, EventHandler>>,
     connections: Mutex<Connections>,
     notifier: Arc<Notifier>,
@@ -88,12 +90,14 @@ impl Server {
         path: PathPattern,
         heartbeat_interval: Duration,
         limits: Limits,
+        cors: Option<Cors>,
     ) -> Self {
         Server {
             inner: Arc::new(ServerInner {
                 path,
                 heartbeat_interval,
                 limits,
+                cors,
                 handlers: RwLock::new(HashMap::new()),
                 connections: Mutex::new(Connections::default()),
                 notifier: Arc::new(Notifier::default()),
@@ -219,9 +223,24 @@ impl Server {
     /// with the SSE headers. `HEAD`: the same headers without a stream. Anything else, or a bad
     /// query: [`Outcome::Reply`] with the status and JSON body of the [`ConnectRejection`].
     pub async fn handle(&self, request: RequestHead<'_>) -> Outcome {
-        if !self.matches(request.uri.path()) || request.method == Method::OPTIONS {
+        if !self.matches(request.uri.path()) {
             return Outcome::NotOurs;
         }
+        // CORS first: a preflight is answered here only when CORS is configured; a page from an
+        // origin that is not allowed gets nothing else.
+        let origin = match &self.inner.cors {
+            None if request.method == Method::OPTIONS => return Outcome::NotOurs,
+            None => None,
+            Some(cors) => match cors.check(request.headers) {
+                Err(()) => {
+                    return Outcome::Reply(ConnectRejection::OriginNotAllowed.into_response());
+                }
+                Ok(Some(origin)) if request.method == Method::OPTIONS => {
+                    return Outcome::Reply(cors.preflight(origin, request.headers));
+                }
+                Ok(origin) => origin.map(|o| (cors, o)),
+            },
+        };
         let result = match *request.method {
             Method::GET => self.open_stream(request).await.map(Outcome::Stream),
             Method::HEAD => self
@@ -232,7 +251,17 @@ impl Server {
                 method: request.method.to_string(),
             }),
         };
-        result.unwrap_or_else(|rejection| Outcome::Reply(rejection.into_response()))
+        let mut outcome =
+            result.unwrap_or_else(|rejection| Outcome::Reply(rejection.into_response()));
+        if let Some((cors, origin)) = origin {
+            let headers = match &mut outcome {
+                Outcome::Reply(response) => response.headers_mut(),
+                Outcome::Stream(response) => response.headers_mut(),
+                Outcome::NotOurs => return outcome,
+            };
+            cors.decorate(origin, headers);
+        }
+        outcome
     }
 
     async fn open_stream(

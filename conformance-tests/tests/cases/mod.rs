@@ -6,6 +6,7 @@
 //! deadline and a message saying what was awaited; nothing sleeps hoping for an order.
 
 pub mod bad_input;
+pub mod cors;
 pub mod fetch;
 pub mod js_client;
 pub mod lifecycle;
