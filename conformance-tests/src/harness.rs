@@ -211,6 +211,21 @@ pub fn addr_from_env() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// How long a harness spreads the closing of its streams when it drains:
+/// `SSEIO_SHUTDOWN_GRACE_MS`, 5000 by default.
+///
+/// # Panics
+///
+/// When the variable is set but is not a number.
+pub fn shutdown_grace() -> Duration {
+    std::env::var("SSEIO_SHUTDOWN_GRACE_MS").map_or(Duration::from_secs(5), |ms| {
+        Duration::from_millis(
+            ms.parse()
+                .expect("SSEIO_SHUTDOWN_GRACE_MS must be a number"),
+        )
+    })
+}
+
 /// Completes on ctrl-c or `SIGTERM`: every harness drains on it.
 pub use sseio_hyper::shutdown_signal;
 

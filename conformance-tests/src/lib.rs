@@ -104,6 +104,45 @@ impl Harness {
         self.adapter
     }
 
+    /// Sends `SIGTERM` to the harness process, which drains and exits (`HARNESS.md`).
+    ///
+    /// # Panics
+    ///
+    /// When this harness is an external server, or the signal cannot be sent.
+    pub fn terminate(&self) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("a harness process started by the suite");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits up to `limit` for the harness process to exit and returns its status.
+    ///
+    /// # Panics
+    ///
+    /// When this harness is an external server, or the process does not exit in time.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self
+            .child
+            .as_mut()
+            .expect("a harness process started by the suite");
+        tokio::time::timeout(limit, child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}: the harness did not exit within {limit:?}",
+                    self.adapter
+                )
+            })
+            .expect("waiting for the harness")
+    }
+
     /// The harness child process, when this suite started one (not with `SERVER_URL`).
     pub fn child_mut(&mut self) -> Option<&mut Child> {
         self.child.as_mut()

@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             fetch::fetch_holds_back,
             fetch::fetch_error_is_reported_and_messages_still_delivered,
             cors::cors_preflight_is_204,
+            drain::sigterm_drains_spreading_the_closes,
             cors::cors_streams_for_the_allowed_origin_only,
             limits::too_many_events_is_400,
             limits::connection_limit_is_503_with_retry_after,

@@ -85,6 +85,9 @@ struct Parsed {
     query: Vec<(String, String)>,
 }
 
+/// How often [`Server::shutdown`] closes the streams that are due.
+const DRAIN_TICK: Duration = Duration::from_millis(10);
+
 impl Server {
     pub(crate) fn from_parts(
         path: PathPattern,
@@ -187,17 +190,47 @@ impl Server {
         lock(&self.inner.connections).live.len()
     }
 
-    /// Shuts the server down: from now on new streams are refused with `503` and `Retry-After`
+    /// Drains the server: from now on new streams are refused with `503` and `Retry-After`
     /// (the official client backs off and reconnects, to another instance or to this one once it
-    /// is back), and every open stream is closed, each raising `conn:close` once. Sending keeps
-    /// working; it reaches nobody.
+    /// is back), and the open streams are closed, spread evenly over `grace`, each raising
+    /// `conn:close` once. Returns when every stream is closed, at most about `grace` later.
+    /// Sending keeps working meanwhile, to the streams still open.
+    ///
+    /// The spreading matters: the official client reconnects at once when a `200` stream ends,
+    /// so closing thousands of streams in the same instant sends them all back in the same
+    /// instant, to whichever instance the balancer picks. `Duration::ZERO` closes them all now.
     ///
     /// A browser's native `EventSource` reconnects by itself when a stream ends, but treats a
     /// `503` as final: a page that uses it directly should reopen it after an `error` event with
     /// `readyState === EventSource.CLOSED` (the demo in `examples/` shows how).
-    pub fn shutdown(&self) {
+    pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let serials: Vec<u64> = lock(&self.inner.connections).live.keys().copied().collect();
+        // Close them at an even pace, checked every DRAIN_TICK, the last one at 90 % of `grace`.
+        let spread = grace.mul_f64(0.9).as_secs_f64();
+        let started = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval(DRAIN_TICK);
+        let mut closed = 0;
+        while closed < serials.len() {
+            ticker.tick().await;
+            let elapsed = started.elapsed().as_secs_f64();
+            let due = if spread > 0.0 {
+                ((elapsed / spread * serials.len() as f64) as usize + 1).min(serials.len())
+            } else {
+                serials.len()
+            };
+            self.close_batch(&serials[closed..due.max(closed)]);
+            closed = due.max(closed);
+        }
+        // Anything that slipped in while the first batch was collected.
         self.close_all();
+    }
+
+    fn close_batch(&self, serials: &[u64]) {
+        for &serial in serials {
+            self.inner
+                .close_connection(serial, CloseReason::ServerClosed);
+        }
     }
 
     /// Whether [`Server::shutdown`] was called.
@@ -205,7 +238,7 @@ impl Server {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Closes every open connection (each raises `conn:close` once). Unlike
+    /// Closes every open connection now (each raises `conn:close` once). Unlike
     /// [`Server::shutdown`], new connections are still accepted.
     pub fn close_all(&self) {
         let mut connections = lock(&self.inner.connections);

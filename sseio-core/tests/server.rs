@@ -469,7 +469,7 @@ async fn shutdown_refuses_new_streams_and_ends_open_ones() {
     let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut stream = open_stream(&server, "/files/g/pull?clientId=c&events=e").await;
     assert_eq!(next_chunk(&mut stream).await.unwrap(), "\n");
-    server.shutdown();
+    server.shutdown(Duration::ZERO).await;
     assert_eq!(next_chunk(&mut stream).await, None);
     let Outcome::Reply(response) = server
         .handle((&get("/files/g/pull?clientId=d&events=e")).into())
@@ -530,4 +530,44 @@ async fn wait_for(
     })
     .await
     .expect("the notification is raised in time")
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_spreads_the_closes_over_the_grace_period() {
+    let (server, _handler) = server_with(HandlerOptions::new(by_guid));
+    let mut notifications = server.subscribe();
+    let mut streams = Vec::new();
+    for i in 0..100 {
+        streams.push(open_stream(&server, &format!("/files/g/pull?clientId={i}&events=e")).await);
+    }
+    drain(&mut notifications);
+    let started = tokio::time::Instant::now();
+    let drain_task = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown(Duration::from_secs(1)).await }
+    });
+    let mut closed_at = Vec::new();
+    while closed_at.len() < 100 {
+        if let Some(Notification::ConnClose { reason, .. }) = notifications.recv().await {
+            assert_eq!(reason, CloseReason::ServerClosed);
+            closed_at.push(started.elapsed());
+        }
+    }
+    drain_task.await.unwrap();
+    let (first, last) = (closed_at[0], closed_at[99]);
+    assert!(
+        first < Duration::from_millis(50),
+        "the first batch goes at once: {first:?}"
+    );
+    assert!(
+        last >= Duration::from_millis(800),
+        "spread over the grace period: {last:?}"
+    );
+    assert!(
+        last <= Duration::from_secs(1),
+        "done within the grace period: {last:?}"
+    );
+    assert_eq!(server.connection_count(), 0);
+    // Exactly one conn:close per stream, and none after.
+    assert!(drain(&mut notifications).is_empty());
 }

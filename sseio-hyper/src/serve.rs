@@ -27,6 +27,9 @@ use tower_service::Service;
 use crate::lean::{self, First, Replay};
 use crate::service::SseioService;
 
+/// How long [`Serve`]'s graceful shutdown spreads the closing of open streams, by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,6 +57,7 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve<NotFound> {
         server,
         app: NotFound,
         shutdown: None,
+        grace: DEFAULT_SHUTDOWN_GRACE,
     }
 }
 
@@ -64,6 +68,7 @@ pub struct Serve<A> {
     server: Server,
     app: A,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    grace: Duration,
 }
 
 impl<A> Serve<A> {
@@ -75,17 +80,25 @@ impl<A> Serve<A> {
             server: self.server,
             app,
             shutdown: self.shutdown,
+            grace: self.grace,
         }
     }
 
     /// Shuts down gracefully when `signal` completes: stop accepting, refuse new streams with
-    /// `503` ([`Server::shutdown`]), close the open streams, and wait for in-flight requests to
-    /// finish.
+    /// `503` and close the open ones spread over the grace period ([`Server::shutdown`]), and
+    /// wait for in-flight requests to finish.
     pub fn with_graceful_shutdown<F>(mut self, signal: F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
     {
         self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// How long the graceful shutdown spreads the closing of open streams (see
+    /// [`Server::shutdown`]). Default: [`DEFAULT_SHUTDOWN_GRACE`], 5 seconds.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
         self
     }
 
@@ -138,6 +151,7 @@ where
         server,
         app,
         shutdown,
+        grace,
     } = serve;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -147,7 +161,17 @@ where
     let builder = Arc::new(builder);
     let service = SseioService::new(server.clone(), app);
     let graceful = GracefulShutdown::new();
-    let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+    let signal = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+    // Once the signal comes, the server drains; connections are still accepted meanwhile, so
+    // new streams are told `503` and to retry instead of finding the port closed.
+    let drain = {
+        let server = server.clone();
+        async move {
+            signal.await;
+            server.shutdown(grace).await;
+        }
+    };
+    let mut drain = std::pin::pin!(drain);
 
     loop {
         let mut socket = tokio::select! {
@@ -160,7 +184,7 @@ where
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut drain => break,
         };
         // Frames are coalesced before they are written; send each write at once.
         let _ = socket.set_nodelay(true);
@@ -187,7 +211,6 @@ where
     }
 
     drop(listener);
-    server.shutdown();
     graceful.shutdown().await;
     Ok(())
 }

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
 };
 use std::collections::HashMap;
 
@@ -30,6 +30,7 @@ async fn main() -> std::io::Result<()> {
     sseio_hyper::serve(listener, server)
         .with_app(routes)
         .with_graceful_shutdown(shutdown_signal())
+        .shutdown_grace(shutdown_grace())
         .await
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
 };
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -49,11 +49,19 @@ async fn main() -> std::io::Result<()> {
     announce(local_addr);
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    // Keep accepting while draining, so new streams are told `503` instead of being refused.
+    let drain = {
+        let server = server.clone();
+        async move {
+            shutdown_signal().await;
+            server.shutdown(shutdown_grace()).await;
+        }
+    };
+    let mut drain = std::pin::pin!(drain);
     loop {
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            () = &mut shutdown => break,
+            () = &mut drain => break,
         };
         let routes = routes.clone();
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
@@ -79,7 +87,6 @@ async fn main() -> std::io::Result<()> {
             let _ = connection.await;
         });
     }
-    server.shutdown();
     graceful.shutdown().await;
     Ok(())
 }

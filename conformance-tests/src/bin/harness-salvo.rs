@@ -4,7 +4,7 @@
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-salvo`
 
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
 };
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::http::{StatusCode, header};
@@ -33,7 +33,7 @@ async fn main() -> std::io::Result<()> {
     let handle = server.handle();
     tokio::spawn(async move {
         shutdown_signal().await;
-        sseio.shutdown();
+        sseio.shutdown(shutdown_grace()).await;
         handle.stop_graceful(None);
     });
     server.try_serve(service).await

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_signal,
+    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
 };
 use warp::Filter;
 use warp::http::StatusCode;
@@ -47,7 +47,7 @@ async fn main() -> std::io::Result<()> {
         .incoming(listener)
         .graceful(async move {
             shutdown_signal().await;
-            server.shutdown();
+            server.shutdown(shutdown_grace()).await;
         })
         .run()
         .await;

@@ -7,6 +7,7 @@
 
 pub mod bad_input;
 pub mod cors;
+pub mod drain;
 pub mod fetch;
 pub mod js_client;
 pub mod lifecycle;

@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move {
         tokio::signal::ctrl_c().await.ok();
         // Close the open streams so that salvo's graceful stop can finish.
-        sseio.shutdown();
+        sseio.shutdown(std::time::Duration::from_secs(5)).await;
         handle.stop_graceful(None);
     });
     server.serve(service).await;

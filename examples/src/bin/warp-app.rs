@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // On ctrl-c, close the open streams so that warp's graceful shutdown can finish.
         .graceful(async move {
             tokio::signal::ctrl_c().await.ok();
-            sseio.shutdown();
+            sseio.shutdown(std::time::Duration::from_secs(5)).await;
         })
         .run()
         .await;
