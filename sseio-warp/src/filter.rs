@@ -14,8 +14,9 @@ use warp::reply::{Reply, Response};
 /// that `filter(server).or(app_routes)` hands those to your routes.
 ///
 /// On the SSE path it answers everything itself: the stream, a `400` / `405` / `503` rejection
-/// with a JSON body, or the headers for `HEAD`. The one exception is `OPTIONS`, which it rejects
-/// as not found so that your CORS handling answers the preflight.
+/// with a JSON body, or the headers for `HEAD`. The one exception is `OPTIONS` when the server has
+/// no [`Cors`](sseio_core::Cors) settings: it is rejected as not found so that your own CORS
+/// handling answers the preflight.
 ///
 /// warp shows filters no HTTP version, so the request is given to the core as HTTP/1.1: an
 /// HTTP/1.1 stream gets `Connection: keep-alive`, and hyper removes that header from HTTP/2
