@@ -11,7 +11,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 use sseio_hyper::{
-    Context, Cors, EventHandler, HandlerOptions, Notification, SendError, Server, ServerBuilder,
+    Context, Cors, EventHandler, Grant, HandlerOptions, Notification, Refusal, SendError, Server,
+    ServerBuilder,
 };
 
 /// The SSE path of the harness contract.
@@ -60,6 +61,14 @@ impl HarnessApp {
                 Err::<(), _>("foo: the harness fetch always fails")
             }),
         );
+        if std::env::var_os("SSEIO_AUTH_TOKEN").is_some() {
+            handlers.insert(
+                "forbidden-event",
+                HandlerOptions::new(|_ctx: &Context| -> Result<String, Refusal> {
+                    Err(Refusal::forbidden("refused for everyone"))
+                }),
+            );
+        }
         let handlers = handlers
             .into_iter()
             .map(|(event, options)| {
@@ -76,7 +85,7 @@ impl HarnessApp {
         tokio::spawn(async move {
             while let Some(notification) = notifications.recv().await {
                 let record = match notification {
-                    Notification::ConnCreate { client_id } => {
+                    Notification::ConnCreate { client_id, .. } => {
                         json!({"kind": "conn:create", "clientId": &*client_id})
                     }
                     Notification::ConnClose { client_id, .. } => {
@@ -167,8 +176,9 @@ impl Default for HarnessApp {
 
 /// The server's settings: the harness path, and the limits `HARNESS.md` names when their
 /// environment variables are set (`SSEIO_MAX_BUFFER_BYTES`, `SSEIO_MAX_EVENTS`,
-/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), and CORS for `SSEIO_CORS_ORIGIN` with
-/// credentials allowed.
+/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), CORS for `SSEIO_CORS_ORIGIN` with
+/// credentials allowed, and with `SSEIO_AUTH_TOKEN` an `authorize` hook that wants that token
+/// as a bearer token or the cookie `sseio_token`.
 fn builder_from_env() -> ServerBuilder {
     let mut builder = Server::builder().path(PATH);
     let var = |name: &str| -> Option<usize> {
@@ -193,6 +203,27 @@ fn builder_from_env() -> ServerBuilder {
     }
     if let Ok(origin) = std::env::var("SSEIO_CORS_ORIGIN") {
         builder = builder.cors(Cors::new().allow_origin(origin).allow_credentials(true));
+    }
+    if let Ok(token) = std::env::var("SSEIO_AUTH_TOKEN") {
+        let token: Arc<str> = token.into();
+        builder = builder.authorize(move |ctx: Context| {
+            let token = token.clone();
+            async move {
+                let bearer = ctx
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                let presented = bearer.or_else(|| ctx.cookie("sseio_token"));
+                if presented == Some(&*token) {
+                    Ok(Grant::new().principal(ctx.client_id().to_owned()))
+                } else {
+                    Err(Refusal::unauthorized(
+                        "send 'Authorization: Bearer <token>' or the cookie sseio_token",
+                    ))
+                }
+            }
+        });
     }
     builder
 }

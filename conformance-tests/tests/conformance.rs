@@ -54,6 +54,8 @@ macro_rules! conformance_suite {
             lifecycle::http2_stream_reset_closes_only_that_stream,
             fetch::fetch_holds_back,
             fetch::fetch_error_is_reported_and_messages_still_delivered,
+            auth::auth_token_is_required,
+            auth::forbidden_event_is_403_naming_it,
             cors::cors_preflight_is_204,
             drain::sigterm_drains_spreading_the_closes,
             cors::cors_streams_for_the_allowed_origin_only,

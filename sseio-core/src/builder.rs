@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::Context;
+use crate::auth::{AuthorizeFn, Grant, Refusal, authorize_fn};
 use crate::cors::Cors;
 use crate::error::BuildError;
 use crate::request::PathPattern;
@@ -37,13 +43,15 @@ pub(crate) struct Limits {
 }
 
 /// Configures a [`Server`]. Start with [`Server::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct ServerBuilder {
     pub(crate) path: String,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) limits: Limits,
     pub(crate) cors: Option<Cors>,
+    pub(crate) authorize: Option<Arc<AuthorizeFn>>,
+    pub(crate) same_principal_takeover: bool,
 }
 
 impl ServerBuilder {
@@ -120,6 +128,44 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `authorize` for every new stream, before it joins any room: it sees the
+    /// [`Context`](crate::Context) (path parameters, query, headers, [cookies](crate::Context::cookie))
+    /// and either grants the connection (a [`Grant`], optionally naming a principal and carrying
+    /// data that `get_room_id`, `fetch` and notifications can read) or refuses it with a
+    /// [`Refusal`] (`401` or `403` JSON, which stop the official client). A panic in it refuses
+    /// the request with `500` and raises an `error` notification. Default: every connection is
+    /// granted with no principal.
+    ///
+    /// ```
+    /// use sseio_core::{Context, Grant, Refusal, Server};
+    ///
+    /// let server = Server::builder()
+    ///     .authorize(|ctx: Context| async move {
+    ///         match ctx.cookie("session") {
+    ///             Some("s3cret") => Ok(Grant::new().principal("ada")),
+    ///             _ => Err(Refusal::unauthorized("log in first")),
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), sseio_core::BuildError>(())
+    /// ```
+    pub fn authorize<F, Fut>(mut self, authorize: F) -> Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Grant, Refusal>> + Send + 'static,
+    {
+        self.authorize = Some(authorize_fn(authorize));
+        self
+    }
+
+    /// Whether a new connection may replace an open one with the same `clientId` only when
+    /// `authorize` granted both the same principal; otherwise it is refused with `403`.
+    /// Default: off (any connection with the same `clientId` replaces the open one).
+    pub fn takeover_requires_same_principal(mut self, required: bool) -> Self {
+        self.same_principal_takeover = required;
+        self
+    }
+
     /// Builds the server.
     ///
     /// # Errors
@@ -127,12 +173,20 @@ impl ServerBuilder {
     /// [`BuildError::InvalidPath`] when the path pattern is not usable.
     pub fn build(self) -> Result<Server, BuildError> {
         let path = PathPattern::parse(&self.path)?;
-        Ok(Server::from_parts(
-            path,
-            self.heartbeat_interval,
-            self.limits,
-            self.cors,
-        ))
+        Ok(Server::from_builder(path, self))
+    }
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("path", &self.path)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("limits", &self.limits)
+            .field("cors", &self.cors)
+            .field("authorize", &self.authorize.is_some())
+            .field("same_principal_takeover", &self.same_principal_takeover)
+            .finish()
     }
 }
 
@@ -151,6 +205,8 @@ impl Default for ServerBuilder {
                 fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             },
             cors: None,
+            authorize: None,
+            same_principal_takeover: false,
         }
     }
 }

@@ -104,14 +104,15 @@ pub enum ConnectionError {
         #[source]
         source: serde_json::Error,
     },
-    /// Application code (`get_room_id` or `fetch`) panicked. For `get_room_id` the connection
-    /// was refused with `500`; for `fetch` the held messages were still delivered.
-    #[error("'{callback}' of event `{event}` for client `{client_id}` panicked: {message}")]
+    /// Application code (`authorize`, `get_room_id` or `fetch`) panicked. For `authorize` and
+    /// `get_room_id` the connection was refused with `500`; for `fetch` the held messages were
+    /// still delivered.
+    #[error("'{callback}' for client `{client_id}` panicked: {message}")]
     Panicked {
-        /// `get_room_id` or `fetch`.
+        /// `authorize`, `get_room_id` or `fetch`.
         callback: &'static str,
-        /// The event whose callback panicked.
-        event: Arc<str>,
+        /// The event whose callback panicked (none for `authorize`).
+        event: Option<Arc<str>>,
         /// The client it ran for.
         client_id: Arc<str>,
         /// The panic message, when it was a string.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::error::ConnectionError;
 use crate::frame;
-use crate::handler::{EventHandler, FetchFailure, FetchFuture};
+use crate::handler::{EventHandler, FetchFailure};
 use crate::notify::CloseReason;
 use crate::request::Context;
 use crate::room::Hold;
@@ -68,7 +68,7 @@ pub(crate) async fn run_fetch(
             None,
             Some(ConnectionError::Panicked {
                 callback: "fetch",
-                event,
+                event: Some(event),
                 client_id,
                 message,
             }),
@@ -98,13 +98,13 @@ fn release(
 }
 
 /// Polls a future, turning a panic into an error carrying the panic message.
-struct CatchUnwind(FetchFuture);
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
 
-impl Future for CatchUnwind {
-    type Output = Result<<FetchFuture as Future>::Output, String>;
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
             Ok(poll) => poll.map(Ok),
             Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
         }

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock, Weak};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::auth::{IntoRoom, Refusal};
 use crate::error::{BoxError, SendError};
 use crate::frame;
 use crate::message;
@@ -21,7 +22,7 @@ use crate::server::ServerInner;
 use crate::sink::SinkError;
 use crate::sync::{read, write};
 
-type RoomIdFn = dyn Fn(&Context) -> String + Send + Sync;
+type RoomIdFn = dyn Fn(&Context) -> Result<String, Refusal> + Send + Sync;
 pub(crate) type FetchFuture =
     Pin<Box<dyn Future<Output = Result<Option<String>, FetchFailure>> + Send>>;
 type FetchFn = dyn Fn(Context) -> FetchFuture + Send + Sync;
@@ -41,7 +42,9 @@ pub struct HandlerOptions {
 
 impl HandlerOptions {
     /// Options with `get_room_id`, which picks the room a new connection joins from its
-    /// [`Context`] (path parameters, query, headers). It runs once per connection and event.
+    /// [`Context`] (path parameters, query, headers, what `authorize` granted). It runs once per
+    /// connection and event, and returns a room id (`String` or `&'static str`), or a
+    /// `Result` whose [`Refusal`] refuses the connection (`401`/`403` JSON naming the event).
     ///
     /// ```
     /// use sseio_core::{Context, HandlerOptions};
@@ -51,10 +54,10 @@ impl HandlerOptions {
     pub fn new<F, R>(get_room_id: F) -> Self
     where
         F: Fn(&Context) -> R + Send + Sync + 'static,
-        R: Into<String>,
+        R: IntoRoom,
     {
         Self {
-            get_room_id: Box::new(move |ctx| get_room_id(ctx).into()),
+            get_room_id: Box::new(move |ctx| get_room_id(ctx).into_room()),
             fetch: None,
         }
     }
@@ -212,7 +215,7 @@ impl EventHandler {
         }
     }
 
-    pub(crate) fn room_id(&self, ctx: &Context) -> String {
+    pub(crate) fn room_id(&self, ctx: &Context) -> Result<String, Refusal> {
         (self.inner.get_room_id)(ctx)
     }
 

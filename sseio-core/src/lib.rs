@@ -111,6 +111,14 @@
 //!   values and missing parameters are `400` JSON, other methods `405`; a panicking `get_room_id`
 //!   is a `500` for that request and an `error` notification, a panicking `fetch` an `error`
 //!   notification; the server and every other connection carry on.
+//! - Authentication is the application's, through [`ServerBuilder::authorize`]: an async hook that
+//!   sees the path parameters, query, headers and cookies of every new stream and grants it (with
+//!   a principal and data that `get_room_id`, `fetch` and notifications read) or refuses it with
+//!   `401` or `403` JSON, before it joins any room. A `get_room_id` can refuse one event the same
+//!   way (`403` naming the event). Use `401`/`403` to stop the official client and `429`/`503`
+//!   to make it back off; never `204`. Default: no hook, every stream is accepted.
+//!   [`ServerBuilder::takeover_requires_same_principal`] stops one principal from replacing
+//!   another's stream by reusing its `clientId`.
 //! - CORS is off by default: no CORS headers, and `OPTIONS` on the SSE path is left to the
 //!   application. With [`ServerBuilder::cors`], preflights from allowed origins get `204`,
 //!   streams from them carry the CORS headers, and requests from any other origin get `403` JSON.
@@ -118,7 +126,8 @@
 //!   parameter your routing authorised, a header your gateway set), not from a query parameter
 //!   anyone can change, when a room's messages are private.
 //! - A `clientId` is chosen by the client; a second connection with the same `clientId` replaces
-//!   the first. Treat it as an identifier, not a credential.
+//!   the first (unless the takeover setting above refuses it). Treat it as an identifier, not a
+//!   credential.
 
 //! # Runtime
 //!
@@ -131,6 +140,7 @@
 //!
 //! None yet: everything described here is always on.
 
+mod auth;
 mod builder;
 mod connection;
 mod cors;
@@ -148,6 +158,7 @@ mod server;
 mod sink;
 mod sync;
 
+pub use auth::{Grant, IntoRoom, Refusal};
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_MESSAGE_BYTES,

@@ -21,11 +21,15 @@ pub enum Notification {
     ConnCreate {
         /// The connection's `clientId`.
         client_id: Arc<str>,
+        /// The principal `authorize` granted it, if any.
+        principal: Option<Arc<str>>,
     },
     /// A stream closed (`conn:close`), exactly once per stream, whoever closed it.
     ConnClose {
         /// The connection's `clientId`.
         client_id: Arc<str>,
+        /// The principal `authorize` granted it, if any.
+        principal: Option<Arc<str>>,
         /// Who or what closed it.
         reason: CloseReason,
     },

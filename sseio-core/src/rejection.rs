@@ -55,6 +55,19 @@ pub enum ConnectRejection {
     /// connections already. Answered `503` with `Retry-After`, so the official client backs off.
     #[error("the server is at its connection limit; retry later")]
     TooManyConnections,
+    /// The server's `authorize` hook refused the connection with `401`.
+    #[error("{message}")]
+    Unauthorized {
+        /// The hook's message.
+        message: String,
+    },
+    /// The connection, or one of its events, was refused with `403` by `authorize` or a
+    /// handler's `get_room_id`.
+    #[error("{message}")]
+    Forbidden {
+        /// The refusal's message (naming the event when one event was refused).
+        message: String,
+    },
     /// The request comes from a page whose origin is not allowed by the server's
     /// [`Cors`](crate::Cors) settings.
     #[error("origin not allowed")]
@@ -73,11 +86,12 @@ pub enum ConnectRejection {
     /// another instance or to this one once it is back.
     #[error("the server is shutting down; retry later")]
     ShuttingDown,
-    /// A handler's `get_room_id` panicked; the panic was reported as an `error` notification.
-    #[error("the server failed to join the rooms of event '{event}'")]
+    /// Application code (`authorize` or a handler's `get_room_id`) panicked; the panic was
+    /// reported as an `error` notification.
+    #[error("the server could not open the stream: its '{callback}' failed")]
     Internal {
-        /// The event whose handler failed.
-        event: String,
+        /// `authorize` or `get_room_id`.
+        callback: &'static str,
     },
 }
 
@@ -93,6 +107,8 @@ impl ConnectRejection {
             | Self::ClientIdTooLong { .. }
             | Self::RoomIdTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::ShuttingDown | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,

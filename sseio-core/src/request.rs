@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Request, Uri, Version, request::Parts};
 use percent_encoding::percent_decode;
 
+use crate::auth::Grant;
 use crate::error::BuildError;
 use crate::rejection::ConnectRejection;
 
@@ -205,6 +206,7 @@ struct ContextInner {
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
     headers: HeaderMap,
+    grant: Grant,
 }
 
 impl Context {
@@ -220,8 +222,42 @@ impl Context {
                 params,
                 query,
                 headers,
+                grant: Grant::default(),
             }),
         }
+    }
+
+    /// The same request with what `authorize` granted it.
+    pub(crate) fn with_grant(self, grant: Grant) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| ContextInner {
+            client_id: shared.client_id.clone(),
+            params: shared.params.clone(),
+            query: shared.query.clone(),
+            headers: shared.headers.clone(),
+            grant: Grant::default(),
+        });
+        Self {
+            inner: Arc::new(ContextInner { grant, ..inner }),
+        }
+    }
+
+    /// What the server's `authorize` hook granted this connection (empty without a hook, and
+    /// inside `authorize` itself).
+    pub fn grant(&self) -> &Grant {
+        &self.inner.grant
+    }
+
+    /// The value of cookie `name` from the `Cookie` headers, as sent (not percent-decoded).
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.inner
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.trim_matches('"'))
     }
 
     /// The `clientId` the client chose (the official client keeps it across reconnects).

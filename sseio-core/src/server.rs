@@ -12,11 +12,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, Version, header};
 use tokio::task::AbortHandle;
 
+use crate::auth::{AuthorizeFn, Refusal};
 use crate::builder::{Limits, ServerBuilder};
 use crate::connection::{Connection, ConnectionStream};
 use crate::cors::Cors;
 use crate::error::{BuildError, ConnectionError, RegisterError};
-use crate::fetch::{panic_message, run_fetch};
+use crate::fetch::{CatchUnwind, panic_message, run_fetch};
 use crate::frame;
 use crate::handler::{EventHandler, HandlerOptions};
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
@@ -54,6 +55,8 @@ pub(crate) struct ServerInner {
     heartbeat_interval: Duration,
     pub(crate) limits: Limits,
     cors: Option<Cors>,
+    authorize: Option<Arc<AuthorizeFn>>,
+    same_principal_takeover: bool,
     handlers: RwLock<HashMap<Arc<str>, EventHandler>>,
     connections: Mutex<Connections>,
     notifier: Arc<Notifier>,
@@ -72,6 +75,7 @@ struct Connections {
 
 struct LiveConnection {
     client_id: Arc<str>,
+    principal: Option<Arc<str>>,
     sink: Arc<dyn SseSink>,
     rooms: Vec<(EventHandler, Arc<str>)>,
     fetches: Vec<AbortHandle>,
@@ -89,18 +93,15 @@ struct Parsed {
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 
 impl Server {
-    pub(crate) fn from_parts(
-        path: PathPattern,
-        heartbeat_interval: Duration,
-        limits: Limits,
-        cors: Option<Cors>,
-    ) -> Self {
+    pub(crate) fn from_builder(path: PathPattern, builder: ServerBuilder) -> Self {
         Server {
             inner: Arc::new(ServerInner {
                 path,
-                heartbeat_interval,
-                limits,
-                cors,
+                heartbeat_interval: builder.heartbeat_interval,
+                limits: builder.limits,
+                cors: builder.cors,
+                authorize: builder.authorize,
+                same_principal_takeover: builder.same_principal_takeover,
                 handlers: RwLock::new(HashMap::new()),
                 connections: Mutex::new(Connections::default()),
                 notifier: Arc::new(Notifier::default()),
@@ -344,32 +345,54 @@ impl Server {
             handlers
         };
         let client_id: Arc<str> = parsed.client_id.as_str().into();
-        let context = Context::new(
+        let mut context = Context::new(
             parsed.client_id,
             parsed.params,
             parsed.query,
             request.headers.clone(),
         );
+        if let Some(authorize) = &self.inner.authorize {
+            let deciding = CatchUnwind(authorize(context.clone()));
+            let grant = match deciding.await {
+                Ok(Ok(grant)) => grant,
+                Ok(Err(refusal)) => return Err(refused(refusal, None)),
+                Err(message) => {
+                    self.inner.notify_error(ConnectionError::Panicked {
+                        callback: "authorize",
+                        event: None,
+                        client_id: client_id.clone(),
+                        message,
+                    });
+                    return Err(ConnectRejection::Internal {
+                        callback: "authorize",
+                    });
+                }
+            };
+            context = context.with_grant(grant);
+        }
+        let principal = context.grant().principal_arc();
 
         let mut rooms = Vec::with_capacity(handlers.len());
         for handler in handlers {
             match catch_unwind(AssertUnwindSafe(|| handler.room_id(&context))) {
-                Ok(room) if room.len() > self.inner.limits.max_room_id_bytes => {
+                Ok(Err(refusal)) => return Err(refused(refusal, Some(handler.event()))),
+                Ok(Ok(room)) if room.len() > self.inner.limits.max_room_id_bytes => {
                     return Err(ConnectRejection::RoomIdTooLong {
                         event: handler.event().to_owned(),
                         limit: self.inner.limits.max_room_id_bytes,
                     });
                 }
-                Ok(room) => rooms.push((handler, Arc::<str>::from(room))),
+                Ok(Ok(room)) => rooms.push((handler, Arc::<str>::from(room))),
                 Err(panic) => {
-                    let event = handler.event().to_owned();
                     self.inner.notify_error(ConnectionError::Panicked {
                         callback: "get_room_id",
-                        event: handler.event_arc().clone(),
+                        event: Some(handler.event_arc().clone()),
                         client_id: client_id.clone(),
                         message: panic_message(&*panic),
                     });
-                    return Err(ConnectRejection::Internal { event });
+                    return Err(ConnectRejection::Internal {
+                        callback: "get_room_id",
+                    });
                 }
             }
         }
@@ -383,7 +406,16 @@ impl Server {
             if self.is_shutting_down() {
                 return Err(ConnectRejection::ShuttingDown);
             }
-            let replacing = connections.by_client.contains_key(&client_id);
+            let replacing = connections.by_client.get(&client_id).copied();
+            if let Some(old) = replacing
+                && self.inner.same_principal_takeover
+                && connections.live.get(&old).map(|c| &c.principal) != Some(&principal)
+            {
+                return Err(ConnectRejection::Forbidden {
+                    message: "this clientId is in use by another principal".to_owned(),
+                });
+            }
+            let replacing = replacing.is_some();
             if let Some(max) = self.inner.limits.max_connections
                 && connections.live.len() >= max
                 && !replacing
@@ -414,6 +446,7 @@ impl Server {
                 serial,
                 LiveConnection {
                     client_id: client_id.clone(),
+                    principal: principal.clone(),
                     sink: sink.clone(),
                     rooms,
                     fetches: Vec::new(),
@@ -421,6 +454,7 @@ impl Server {
             );
             self.inner.notifier.notify(Notification::ConnCreate {
                 client_id: client_id.clone(),
+                principal,
             });
         }
         self.inner.start_heartbeat();
@@ -537,6 +571,7 @@ impl ServerInner {
         }
         self.notifier.notify(Notification::ConnClose {
             client_id: live.client_id,
+            principal: live.principal,
             reason,
         });
     }
@@ -605,4 +640,16 @@ fn stream_response<B>(version: Version, body: B) -> Response<B> {
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     response
+}
+
+/// The rejection for a refusal by `authorize` (no event) or by one event's `get_room_id`.
+fn refused(refusal: Refusal, event: Option<&str>) -> ConnectRejection {
+    let message = match event {
+        Some(event) => format!("event '{event}' refused: {refusal}"),
+        None => refusal.to_string(),
+    };
+    match refusal {
+        Refusal::Unauthorized(_) => ConnectRejection::Unauthorized { message },
+        Refusal::Forbidden(_) => ConnectRejection::Forbidden { message },
+    }
 }

@@ -103,7 +103,9 @@ fn closes_of(notifications: &[Notification], id: &str) -> Vec<CloseReason> {
     notifications
         .iter()
         .filter_map(|n| match n {
-            Notification::ConnClose { client_id, reason } if &**client_id == id => Some(*reason),
+            Notification::ConnClose {
+                client_id, reason, ..
+            } if &**client_id == id => Some(*reason),
             _ => None,
         })
         .collect()
@@ -118,7 +120,7 @@ async fn conn_create_comes_after_the_connection_joined_its_rooms() {
     assert!(
         matches!(&seen[0], Notification::RoomCreate { event, room } if &**event == "e" && &**room == "g")
     );
-    assert!(matches!(&seen[1], Notification::ConnCreate { client_id } if &**client_id == "c"));
+    assert!(matches!(&seen[1], Notification::ConnCreate { client_id, .. } if &**client_id == "c"));
     // A send made as soon as conn:create is seen reaches the connection.
     handler.send("g", "hi").unwrap();
     assert_eq!(sink.text(), "event: e\ndata: hi\n\n");

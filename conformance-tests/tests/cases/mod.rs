@@ -5,6 +5,7 @@
 //! the suite also runs against one shared long-running server (`SERVER_URL`). Every wait has a
 //! deadline and a message saying what was awaited; nothing sleeps hoping for an order.
 
+pub mod auth;
 pub mod bad_input;
 pub mod cors;
 pub mod drain;

@@ -25,8 +25,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move {
         while let Some(notification) = notifications.recv().await {
             match notification {
-                Notification::ConnCreate { client_id } => println!("+ {client_id}"),
-                Notification::ConnClose { client_id, reason } => {
+                Notification::ConnCreate { client_id, .. } => println!("+ {client_id}"),
+                Notification::ConnClose {
+                    client_id, reason, ..
+                } => {
                     println!("- {client_id} ({reason})")
                 }
                 Notification::Error(error) => eprintln!("! {error}"),
