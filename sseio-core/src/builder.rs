@@ -19,6 +19,8 @@ pub const DEFAULT_PATH: &str = "/sseio";
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// The default per-connection outgoing buffer limit: 1 MiB.
 pub const DEFAULT_MAX_BUFFER_BYTES: usize = 1024 * 1024;
+/// The default per-connection limit on frames queued: 8192.
+pub const DEFAULT_MAX_BUFFER_FRAMES: usize = 8192;
 /// The default limit on the events one connection subscribes to.
 pub const DEFAULT_MAX_EVENTS: usize = 32;
 /// The default limit on a `clientId`, in bytes.
@@ -34,6 +36,7 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) max_buffer_bytes: usize,
+    pub(crate) max_buffer_frames: usize,
     pub(crate) max_events: usize,
     pub(crate) max_client_id_bytes: usize,
     pub(crate) max_room_id_bytes: usize,
@@ -75,6 +78,14 @@ impl ServerBuilder {
     /// disconnected, with an `error` notification; nobody else is slowed. Default: 1 MiB.
     pub fn max_buffer_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_buffer_bytes = bytes.max(1);
+        self
+    }
+
+    /// The most frames queued for one connection, whatever their size (a flood of tiny messages
+    /// costs per frame too); past it the connection is closed like a full
+    /// [`max_buffer_bytes`](ServerBuilder::max_buffer_bytes). Default: 8192.
+    pub fn max_buffer_frames(mut self, frames: usize) -> Self {
+        self.limits.max_buffer_frames = frames.max(1);
         self
     }
 
@@ -197,6 +208,7 @@ impl Default for ServerBuilder {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             limits: Limits {
                 max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+                max_buffer_frames: DEFAULT_MAX_BUFFER_FRAMES,
                 max_events: DEFAULT_MAX_EVENTS,
                 max_client_id_bytes: DEFAULT_MAX_CLIENT_ID_BYTES,
                 max_room_id_bytes: DEFAULT_MAX_ROOM_ID_BYTES,

@@ -98,6 +98,7 @@
 //! | setting | default | past it |
 //! |---|---|---|
 //! | [`max_buffer_bytes`](ServerBuilder::max_buffer_bytes) | 1 MiB per connection, messages held behind a `fetch` included | the connection is closed (`conn:close`, one `error` naming the client); nobody else is slowed or loses a message |
+//! | [`max_buffer_frames`](ServerBuilder::max_buffer_frames) | 8192 frames per connection | the same |
 //! | [`max_events`](ServerBuilder::max_events) | 32 distinct events per connection | `400` JSON |
 //! | [`max_client_id_bytes`](ServerBuilder::max_client_id_bytes) | 128 bytes | `400` JSON |
 //! | [`max_room_id_bytes`](ServerBuilder::max_room_id_bytes) | 256 bytes from `get_room_id` | `400` JSON naming the event |
@@ -161,8 +162,8 @@ mod sync;
 pub use auth::{Grant, IntoRoom, Refusal};
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
-    DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_PATH, ServerBuilder,
+    DEFAULT_MAX_BUFFER_FRAMES, DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_PATH, ServerBuilder,
 };
 pub use connection::{Connection, ConnectionStream};
 pub use cors::Cors;

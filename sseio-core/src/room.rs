@@ -67,7 +67,8 @@ impl Hold {
         if self.holding.load(Ordering::Acquire) {
             let mut held = lock(&self.held);
             if self.holding.load(Ordering::Acquire) {
-                if held.bytes + frame.len() > self.max_bytes {
+                // Held and queued bytes share the connection's one budget.
+                if held.bytes + frame.len() + sink.queued_bytes() > self.max_bytes {
                     return Err(SinkError::Full);
                 }
                 held.bytes += frame.len();

@@ -302,9 +302,11 @@ impl Server {
         &self,
         request: RequestHead<'_>,
     ) -> Result<Response<ConnectionStream>, ConnectRejection> {
+        let limits = &self.inner.limits;
         let sink = Arc::new(QueueSink::new(
             frame::OPENING,
-            self.inner.limits.max_buffer_bytes,
+            limits.max_buffer_bytes,
+            limits.max_buffer_frames,
         ));
         let connection = self.connect(request, sink.clone()).await?;
         Ok(stream_response(

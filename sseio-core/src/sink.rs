@@ -26,6 +26,12 @@ pub trait SseSink: Send + Sync + fmt::Debug + 'static {
 
     /// Whether [`SseSink::close`] was called.
     fn is_closed(&self) -> bool;
+
+    /// The bytes queued and not yet written, so that messages held back behind a `fetch` count
+    /// against the same budget. A sink without a queue of its own answers 0 (the default).
+    fn queued_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Why a frame was not queued.
@@ -49,6 +55,7 @@ const MAX_COALESCE: usize = 64 * 1024;
 pub(crate) struct QueueSink {
     state: Mutex<QueueState>,
     max_bytes: usize,
+    max_frames: usize,
 }
 
 struct QueueState {
@@ -59,8 +66,9 @@ struct QueueState {
 }
 
 impl QueueSink {
-    /// A sink holding `first` (the opening bytes), accepting up to `max_bytes` queued.
-    pub(crate) fn new(first: Bytes, max_bytes: usize) -> Self {
+    /// A sink holding `first` (the opening bytes), accepting up to `max_bytes` in at most
+    /// `max_frames` frames queued.
+    pub(crate) fn new(first: Bytes, max_bytes: usize, max_frames: usize) -> Self {
         let mut frames = VecDeque::new();
         let queued_bytes = first.len();
         frames.push_back(first);
@@ -72,6 +80,7 @@ impl QueueSink {
                 waker: None,
             }),
             max_bytes,
+            max_frames,
         }
     }
 
@@ -129,7 +138,9 @@ impl SseSink for QueueSink {
         if state.closed {
             return Err(SinkError::Closed);
         }
-        if state.queued_bytes + frame.len() > self.max_bytes {
+        if state.queued_bytes + frame.len() > self.max_bytes
+            || state.frames.len() >= self.max_frames
+        {
             return Err(SinkError::Full);
         }
         state.queued_bytes += frame.len();
@@ -160,6 +171,10 @@ impl SseSink for QueueSink {
     fn is_closed(&self) -> bool {
         lock(&self.state).closed
     }
+
+    fn queued_bytes(&self) -> usize {
+        lock(&self.state).queued_bytes
+    }
 }
 
 impl fmt::Debug for QueueSink {
@@ -186,14 +201,14 @@ mod tests {
 
     #[test]
     fn opening_bytes_come_first() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
         assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\n"))));
         assert_eq!(chunk(&sink), Poll::Pending);
     }
 
     #[test]
     fn queued_frames_are_coalesced_into_one_chunk() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
         sink.send(Bytes::from_static(b"a")).unwrap();
         sink.send(Bytes::from_static(b"b")).unwrap();
         assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\nab"))));
@@ -201,7 +216,7 @@ mod tests {
 
     #[test]
     fn full_buffer_refuses_the_frame() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 4);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 4, 64);
         sink.send(Bytes::from_static(b"abc")).unwrap();
         assert_eq!(sink.send(Bytes::from_static(b"d")), Err(SinkError::Full));
         assert_eq!(
@@ -213,15 +228,22 @@ mod tests {
 
     #[test]
     fn poll_closed_is_ready_only_once_closed() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
         assert_eq!(sink.poll_closed(Waker::noop()), Poll::Pending);
         sink.close(CloseReason::SlowConsumer);
         assert_eq!(sink.poll_closed(Waker::noop()), Poll::Ready(()));
     }
 
     #[test]
+    fn too_many_frames_refuses_the_frame() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 2);
+        sink.send(Bytes::from_static(b"a")).unwrap();
+        assert_eq!(sink.send(Bytes::from_static(b"b")), Err(SinkError::Full));
+    }
+
+    #[test]
     fn closed_sink_ends_the_stream_and_refuses_frames() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
         sink.close(CloseReason::ServerClosed);
         sink.close(CloseReason::ServerClosed);
         assert!(sink.is_closed());

@@ -141,3 +141,38 @@ async fn fetch_past_its_timeout_is_reported_and_held_messages_flow() {
     }
     assert_eq!(received, expected);
 }
+
+#[tokio::test]
+async fn messages_held_behind_a_fetch_count_against_the_buffer() {
+    let server = builder().max_buffer_bytes(64).build().unwrap();
+    let handler = server
+        .register_event_handler(
+            "e",
+            HandlerOptions::new(by_query).fetch(|_ctx: Context| async {
+                std::future::pending::<()>().await;
+                Ok::<_, Infallible>("never")
+            }),
+        )
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let request = Request::get("/s?clientId=c&events=e").body(()).unwrap();
+    let Outcome::Stream(_stream) = server.handle((&request).into()).await else {
+        panic!("opens");
+    };
+    // "event: e\ndata: 0123456789\n\n" is 29 bytes; the opening line break is 1 more.
+    handler.send("r", "0123456789").unwrap();
+    handler.send("r", "0123456789").unwrap();
+    assert_eq!(server.connection_count(), 1, "59 bytes fit in 64");
+    handler.send("r", "0123456789").unwrap();
+    assert_eq!(server.connection_count(), 0, "88 bytes do not");
+    let closed = std::iter::from_fn(|| notifications.try_recv()).any(|n| {
+        matches!(
+            n,
+            Notification::ConnClose {
+                reason: sseio_core::CloseReason::SlowConsumer,
+                ..
+            }
+        )
+    });
+    assert!(closed);
+}
