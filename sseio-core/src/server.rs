@@ -354,7 +354,9 @@ impl Server {
             request.headers.clone(),
         );
         if let Some(authorize) = &self.inner.authorize {
-            let deciding = CatchUnwind(authorize(context.clone()));
+            // The call itself runs inside the first poll, so a panic in it is caught as well.
+            let (authorize, asked) = (authorize.clone(), context.clone());
+            let deciding = CatchUnwind(Box::pin(async move { authorize(asked).await }));
             let grant = match deciding.await {
                 Ok(Ok(grant)) => grant,
                 Ok(Err(refusal)) => return Err(refused(refusal, None)),

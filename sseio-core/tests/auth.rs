@@ -165,3 +165,22 @@ async fn takeover_by_another_principal_can_be_refused() {
     });
     assert!(replaced);
 }
+
+#[tokio::test]
+async fn an_authorize_that_panics_before_its_future_is_contained_too() {
+    fn refuse_by_panicking(_ctx: Context) -> std::future::Ready<Result<Grant, Refusal>> {
+        panic!("authorize blew up before returning a future")
+    }
+    let server = Server::builder()
+        .path("/s")
+        .authorize(refuse_by_panicking)
+        .build()
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let (status, _) = reply(handle(&server, "news", None).await);
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(matches!(
+        notifications.try_recv(),
+        Some(Notification::Error(_))
+    ));
+}
