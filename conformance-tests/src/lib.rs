@@ -104,6 +104,16 @@ impl Harness {
         self.adapter
     }
 
+    /// The harness process's resident memory (`VmRSS`), in bytes, when this suite started it
+    /// and the platform has `/proc`.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Sends `SIGTERM` to the harness process, which drains and exits (`HARNESS.md`).
     ///
     /// # Panics

@@ -107,19 +107,24 @@ pub async fn oversized_message_is_413(h: &Harness) {
     expect_events(&mut stream, "the reader", &[("normal-event", &fits)]).await;
 }
 
-/// One client stops reading while ten others receive 24 MiB of broadcasts: the ten get every
+/// One client stops reading while ten others receive 40 MiB of broadcasts: the ten get every
 /// message, in order; the stalled one is disconnected (`conn:close`) with exactly one `error`
-/// record naming it. The sender keeps within a few messages of the slowest live reader, as a
+/// record naming it; and the server's memory grows by less than the stalled client's backlog
+/// would take (its 1 MiB budget plus a stated 12 MiB margin for allocator slack and the other
+/// queues, where unbounded buffering would keep most of the 40 MiB). The sender keeps within a few messages of the slowest live reader, as a
 /// healthy deployment does, so only the stalled client's buffer grows.
 pub async fn slow_reader_is_cut_off_and_the_others_get_everything(h: &Harness) {
     const READERS: usize = 10;
-    const MESSAGES: usize = 384;
+    const MESSAGES: usize = 640;
     const WINDOW: usize = 4;
     let Some(h) = harness_with(h, &[("SSEIO_MAX_BUFFER_BYTES", "1048576")]).await else {
         return;
     };
+    /// Growth allowed over the run: the stalled client's 1 MiB budget plus this margin.
+    const RSS_MARGIN: u64 = 12 * 1024 * 1024;
     let room = new_id();
     let stalled_id = new_id();
+    let rss_before = h.rss_bytes();
     // Opened, then never read again.
     let stalled = connect(&h, &room, &stalled_id, &["normal-event"]).await;
     let mut readers = Vec::new();
@@ -171,5 +176,13 @@ pub async fn slow_reader_is_cut_off_and_the_others_get_everything(h: &Harness) {
         1,
         "one error record names the slow client: {errors:?}"
     );
+    if let (Some(before), Some(after)) = (rss_before, h.rss_bytes()) {
+        let growth = after.saturating_sub(before);
+        eprintln!("{}: server RSS grew by {growth} bytes", h.adapter());
+        assert!(
+            growth <= 1024 * 1024 + RSS_MARGIN,
+            "server RSS grew by {growth} bytes while one client stalled"
+        );
+    }
     drop(stalled);
 }
