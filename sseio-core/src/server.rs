@@ -419,10 +419,9 @@ impl Server {
                     message: "this clientId is in use by another principal".to_owned(),
                 });
             }
-            let replacing = replacing.is_some();
             if let Some(max) = self.inner.limits.max_connections
                 && connections.live.len() >= max
-                && !replacing
+                && replacing.is_none()
             {
                 return Err(ConnectRejection::TooManyConnections);
             }
@@ -439,12 +438,12 @@ impl Server {
                 };
                 handler.join(room, serial, member);
             }
-            let replaced = connections.by_client.insert(client_id.clone(), serial);
+            connections.by_client.insert(client_id.clone(), serial);
             // The old stream leaves after the new one joined, so shared rooms stay open.
-            if let Some(old) =
-                replaced.and_then(|old| connections.live.remove(&old).map(|c| (old, c)))
+            if let Some((old, live)) =
+                replacing.and_then(|old| connections.live.remove(&old).map(|c| (old, c)))
             {
-                self.inner.finish_close(old.0, old.1, CloseReason::Replaced);
+                self.inner.finish_close(old, live, CloseReason::Replaced);
             }
             connections.live.insert(
                 serial,

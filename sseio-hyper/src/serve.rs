@@ -134,85 +134,80 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(run(self))
-    }
-}
-
-async fn run<A, B>(serve: Serve<A>) -> io::Result<()>
-where
-    A: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    A::Future: Send + 'static,
-    A::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let Serve {
-        listener,
-        server,
-        app,
-        shutdown,
-        grace,
-    } = serve;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let builder = Arc::new(builder);
-    let service = SseioService::new(server.clone(), app);
-    let graceful = GracefulShutdown::new();
-    let signal = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
-    // Once the signal comes, the server drains; connections are still accepted meanwhile, so
-    // new streams are told `503` and to retry instead of finding the port closed.
-    let drain = {
-        let server = server.clone();
-        async move {
-            signal.await;
-            server.shutdown(grace).await;
-        }
-    };
-    let mut drain = std::pin::pin!(drain);
-
-    loop {
-        let mut socket = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
-                Err(error) => {
-                    // Out of file descriptors or similar: keep serving the open connections.
-                    tracing::warn!(%error, "sseio: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let Serve {
+            listener,
+            server,
+            app,
+            shutdown,
+            grace,
+        } = self;
+        Box::pin(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let builder = Arc::new(builder);
+            let service = SseioService::new(server.clone(), app);
+            let graceful = GracefulShutdown::new();
+            let signal = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+            // Once the signal comes, the server drains; connections are still accepted meanwhile, so
+            // new streams are told `503` and to retry instead of finding the port closed.
+            let drain = {
+                let server = server.clone();
+                async move {
+                    signal.await;
+                    server.shutdown(grace).await;
                 }
-            },
-            () = &mut drain => break,
-        };
-        // Frames are coalesced before they are written; send each write at once.
-        let _ = socket.set_nodelay(true);
-        let (server, builder, service) = (server.clone(), builder.clone(), service.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let first =
-                tokio::time::timeout(HEADER_READ_TIMEOUT, lean::read_first(&mut socket, &server));
-            match first.await {
-                Ok(Ok(First::SseGet(request))) => lean::serve_stream(socket, server, request).await,
-                Ok(Ok(First::Other(prefix))) => {
-                    let io = TokioIo::new(Replay::new(prefix, socket));
-                    let connection = builder
-                        .serve_connection(io, TowerToHyperService::new(service))
-                        .into_owned();
-                    // Boxed: a hyper connection is large, and most connections are lean streams.
-                    if let Err(error) = Box::pin(watcher.watch(connection)).await {
-                        tracing::debug!(%error, "sseio: connection ended with an error");
+            };
+            let mut drain = std::pin::pin!(drain);
+
+            loop {
+                let mut socket = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, _)) => socket,
+                        Err(error) => {
+                            // Out of file descriptors or similar: keep serving the open connections.
+                            tracing::warn!(%error, "sseio: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    () = &mut drain => break,
+                };
+                // Frames are coalesced before they are written; send each write at once.
+                let _ = socket.set_nodelay(true);
+                let (server, builder, service) = (server.clone(), builder.clone(), service.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let first = tokio::time::timeout(
+                        HEADER_READ_TIMEOUT,
+                        lean::read_first(&mut socket, &server),
+                    );
+                    match first.await {
+                        Ok(Ok(First::SseGet(request))) => {
+                            lean::serve_stream(socket, server, request).await
+                        }
+                        Ok(Ok(First::Other(prefix))) => {
+                            let io = TokioIo::new(Replay::new(prefix, socket));
+                            let connection = builder
+                                .serve_connection(io, TowerToHyperService::new(service))
+                                .into_owned();
+                            // Boxed: a hyper connection is large, and most connections are lean streams.
+                            if let Err(error) = Box::pin(watcher.watch(connection)).await {
+                                tracing::debug!(%error, "sseio: connection ended with an error");
+                            }
+                        }
+                        Ok(Err(_)) | Err(_) => {}
                     }
-                }
-                Ok(Err(_)) | Err(_) => {}
+                });
             }
-        });
-    }
 
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+            drop(listener);
+            graceful.shutdown().await;
+            Ok(())
+        })
+    }
 }
 
 /// Completes on ctrl-c or, on Unix, `SIGTERM`: the usual signal for

@@ -146,15 +146,7 @@ pub async fn malformed_percent_encoding_is_400(h: &Harness) {
         "clientId={client}&events=%zz&events=normal-event",
         "clientId={client}&events=normal-event&other=%zz",
     ] {
-        let (guid, client) = (new_id(), new_id());
-        let query = query.replace("{client}", &client);
-        expect_bad_request(
-            h,
-            &format!("/files/{guid}/pull?{query}"),
-            &guid,
-            Some(&client),
-        )
-        .await;
+        expect_bad_query(h, query).await;
     }
 }
 
@@ -165,15 +157,7 @@ pub async fn invalid_utf8_after_decoding_is_400(h: &Harness) {
         "clientId=%C3%28&events=normal-event",
         "clientId={client}&events=normal-event&events=%FF",
     ] {
-        let (guid, client) = (new_id(), new_id());
-        let query = query.replace("{client}", &client);
-        expect_bad_request(
-            h,
-            &format!("/files/{guid}/pull?{query}"),
-            &guid,
-            Some(&client),
-        )
-        .await;
+        expect_bad_query(h, query).await;
     }
 }
 
@@ -245,4 +229,17 @@ pub async fn head_answers_headers_without_stream(h: &Harness) {
             .any(|r| r.is_room("room:create", "normal-event", &guid)),
         "HEAD {target} must not join a room"
     );
+}
+
+/// `expect_bad_request` for one query, with `{client}` replaced by a fresh client id.
+async fn expect_bad_query(h: &Harness, query: &str) {
+    let (guid, client) = (new_id(), new_id());
+    let query = query.replace("{client}", &client);
+    expect_bad_request(
+        h,
+        &format!("/files/{guid}/pull?{query}"),
+        &guid,
+        Some(&client),
+    )
+    .await;
 }
