@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use crate::Context;
 use crate::auth::{AuthorizeFn, Grant, Refusal, authorize_fn};
+use crate::broker::Broker;
 use crate::cors::Cors;
-use crate::error::BuildError;
+use crate::error::{BuildError, SendError};
 use crate::request::PathPattern;
 use crate::server::Server;
 
@@ -45,6 +46,19 @@ pub(crate) struct Limits {
     pub(crate) fetch_timeout: Duration,
 }
 
+impl Limits {
+    /// Checks one message's payload against `max_message_bytes`.
+    pub(crate) fn check_message(&self, payload: &str) -> Result<(), SendError> {
+        if payload.len() > self.max_message_bytes {
+            return Err(SendError::TooLarge {
+                size: payload.len(),
+                limit: self.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Configures a [`Server`]. Start with [`Server::builder`].
 #[derive(Clone)]
 #[must_use]
@@ -55,6 +69,7 @@ pub struct ServerBuilder {
     pub(crate) cors: Option<Cors>,
     pub(crate) authorize: Option<Arc<AuthorizeFn>>,
     pub(crate) same_principal_takeover: bool,
+    pub(crate) broker: Option<Arc<dyn Broker>>,
 }
 
 impl ServerBuilder {
@@ -177,14 +192,24 @@ impl ServerBuilder {
         self
     }
 
+    /// The broker that carries sends, presence and per-client commands between this server and
+    /// others serving the same rooms: `sseio_redis::RedisBroker` for several processes,
+    /// [`MemoryBroker`](crate::MemoryBroker) for several servers in one process. Default: none,
+    /// a `send` reaches this server's connections only.
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
     /// Builds the server.
     ///
     /// # Errors
     ///
-    /// [`BuildError::InvalidPath`] when the path pattern is not usable.
+    /// [`BuildError::InvalidPath`] when the path pattern is not usable;
+    /// [`BuildError::Broker`] when the broker refuses the server (it already serves another).
     pub fn build(self) -> Result<Server, BuildError> {
         let path = PathPattern::parse(&self.path)?;
-        Ok(Server::from_builder(path, self))
+        Server::from_builder(path, self)
     }
 }
 
@@ -197,6 +222,7 @@ impl fmt::Debug for ServerBuilder {
             .field("cors", &self.cors)
             .field("authorize", &self.authorize.is_some())
             .field("same_principal_takeover", &self.same_principal_takeover)
+            .field("broker", &self.broker)
             .finish()
     }
 }
@@ -219,6 +245,7 @@ impl Default for ServerBuilder {
             cors: None,
             authorize: None,
             same_principal_takeover: false,
+            broker: None,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::broker::BrokerError;
+
 /// A boxed error from application code, such as a failing `fetch`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -18,6 +20,9 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The broker refused the server, for example because it already serves another one.
+    #[error("the broker refused this server: {0}")]
+    Broker(#[source] BrokerError),
 }
 
 /// Why an event handler could not be registered.
@@ -59,9 +64,14 @@ pub enum SendError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The server's [`Broker`](crate::Broker) could not take the message (for example, the
+    /// connection to Redis is down and being restored); nothing was sent.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
-/// A failure on one connection, raised as [`Notification::Error`](crate::Notification::Error).
+/// A failure on one connection, or of the server's broker, raised as
+/// [`Notification::Error`](crate::Notification::Error).
 ///
 /// None of these affects another connection; the server keeps running.
 #[derive(Debug, thiserror::Error)]
@@ -129,4 +139,8 @@ pub enum ConnectionError {
         /// The buffer limit in bytes.
         limit: usize,
     },
+    /// The server's [`Broker`](crate::Broker) lost its backend, or failed in another way
+    /// (streams stay open; it says what it does about it).
+    #[error("broker: {0}")]
+    Broker(#[source] BrokerError),
 }

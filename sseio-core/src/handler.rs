@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::auth::{IntoRoom, Refusal};
+use crate::broker::{Broker, BrokerError, Presence};
 use crate::error::{BoxError, SendError};
 use crate::frame;
 use crate::message;
@@ -125,6 +126,7 @@ struct HandlerInner {
     notifier: Arc<Notifier>,
     server: Weak<ServerInner>,
     max_message_bytes: usize,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl EventHandler {
@@ -134,6 +136,7 @@ impl EventHandler {
         notifier: Arc<Notifier>,
         server: Weak<ServerInner>,
         max_message_bytes: usize,
+        broker: Option<Arc<dyn Broker>>,
     ) -> Self {
         Self {
             inner: Arc::new(HandlerInner {
@@ -144,6 +147,7 @@ impl EventHandler {
                 notifier,
                 server,
                 max_message_bytes,
+                broker,
             }),
         }
     }
@@ -154,9 +158,11 @@ impl EventHandler {
     }
 
     /// Sends `message` to every connection in `room`: a string verbatim, anything else as its
-    /// JSON text.
+    /// JSON text. With a [broker](crate::ServerBuilder::broker), that is every connection in
+    /// `room` on every node; the broker carries the message.
     ///
-    /// The frame is encoded once and queued on each connection; this never waits for a client.
+    /// The frame is encoded once (per node) and queued on each connection; this never waits
+    /// for a client, nor for the broker.
     /// A room with no connection is not an error: the message goes nowhere. A connection whose
     /// outgoing buffer is full is closed (see
     /// [`ServerBuilder::max_buffer_bytes`](crate::ServerBuilder::max_buffer_bytes)); the others
@@ -166,7 +172,8 @@ impl EventHandler {
     ///
     /// [`SendError::Serialize`] when `message` cannot be serialized to JSON;
     /// [`SendError::TooLarge`] when its payload is larger than
-    /// [`ServerBuilder::max_message_bytes`](crate::ServerBuilder::max_message_bytes).
+    /// [`ServerBuilder::max_message_bytes`](crate::ServerBuilder::max_message_bytes);
+    /// [`SendError::Broker`] when the broker cannot take it now (Redis is down, say).
     pub fn send<M: Serialize + ?Sized>(&self, room: &str, message: &M) -> Result<(), SendError> {
         let payload = message::to_payload(message).map_err(SendError::Serialize)?;
         let limit = self.inner.max_message_bytes;
@@ -176,18 +183,24 @@ impl EventHandler {
                 limit,
             });
         }
-        self.send_frame(room, frame::encode(&self.inner.event, &payload));
+        match &self.inner.broker {
+            Some(broker) => broker.publish(&self.inner.event, room, &payload)?,
+            None => {
+                self.deliver_local(room, &payload);
+            }
+        }
         Ok(())
     }
 
-    /// The number of connections in `room` on this server.
+    /// The number of connections in `room` on this server (this node only; see
+    /// [`EventHandler::presence`] for the whole cluster).
     pub fn room_size(&self, room: &str) -> usize {
         read(&self.inner.rooms)
             .get(room)
             .map_or(0, |room| room.members.len())
     }
 
-    /// The ids of the rooms that have at least one connection.
+    /// The ids of the rooms that have at least one connection on this server.
     pub fn rooms(&self) -> Vec<String> {
         read(&self.inner.rooms)
             .keys()
@@ -195,24 +208,80 @@ impl EventHandler {
             .collect()
     }
 
-    fn send_frame(&self, room: &str, frame: Bytes) {
+    /// The connections of `room` on every node of the cluster: their number and `clientId`s.
+    /// Without a broker, this server's; with one, each node serving the room answers.
+    ///
+    /// # Errors
+    ///
+    /// When the broker cannot ask the other nodes, or they do not answer in time.
+    pub fn presence(
+        &self,
+        room: &str,
+    ) -> impl Future<Output = Result<Presence, BrokerError>> + Send + 'static {
+        let asking = match &self.inner.broker {
+            Some(broker) => Err(broker.presence(&self.inner.event, room)),
+            None => Ok(Presence::from_client_ids(self.client_ids(room))),
+        };
+        async move {
+            match asking {
+                Ok(presence) => Ok(presence),
+                Err(asking) => asking.await,
+            }
+        }
+    }
+
+    /// The `clientId`s in `room` on this server.
+    pub(crate) fn client_ids(&self, room: &str) -> Vec<String> {
+        read(&self.inner.rooms)
+            .get(room)
+            .map_or_else(Vec::new, |room| {
+                room.members
+                    .values()
+                    .map(|member| member.client_id.to_string())
+                    .collect()
+            })
+    }
+
+    pub(crate) fn room_arcs(&self) -> Vec<Arc<str>> {
+        read(&self.inner.rooms).keys().cloned().collect()
+    }
+
+    /// Encodes `payload` once and queues it on this server's connections in `room`; returns
+    /// how many.
+    pub(crate) fn deliver_local(&self, room: &str, payload: &str) -> usize {
+        let frame = frame::encode(&self.inner.event, payload);
         let mut slow = Vec::new();
-        {
+        let delivered = {
             let rooms = read(&self.inner.rooms);
             let Some(room) = rooms.get(room) else {
-                return;
+                return 0;
             };
             for (&serial, member) in &room.members {
                 if member.deliver(frame.clone()) == Err(SinkError::Full) {
                     slow.push(serial);
                 }
             }
-        }
+            room.members.len() - slow.len()
+        };
         if let (false, Some(server)) = (slow.is_empty(), self.inner.server.upgrade()) {
             for serial in slow {
                 server.close_connection(serial, CloseReason::SlowConsumer);
             }
         }
+        delivered
+    }
+
+    /// Queues `frame` on one member of `room`.
+    pub(crate) fn deliver_to(
+        &self,
+        room: &str,
+        serial: u64,
+        frame: Bytes,
+    ) -> Result<(), SinkError> {
+        read(&self.inner.rooms)
+            .get(room)
+            .and_then(|room| room.members.get(&serial))
+            .map_or(Err(SinkError::Closed), |member| member.deliver(frame))
     }
 
     pub(crate) fn room_id(&self, ctx: &Context) -> Result<String, Refusal> {
@@ -236,6 +305,9 @@ impl EventHandler {
             }
             Entry::Vacant(entry) => {
                 entry.insert(Room::default()).members.insert(serial, member);
+                if let Some(broker) = &self.inner.broker {
+                    broker.room_created(&self.inner.event, room);
+                }
                 self.inner.notifier.notify(Notification::RoomCreate {
                     event: self.inner.event.clone(),
                     room: room.clone(),
@@ -253,6 +325,9 @@ impl EventHandler {
         };
         if members.members.remove(&serial).is_some() && members.members.is_empty() {
             rooms.remove(room);
+            if let Some(broker) = &self.inner.broker {
+                broker.room_emptied(&self.inner.event, room);
+            }
             self.inner.notifier.notify(Notification::RoomEmpty {
                 event: self.inner.event.clone(),
                 room: room.clone(),

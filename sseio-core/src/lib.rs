@@ -142,6 +142,7 @@
 //! None yet: everything described here is always on.
 
 mod auth;
+mod broker;
 mod builder;
 mod connection;
 mod cors;
@@ -160,6 +161,7 @@ mod sink;
 mod sync;
 
 pub use auth::{Grant, IntoRoom, Refusal};
+pub use broker::{BoxFuture, Broker, BrokerError, ConnectionId, MemoryBroker, Node, Presence};
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_BUFFER_FRAMES, DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS,

@@ -64,6 +64,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// The application closed it, for example with [`Server::close_all`](crate::Server::close_all).
     ServerClosed,
+    /// The application disconnected this client, with
+    /// [`Server::disconnect`](crate::Server::disconnect) (on this node or another).
+    Disconnected,
 }
 
 impl fmt::Display for CloseReason {
@@ -73,6 +76,7 @@ impl fmt::Display for CloseReason {
             Self::Replaced => "replaced by a new connection with the same clientId",
             Self::SlowConsumer => "slow consumer",
             Self::ServerClosed => "closed by the server",
+            Self::Disconnected => "disconnected by the application",
         })
     }
 }

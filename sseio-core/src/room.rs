@@ -20,6 +20,7 @@ pub(crate) struct Room {
 /// One connection's membership in one room.
 #[derive(Debug)]
 pub(crate) struct Member {
+    pub(crate) client_id: Arc<str>,
     pub(crate) sink: Arc<dyn SseSink>,
     /// Present while, or because, the handler has a `fetch` for this connection.
     pub(crate) hold: Option<Arc<Hold>>,

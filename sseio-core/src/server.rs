@@ -12,14 +12,18 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, Version, header};
 use tokio::task::AbortHandle;
 
+use serde::Serialize;
+
 use crate::auth::{AuthorizeFn, Refusal};
+use crate::broker::{Broker, BrokerError, ConnectionId, Node};
 use crate::builder::{Limits, ServerBuilder};
 use crate::connection::{Connection, ConnectionStream};
 use crate::cors::Cors;
-use crate::error::{BuildError, ConnectionError, RegisterError};
+use crate::error::{BuildError, ConnectionError, RegisterError, SendError};
 use crate::fetch::{CatchUnwind, panic_message, run_fetch};
 use crate::frame;
 use crate::handler::{EventHandler, HandlerOptions};
+use crate::message;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::rejection::ConnectRejection;
 use crate::request::{Context, PathPattern, RequestHead, parse_query};
@@ -63,6 +67,7 @@ pub(crate) struct ServerInner {
     heartbeat_started: Once,
     next_serial: AtomicU64,
     shutting_down: AtomicBool,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 /// Live connections, keyed by a serial unique to each connection (not by `clientId`, so the close
@@ -93,8 +98,11 @@ struct Parsed {
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 
 impl Server {
-    pub(crate) fn from_builder(path: PathPattern, builder: ServerBuilder) -> Self {
-        Server {
+    pub(crate) fn from_builder(
+        path: PathPattern,
+        builder: ServerBuilder,
+    ) -> Result<Self, BuildError> {
+        let server = Server {
             inner: Arc::new(ServerInner {
                 path,
                 heartbeat_interval: builder.heartbeat_interval,
@@ -108,8 +116,15 @@ impl Server {
                 heartbeat_started: Once::new(),
                 next_serial: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
+                broker: builder.broker,
             }),
+        };
+        if let Some(broker) = &server.inner.broker {
+            broker
+                .attach(Node::new(Arc::downgrade(&server.inner)))
+                .map_err(BuildError::Broker)?;
         }
+        Ok(server)
     }
 
     /// A server on `path` with the default settings; see [`ServerBuilder::path`] for the
@@ -164,6 +179,7 @@ impl Server {
             self.inner.notifier.clone(),
             Arc::downgrade(&self.inner),
             self.inner.limits.max_message_bytes,
+            self.inner.broker.clone(),
         );
         handlers.insert(event, handler.clone());
         Ok(handler)
@@ -171,7 +187,51 @@ impl Server {
 
     /// The handler registered for `event`, if any.
     pub fn handler(&self, event: &str) -> Option<EventHandler> {
-        read(&self.inner.handlers).get(event).cloned()
+        self.inner.handler(event)
+    }
+
+    /// Sends `message` as an `event` message to the connection with `client_id` alone, on
+    /// whichever node of the cluster it is open (this server when there is no
+    /// [broker](ServerBuilder::broker)), if that connection listens to `event`. A `clientId`
+    /// with no open connection is not an error: the message goes nowhere.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventHandler::send`]: the message cannot be serialized, is too large, or the broker
+    /// cannot take it now.
+    pub fn send_to_client<M: Serialize + ?Sized>(
+        &self,
+        client_id: &str,
+        event: &str,
+        message: &M,
+    ) -> Result<(), SendError> {
+        let payload = message::to_payload(message).map_err(SendError::Serialize)?;
+        self.inner.limits.check_message(&payload)?;
+        match &self.inner.broker {
+            Some(broker) => broker.send_to_client(client_id, event, &payload)?,
+            None => {
+                self.inner.deliver_to_client(client_id, event, &payload);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the connection with `client_id`, on whichever node of the cluster it is open
+    /// (`conn:close` there, with [`CloseReason::Disconnected`]). The official client reconnects
+    /// after a while, as after any ended stream; refuse it in `authorize` to keep it out.
+    ///
+    /// # Errors
+    ///
+    /// When the broker cannot take the command now.
+    pub fn disconnect(&self, client_id: &str) -> Result<(), BrokerError> {
+        match &self.inner.broker {
+            Some(broker) => broker.disconnect(client_id),
+            None => {
+                self.inner
+                    .close_client(client_id, CloseReason::Disconnected);
+                Ok(())
+            }
+        }
     }
 
     /// Subscribes to lifecycle notifications, from now on. Raising a notification never waits
@@ -433,6 +493,7 @@ impl Server {
                     holds.push((handler.clone(), hold.clone()));
                 }
                 let member = Member {
+                    client_id: client_id.clone(),
                     sink: sink.clone(),
                     hold,
                 };
@@ -459,6 +520,11 @@ impl Server {
                 client_id: client_id.clone(),
                 principal,
             });
+        }
+        if let Some(broker) = &self.inner.broker {
+            // Outside the connections lock: a broker may close this clientId on other servers
+            // of this process (MemoryBroker), which take their own locks.
+            broker.client_connected(&client_id, ConnectionId(serial));
         }
         self.inner.start_heartbeat();
 
@@ -499,6 +565,60 @@ impl fmt::Debug for Server {
 }
 
 impl ServerInner {
+    pub(crate) fn handler(&self, event: &str) -> Option<EventHandler> {
+        read(&self.handlers).get(event).cloned()
+    }
+
+    /// Delivers a payload as an `event` message to this server's connection with `client_id`,
+    /// through its membership in that event's room (so a running `fetch` still goes first).
+    pub(crate) fn deliver_to_client(&self, client_id: &str, event: &str, payload: &str) -> bool {
+        let (serial, delivered) = {
+            let connections = lock(&self.connections);
+            let Some(&serial) = connections.by_client.get(client_id) else {
+                return false;
+            };
+            let Some((handler, room)) = connections.live.get(&serial).and_then(|live| {
+                live.rooms
+                    .iter()
+                    .find(|(handler, _)| handler.event() == event)
+            }) else {
+                return false;
+            };
+            let frame = frame::encode(handler.event(), payload);
+            (serial, handler.deliver_to(room, serial, frame))
+        };
+        if delivered == Err(SinkError::Full) {
+            self.close_connection(serial, CloseReason::SlowConsumer);
+        }
+        delivered.is_ok()
+    }
+
+    /// Closes this server's connection with `client_id`, if any.
+    pub(crate) fn close_client(&self, client_id: &str, reason: CloseReason) -> bool {
+        let serial = lock(&self.connections).by_client.get(client_id).copied();
+        match serial {
+            Some(serial) => {
+                self.close_connection(serial, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every `(event, room)` with at least one connection.
+    pub(crate) fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        read(&self.handlers)
+            .values()
+            .flat_map(|handler| {
+                let event = handler.event_arc().clone();
+                handler
+                    .room_arcs()
+                    .into_iter()
+                    .map(move |room| (event.clone(), room))
+            })
+            .collect()
+    }
+
     fn parse(&self, request: &RequestHead<'_>) -> Result<Parsed, ConnectRejection> {
         let params = self
             .path
@@ -565,6 +685,9 @@ impl ServerInner {
         }
         for (handler, room) in &live.rooms {
             handler.leave(room, serial);
+        }
+        if let Some(broker) = &self.broker {
+            broker.client_closed(&live.client_id, ConnectionId(serial));
         }
         if reason == CloseReason::SlowConsumer {
             self.notify_error(ConnectionError::SlowConsumer {
