@@ -8,12 +8,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use sseio_hyper::{
     Context, Cors, EventHandler, Grant, HandlerOptions, Notification, Refusal, SendError, Server,
     ServerBuilder,
 };
+use sseio_redis::RedisBroker;
 
 /// The SSE path of the harness contract.
 pub const PATH: &str = "/files/:guid/pull";
@@ -29,16 +30,26 @@ pub struct HarnessApp {
 }
 
 impl HarnessApp {
-    /// Builds the server with the contract's handlers and starts recording its notifications.
-    /// Must run inside a tokio runtime.
+    /// Builds the server with the contract's handlers and starts recording its notifications;
+    /// with `REDIS_URL`, the server is a node of the cluster on that Redis
+    /// (`SSEIO_REDIS_SHARDED=1` for sharded Pub/Sub). Must run inside a tokio runtime.
     ///
     /// # Panics
     ///
-    /// If the contract's path or event names were rejected, which would be a bug in sseio.
-    pub fn new() -> Self {
-        let server = builder_from_env()
-            .build()
-            .expect("the harness path is valid");
+    /// If Redis cannot be reached at start, or the contract's path or event names were
+    /// rejected (a bug in sseio).
+    pub async fn new() -> Self {
+        let mut builder = builder_from_env();
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            let sharded = std::env::var("SSEIO_REDIS_SHARDED").is_ok_and(|v| v == "1");
+            let broker = RedisBroker::builder(url.as_str())
+                .sharded(sharded)
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to Redis at {url}: {e}"));
+            builder = builder.broker(broker);
+        }
+        let server = builder.build().expect("the harness path is valid");
         let by_guid = |ctx: &Context| ctx.param("guid").unwrap_or_default().to_owned();
         let mut handlers = HashMap::new();
         for event in ["normal-event", "test-multiple-1", "test-multiple-2"] {
@@ -121,45 +132,82 @@ impl HarnessApp {
         self.server.clone()
     }
 
-    /// `POST /_control/send?event=E&room=R`: sends `body` as a JSON value when `content_type`
-    /// is `application/json`, verbatim otherwise. Answers the status and a JSON body.
-    pub fn send(
+    /// Serves `/_control/<action>` (see `HARNESS.md`): `POST send`, `POST send-to-client`,
+    /// `POST disconnect`, `GET presence`, `GET log`. `query` is the request's decoded query,
+    /// `content_type` and `body` its body (a JSON value when the type is `application/json`,
+    /// else sent verbatim). Answers the status and a JSON body.
+    pub async fn control(
         &self,
-        event: Option<&str>,
-        room: Option<&str>,
+        method: &Method,
+        action: &str,
+        query: &HashMap<String, String>,
         content_type: Option<&str>,
         body: &[u8],
     ) -> (StatusCode, String) {
-        let (Some(event), Some(room)) = (event, room) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "query parameters 'event' and 'room' are required",
-            );
+        let param = |name: &str| {
+            query.get(name).map(String::as_str).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("query parameter '{name}' is required"),
+                )
+            })
         };
-        let Some(handler) = self.handlers.get(event) else {
-            return error(StatusCode::NOT_FOUND, &format!("unknown event '{event}'"));
-        };
-        let is_json = content_type
-            .and_then(|ct| ct.split(';').next())
-            .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"));
-        let sent = if is_json {
-            match serde_json::from_slice::<Value>(body) {
-                Ok(value) => handler.send(room, &value),
-                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        let outcome = match (method.as_str(), action) {
+            ("POST", "send") => (|| {
+                let (event, room) = (param("event")?, param("room")?);
+                let handler = self.handler(event)?;
+                let sent = match message(content_type, body)? {
+                    Message::Json(value) => handler.send(room, &value),
+                    Message::Text(text) => handler.send(room, text),
+                };
+                sent.map_err(send_error)
+            })(),
+            ("POST", "send-to-client") => (|| {
+                let (client, event) = (param("clientId")?, param("event")?);
+                self.handler(event)?;
+                let sent = match message(content_type, body)? {
+                    Message::Json(value) => self.server.send_to_client(client, event, &value),
+                    Message::Text(text) => self.server.send_to_client(client, event, text),
+                };
+                sent.map_err(send_error)
+            })(),
+            ("POST", "disconnect") => param("clientId").and_then(|client| {
+                self.server
+                    .disconnect(client)
+                    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))
+            }),
+            ("GET", "presence") => {
+                return match (param("event"), param("room")) {
+                    (Ok(event), Ok(room)) => match self.handler(event) {
+                        Ok(handler) => match handler.presence(room).await {
+                            Ok(presence) => (
+                                StatusCode::OK,
+                                json!({"count": presence.count, "clientIds": presence.client_ids})
+                                    .to_string(),
+                            ),
+                            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                        },
+                        Err(answer) => answer,
+                    },
+                    (Err(answer), _) | (_, Err(answer)) => answer,
+                };
             }
-        } else {
-            match std::str::from_utf8(body) {
-                Ok(text) => handler.send(room, text),
-                Err(_) => return error(StatusCode::BAD_REQUEST, "the body is not UTF-8"),
-            }
+            ("GET", "log") => return (StatusCode::OK, self.log_json()),
+            _ => Err(error(
+                StatusCode::NOT_FOUND,
+                &format!("no control action {method} {action}"),
+            )),
         };
-        match sent {
+        match outcome {
             Ok(()) => (StatusCode::OK, "{}".to_owned()),
-            Err(e @ SendError::TooLarge { .. }) => {
-                error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
-            }
-            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(answer) => answer,
         }
+    }
+
+    fn handler(&self, event: &str) -> Result<&EventHandler, (StatusCode, String)> {
+        self.handlers
+            .get(event)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("unknown event '{event}'")))
     }
 
     /// `GET /_control/log`: every notification so far, as a JSON array.
@@ -168,10 +216,38 @@ impl HarnessApp {
     }
 }
 
-impl Default for HarnessApp {
-    fn default() -> Self {
-        Self::new()
+/// A control request's body, as it is to be sent.
+enum Message<'a> {
+    Json(Value),
+    Text(&'a str),
+}
+
+fn message<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<Message<'a>, (StatusCode, String)> {
+    let is_json = content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        serde_json::from_slice(body)
+            .map(Message::Json)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")))
+    } else {
+        std::str::from_utf8(body)
+            .map(Message::Text)
+            .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8"))
     }
+}
+
+/// `413` for a message over the limit, `503` while the broker is down, else `400`.
+fn send_error(e: SendError) -> (StatusCode, String) {
+    let status = match e {
+        SendError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        SendError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, &e.to_string())
 }
 
 /// The server's settings: the harness path, and the limits `HARNESS.md` names when their

@@ -6,9 +6,9 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::routing::{any, get};
 use conformance_tests::harness::{
     HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
 };
@@ -17,12 +17,11 @@ use std::collections::HashMap;
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     init_tracing("warn");
-    let app = HarnessApp::new();
+    let app = HarnessApp::new().await;
     let server = app.server();
     let routes = Router::new()
         .route("/hello", get(|| async { "hello" }))
-        .route("/_control/send", post(send))
-        .route("/_control/log", get(log))
+        .route("/_control/{action}", any(control))
         .with_state(app);
 
     let listener = bind_from_env()?;
@@ -34,8 +33,10 @@ async fn main() -> std::io::Result<()> {
         .await
 }
 
-async fn send(
+async fn control(
     State(app): State<HarnessApp>,
+    method: Method,
+    Path(action): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
@@ -43,15 +44,8 @@ async fn send(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (status, body) = app.send(
-        query.get("event").map(String::as_str),
-        query.get("room").map(String::as_str),
-        content_type,
-        &body,
-    );
+    let (status, body) = app
+        .control(&method, &action, &query, content_type, &body)
+        .await;
     (status, [(header::CONTENT_TYPE, "application/json")], body)
-}
-
-async fn log(State(app): State<HarnessApp>) -> ([(header::HeaderName, &'static str); 1], String) {
-    ([(header::CONTENT_TYPE, "application/json")], app.log_json())
 }

@@ -25,20 +25,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use poem::http::uri::Scheme;
-use poem::http::{HeaderMap, StatusCode, header};
-use poem::web::{Data, LocalAddr, Query, RemoteAddr};
-use poem::{Endpoint, EndpointExt, Response, Route, get, handler, post};
+use poem::http::{HeaderMap, Method, StatusCode, header};
+use poem::web::{Data, LocalAddr, Path, Query, RemoteAddr};
+use poem::{Endpoint, EndpointExt, Response, Route, get, handler};
 use sseio_poem::SseioMiddleware;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     init_tracing("warn");
-    let app = HarnessApp::new();
+    let app = HarnessApp::new().await;
     let server = app.server();
     let routes = Route::new()
         .at("/hello", get(hello))
-        .at("/_control/send", post(send))
-        .at("/_control/log", get(log))
+        .at("/_control/:action", control)
         .data(app)
         .with(SseioMiddleware::new(server.clone()));
 
@@ -98,8 +97,10 @@ fn hello() -> &'static str {
 
 /// poem reads a `Bytes` body whole, without a size limit (unless `SizeLimit` is added).
 #[handler]
-fn send(
+async fn control(
     Data(app): Data<&HarnessApp>,
+    method: Method,
+    Path(action): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: &HeaderMap,
     body: bytes::Bytes,
@@ -107,18 +108,10 @@ fn send(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (status, body) = app.send(
-        query.get("event").map(String::as_str),
-        query.get("room").map(String::as_str),
-        content_type,
-        &body,
-    );
+    let (status, body) = app
+        .control(&method, &action, &query, content_type, &body)
+        .await;
     json(status, body)
-}
-
-#[handler]
-fn log(Data(app): Data<&HarnessApp>) -> Response {
-    json(StatusCode::OK, app.log_json())
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -3,6 +3,8 @@
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-salvo`
 
+use std::collections::HashMap;
+
 use conformance_tests::harness::{
     HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
 };
@@ -19,12 +21,11 @@ const MAX_SEND_BODY: usize = 1024 * 1024;
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     init_tracing("warn");
-    let app = HarnessApp::new();
+    let app = HarnessApp::new().await;
     let sseio = app.server();
     let router = Router::new()
         .push(Router::with_path("hello").get(hello))
-        .push(Router::with_path("_control/send").post(ControlSend(app.clone())))
-        .push(Router::with_path("_control/log").get(ControlLog(app)));
+        .push(Router::with_path("_control/{action}").goal(Control(app)));
     let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
 
     let listener = bind_from_env()?;
@@ -44,26 +45,30 @@ async fn hello() -> &'static str {
     "hello"
 }
 
-/// `POST /_control/send`.
-struct ControlSend(HarnessApp);
+/// `/_control/<action>`.
+struct Control(HarnessApp);
 
 #[handler]
-impl ControlSend {
+impl Control {
     async fn handle(&self, req: &mut Request, res: &mut Response) {
-        let event = req.query::<String>("event");
-        let room = req.query::<String>("room");
+        let action = req.param::<String>("action").unwrap_or_default();
+        let query: HashMap<String, String> = req
+            .queries()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let method = req.method().clone();
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let (status, body) = match req.payload_with_max_size(MAX_SEND_BODY).await {
-            Ok(body) => self.0.send(
-                event.as_deref(),
-                room.as_deref(),
-                content_type.as_deref(),
-                body,
-            ),
+            Ok(body) => {
+                self.0
+                    .control(&method, &action, &query, content_type.as_deref(), body)
+                    .await
+            }
             Err(e) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 serde_json::json!({ "message": e.to_string() }).to_string(),
@@ -71,15 +76,5 @@ impl ControlSend {
         };
         res.status_code(status);
         res.render(Text::Json(body));
-    }
-}
-
-/// `GET /_control/log`.
-struct ControlLog(HarnessApp);
-
-#[handler]
-impl ControlLog {
-    async fn handle(&self, res: &mut Response) {
-        res.render(Text::Json(self.0.log_json()));
     }
 }

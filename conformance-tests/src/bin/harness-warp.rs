@@ -10,7 +10,7 @@ use conformance_tests::harness::{
     HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
 };
 use warp::Filter;
-use warp::http::StatusCode;
+use warp::http::{Method, StatusCode};
 use warp::reply::Reply;
 
 #[tokio::main]
@@ -19,27 +19,20 @@ async fn main() -> std::io::Result<()> {
     // `server connection error: IncompleteMessage`; keep those out of the suite's output unless
     // `RUST_LOG` asks for them.
     init_tracing("warn,warp::server=off");
-    let app = HarnessApp::new();
+    let app = HarnessApp::new().await;
     let server = app.server();
     let with_app = warp::any().map(move || app.clone());
 
     let hello = warp::path!("hello").and(warp::get()).map(|| "hello");
-    let send = warp::path!("_control" / "send")
-        .and(warp::post())
-        .and(with_app.clone())
+    let control = warp::path!("_control" / String)
+        .and(warp::method())
+        .and(with_app)
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("content-type"))
         // warp sets no body limit unless `content_length_limit` is added.
         .and(warp::body::bytes())
-        .map(send);
-    let log = warp::path!("_control" / "log")
-        .and(warp::get())
-        .and(with_app)
-        .map(|app: HarnessApp| json(StatusCode::OK, app.log_json()));
-    let routes = sseio_warp::filter(server.clone())
-        .or(hello)
-        .or(send)
-        .or(log);
+        .then(control);
+    let routes = sseio_warp::filter(server.clone()).or(hello).or(control);
 
     let listener = bind_from_env()?;
     announce(listener.local_addr()?);
@@ -54,18 +47,17 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-fn send(
+async fn control(
+    action: String,
+    method: Method,
     app: HarnessApp,
     query: HashMap<String, String>,
     content_type: Option<String>,
     body: Bytes,
 ) -> warp::reply::Response {
-    let (status, body) = app.send(
-        query.get("event").map(String::as_str),
-        query.get("room").map(String::as_str),
-        content_type.as_deref(),
-        &body,
-    );
+    let (status, body) = app
+        .control(&method, &action, &query, content_type.as_deref(), &body)
+        .await;
     json(status, body)
 }
 

@@ -1,0 +1,683 @@
+//! `RedisBroker`: the [`Broker`] of a node, and the task that keeps its Redis connection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use redis::{PushInfo, PushKind, RedisError, Value};
+use sseio_core::{BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, Node, Presence};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::link::{Link, Target};
+use crate::wire::{self, Answer, Control, Query, RoomMessage};
+
+/// The default prefix of every channel name.
+pub const DEFAULT_PREFIX: &str = "sseio";
+/// The default number of messages queued for Redis before `send` returns
+/// [`BrokerError::Backlog`].
+pub const DEFAULT_MAX_QUEUED: usize = 65_536;
+/// The default time a presence query waits for the nodes' answers.
+pub const DEFAULT_PRESENCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default number of channels per `SUBSCRIBE` when a node subscribes its rooms again after
+/// reconnecting.
+pub const DEFAULT_RESUBSCRIBE_BATCH: usize = 1_000;
+/// The first wait before reconnecting; each failed attempt doubles it, up to the maximum.
+pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between two reconnection attempts.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How often the connection is checked with a `PING`, so that a silent loss is noticed.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// The most commands handled in one round (one pipeline of publishes).
+const BATCH: usize = 1024;
+
+/// Configures a [`RedisBroker`]. Start with [`RedisBroker::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisBrokerBuilder {
+    target: Target,
+    prefix: String,
+    max_queued: usize,
+    presence_timeout: Duration,
+    resubscribe_batch: usize,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+}
+
+impl RedisBrokerBuilder {
+    /// The prefix of every channel this broker uses, so that several applications can share a
+    /// Redis: only nodes with the same prefix form a cluster. Default: `sseio`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sharded Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7+) through a Redis Cluster client: each
+    /// room's channel lives on the shard that owns its slot, so a message travels through one
+    /// shard instead of every node of the Redis Cluster. The URL is then any node of the
+    /// cluster. Publishes go one after the other (a pipeline cannot span shards), so a node
+    /// publishes at about one message per round trip. Default: off (plain `PUBLISH`, one
+    /// pipeline per batch).
+    pub fn sharded(mut self, sharded: bool) -> Self {
+        self.target.sharded = sharded;
+        self
+    }
+
+    /// The most messages waiting for Redis; past it `send` returns [`BrokerError::Backlog`]
+    /// instead of queueing without bound. Default: 65,536.
+    pub fn max_queued(mut self, messages: usize) -> Self {
+        self.max_queued = messages.max(1);
+        self
+    }
+
+    /// How long a presence query waits for every node that serves the room to answer.
+    /// Default: 2 seconds.
+    pub fn presence_timeout(mut self, timeout: Duration) -> Self {
+        self.presence_timeout = timeout;
+        self
+    }
+
+    /// How many channels go in one `SUBSCRIBE` when the node subscribes all its rooms again
+    /// after reconnecting. Default: 1,000.
+    pub fn resubscribe_batch(mut self, channels: usize) -> Self {
+        self.resubscribe_batch = channels.max(1);
+        self
+    }
+
+    /// The wait before the first reconnection attempt and the longest wait between two; each
+    /// failed attempt doubles the wait. Default: 100 ms and 5 s.
+    pub fn reconnect_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.reconnect_min = first;
+        self.reconnect_max = max.max(first);
+        self
+    }
+
+    /// Connects to Redis and starts the task that keeps the connection. Call it inside a tokio
+    /// runtime; give the broker to one server with `ServerBuilder::broker`.
+    ///
+    /// # Errors
+    ///
+    /// The [`RedisError`] of the first connection: a bad URL, or no Redis there. (Later losses
+    /// are handled: the broker reconnects by itself.)
+    pub async fn connect(self) -> Result<RedisBroker, RedisError> {
+        let node_id = uuid::Uuid::new_v4().simple().to_string();
+        let shared = Arc::new(Shared {
+            control: wire::control_channel(&self.prefix),
+            node_channel: wire::node_channel(&self.prefix, &node_id),
+            node_id,
+            node: OnceLock::new(),
+            up: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+            queued: AtomicUsize::new(0),
+            max_queued: self.max_queued,
+            presence_timeout: self.presence_timeout,
+            next_query: AtomicU64::new(1),
+            queries: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            config: self,
+        });
+        let (link, pushes) = Link::open(&shared.config.target).await?;
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let mut keeper = Keeper {
+            shared: shared.clone(),
+            commands,
+            replies: commands_tx.downgrade(),
+        };
+        let (link, lost) = keeper.start(link, pushes).await?;
+        tokio::spawn(keeper.run(link, lost));
+        Ok(RedisBroker {
+            shared,
+            commands: commands_tx,
+        })
+    }
+}
+
+/// A [`Broker`] on Redis Pub/Sub: servers (nodes) given brokers on the same Redis and prefix
+/// form one cluster. See the crate docs for what it guarantees and how it fails.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+struct Shared {
+    config: RedisBrokerBuilder,
+    node_id: String,
+    control: String,
+    node_channel: String,
+    node: OnceLock<Node>,
+    /// Connected, with every room subscribed.
+    up: AtomicBool,
+    last_error: Mutex<String>,
+    queued: AtomicUsize,
+    max_queued: usize,
+    presence_timeout: Duration,
+    next_query: AtomicU64,
+    /// The presence queries of this node waiting for answers.
+    queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<String>>>>,
+    /// This node's connections by `clientId`, and whether their announcement came back on the
+    /// control channel (see [`Keeper::on_control`]).
+    clients: Mutex<HashMap<String, Announced>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Announced {
+    connection: ConnectionId,
+    echoed: bool,
+}
+
+enum Command {
+    Publish {
+        channel: String,
+        body: Vec<u8>,
+        receivers: Option<oneshot::Sender<usize>>,
+    },
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RedisBroker {
+    /// A builder for a broker on the Redis at `url` (`redis://host:port/db`, with
+    /// `rediss://` and credentials as the `redis` crate reads them), with the defaults.
+    pub fn builder(url: impl Into<String>) -> RedisBrokerBuilder {
+        RedisBrokerBuilder {
+            target: Target {
+                url: url.into(),
+                sharded: false,
+            },
+            prefix: DEFAULT_PREFIX.to_owned(),
+            max_queued: DEFAULT_MAX_QUEUED,
+            presence_timeout: DEFAULT_PRESENCE_TIMEOUT,
+            resubscribe_batch: DEFAULT_RESUBSCRIBE_BATCH,
+            reconnect_min: DEFAULT_RECONNECT_MIN,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+        }
+    }
+
+    /// A broker on the Redis at `url` with the defaults: [`RedisBroker::builder`] then
+    /// [`connect`](RedisBrokerBuilder::connect).
+    ///
+    /// # Errors
+    ///
+    /// The [`RedisError`] of the first connection.
+    pub async fn connect(url: impl Into<String>) -> Result<Self, RedisError> {
+        Self::builder(url).connect().await
+    }
+
+    /// This node's id in the cluster (random, new for each broker).
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// Whether the broker is connected to Redis with every room subscribed (sends work).
+    pub fn is_connected(&self) -> bool {
+        self.shared.up.load(Ordering::SeqCst)
+    }
+
+    fn unavailable(&self) -> BrokerError {
+        BrokerError::Unavailable {
+            reason: lock(&self.shared.last_error).clone(),
+        }
+    }
+
+    /// Queues a publish, if the broker is up and its queue has room.
+    fn enqueue(
+        &self,
+        channel: String,
+        body: Vec<u8>,
+        receivers: Option<oneshot::Sender<usize>>,
+    ) -> Result<(), BrokerError> {
+        if !self.is_connected() {
+            return Err(self.unavailable());
+        }
+        let limit = self.shared.max_queued;
+        if self.shared.queued.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(BrokerError::Backlog { limit });
+        }
+        let command = Command::Publish {
+            channel,
+            body,
+            receivers,
+        };
+        self.commands.send(command).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            BrokerError::Failed("the broker's task has stopped".to_owned())
+        })
+    }
+
+    fn control(&self, control: &Control) -> Result<(), BrokerError> {
+        let body = serde_json::to_vec(control).map_err(|e| BrokerError::Failed(e.to_string()))?;
+        self.enqueue(self.shared.control.clone(), body, None)
+    }
+
+    fn room_channel(&self, event: &str, room: &str) -> String {
+        wire::room_channel(&self.shared.config.prefix, event, room)
+    }
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node_id", &self.shared.node_id)
+            .field("prefix", &self.shared.config.prefix)
+            .field("sharded", &self.shared.config.target.sharded)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl Broker for RedisBroker {
+    fn attach(&self, node: Node) -> Result<(), BrokerError> {
+        self.shared
+            .node
+            .set(node)
+            .map_err(|_| BrokerError::AlreadyAttached)
+    }
+
+    fn publish(&self, event: &str, room: &str, payload: &str) -> Result<(), BrokerError> {
+        let body = wire::encode_message(event, room, payload);
+        self.enqueue(self.room_channel(event, room), body, None)
+    }
+
+    fn room_created(&self, event: &str, room: &str) {
+        // Sent even while down: the task drops it and subscribes every room when it is back.
+        let _ = self
+            .commands
+            .send(Command::Subscribe(self.room_channel(event, room)));
+    }
+
+    fn room_emptied(&self, event: &str, room: &str) {
+        let _ = self
+            .commands
+            .send(Command::Unsubscribe(self.room_channel(event, room)));
+    }
+
+    fn client_connected(&self, client_id: &str, connection: ConnectionId) {
+        let announced = self
+            .control(&Control::Connected {
+                client: client_id.to_owned(),
+                node: self.shared.node_id.clone(),
+                conn: connection.get(),
+            })
+            .is_ok();
+        // Not announced (Redis is down): counts as the oldest, so any later connect elsewhere
+        // replaces it.
+        lock(&self.shared.clients).insert(
+            client_id.to_owned(),
+            Announced {
+                connection,
+                echoed: !announced,
+            },
+        );
+    }
+
+    fn client_closed(&self, client_id: &str, connection: ConnectionId) {
+        let mut clients = lock(&self.shared.clients);
+        if clients
+            .get(client_id)
+            .is_some_and(|a| a.connection == connection)
+        {
+            clients.remove(client_id);
+        }
+    }
+
+    fn presence(&self, event: &str, room: &str) -> BoxFuture<Result<Presence, BrokerError>> {
+        let id = self.shared.next_query.fetch_add(1, Ordering::Relaxed);
+        let (answers_tx, mut answers) = mpsc::unbounded_channel();
+        lock(&self.shared.queries).insert(id, answers_tx);
+        let forget = Forget {
+            shared: self.shared.clone(),
+            id,
+        };
+        let (count_tx, count) = oneshot::channel();
+        let query = Query {
+            id,
+            reply_to: self.shared.node_id.clone(),
+            event: event.to_owned(),
+            room: room.to_owned(),
+        };
+        let asked = self.enqueue(
+            self.room_channel(event, room),
+            wire::encode_query(&query),
+            Some(count_tx),
+        );
+        let timeout = self.shared.presence_timeout;
+        let lost = self.unavailable();
+        Box::pin(async move {
+            let _forget = forget;
+            asked?;
+            let gathering = async {
+                // The number of nodes subscribed to the room, each of which answers once.
+                let expected = count.await.map_err(|_| lost.clone())?;
+                let mut clients = Vec::new();
+                for _ in 0..expected {
+                    clients.extend(answers.recv().await.ok_or_else(|| lost.clone())?);
+                }
+                Ok(Presence::from_client_ids(clients))
+            };
+            tokio::time::timeout(timeout, gathering)
+                .await
+                .unwrap_or(Err(BrokerError::TimedOut { timeout }))
+        })
+    }
+
+    fn send_to_client(
+        &self,
+        client_id: &str,
+        event: &str,
+        payload: &str,
+    ) -> Result<(), BrokerError> {
+        self.control(&Control::SendToClient {
+            client: client_id.to_owned(),
+            event: event.to_owned(),
+            payload: payload.to_owned(),
+        })
+    }
+
+    fn disconnect(&self, client_id: &str) -> Result<(), BrokerError> {
+        self.control(&Control::Disconnect {
+            client: client_id.to_owned(),
+        })
+    }
+}
+
+/// Forgets a presence query when its future ends, answered or not.
+struct Forget {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        lock(&self.shared.queries).remove(&self.id);
+    }
+}
+
+/// The task that owns the connection: runs the commands, reconnects when it is lost.
+struct Keeper {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// For answering presence queries; weak, so the task ends when the broker is dropped.
+    replies: mpsc::WeakUnboundedSender<Command>,
+}
+
+impl Keeper {
+    /// Subscribes the control channel, this node's channel and every live room on a fresh
+    /// connection, starts reading its messages, and marks the broker up.
+    async fn start(
+        &mut self,
+        mut link: Link,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    ) -> Result<(Link, oneshot::Receiver<String>), RedisError> {
+        // Whatever was queued for the lost connection is dropped: the messages are lost (at
+        // most once), and the subscriptions are taken from the node's rooms below.
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Publish { .. } = command {
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let (lost_tx, lost) = oneshot::channel();
+        tokio::spawn(read_pushes(
+            self.shared.clone(),
+            self.replies.clone(),
+            pushes,
+            lost_tx,
+        ));
+        let mut channels = vec![
+            self.shared.control.clone(),
+            self.shared.node_channel.clone(),
+        ];
+        if let Some(node) = self.shared.node.get() {
+            let prefix = &self.shared.config.prefix;
+            channels.extend(
+                node.rooms()
+                    .iter()
+                    .map(|(event, room)| wire::room_channel(prefix, event, room)),
+            );
+        }
+        for batch in channels.chunks(self.shared.config.resubscribe_batch) {
+            link.subscribe(batch).await?;
+        }
+        self.shared.up.store(true, Ordering::SeqCst);
+        Ok((link, lost))
+    }
+
+    async fn run(mut self, mut link: Link, mut lost: oneshot::Receiver<String>) {
+        loop {
+            let Some(reason) = self.serve(&mut link, &mut lost).await else {
+                return;
+            };
+            self.shared.up.store(false, Ordering::SeqCst);
+            let reason = format!("lost the connection to Redis ({reason}); reconnecting");
+            tracing::warn!(target: "sseio_redis", "{reason}");
+            *lock(&self.shared.last_error) = reason.clone();
+            if let Some(node) = self.shared.node.get() {
+                node.report(BrokerError::Unavailable { reason });
+            }
+            let Some(reconnected) = self.reconnect().await else {
+                return;
+            };
+            (link, lost) = reconnected;
+            let rooms = self.shared.node.get().map_or(0, |node| node.rooms().len());
+            tracing::info!(target: "sseio_redis", rooms, "reconnected to Redis");
+        }
+    }
+
+    /// Runs commands until the connection is lost (`Some(why)`) or the broker is dropped.
+    async fn serve(
+        &mut self,
+        link: &mut Link,
+        lost: &mut oneshot::Receiver<String>,
+    ) -> Option<String> {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                why = &mut *lost => {
+                    return Some(why.unwrap_or_else(|_| "connection closed".to_owned()));
+                }
+                received = self.commands.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        return None;
+                    }
+                    let done = execute(&self.shared, link, &mut batch).await;
+                    batch.clear();
+                    if let Err(error) = done {
+                        return Some(error.to_string());
+                    }
+                }
+                _ = ping.tick() => {
+                    if let Err(error) = link.ping().await {
+                        return Some(error.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reconnects with exponential backoff; `None` when the broker was dropped meanwhile.
+    async fn reconnect(&mut self) -> Option<(Link, oneshot::Receiver<String>)> {
+        let (first, max) = (
+            self.shared.config.reconnect_min,
+            self.shared.config.reconnect_max,
+        );
+        let mut wait = first;
+        loop {
+            tokio::time::sleep(wait).await;
+            if self.commands.is_closed() {
+                return None;
+            }
+            wait = (wait * 2).min(max);
+            let attempt = async {
+                let (link, pushes) = Link::open(&self.shared.config.target).await?;
+                self.start(link, pushes).await
+            };
+            match attempt.await {
+                Ok(reconnected) => return Some(reconnected),
+                Err(error) => {
+                    tracing::debug!(target: "sseio_redis", %error, "reconnecting to Redis failed");
+                    *lock(&self.shared.last_error) =
+                        format!("cannot reach Redis ({error}); reconnecting");
+                }
+            }
+        }
+    }
+}
+
+/// Runs one batch of commands in order: consecutive publishes in one go, subscriptions between.
+async fn execute(
+    shared: &Shared,
+    link: &mut Link,
+    batch: &mut Vec<Command>,
+) -> Result<(), RedisError> {
+    let mut publishes = Vec::new();
+    let mut receivers = Vec::new();
+    let mut commands = batch.drain(..).peekable();
+    while let Some(command) = commands.next() {
+        match command {
+            Command::Publish {
+                channel,
+                body,
+                receivers: receiver,
+            } => {
+                publishes.push((channel, body));
+                receivers.push(receiver);
+                if matches!(commands.peek(), Some(Command::Publish { .. })) {
+                    continue;
+                }
+                let published = publishes.len();
+                let counts = link.publish(&publishes).await;
+                shared.queued.fetch_sub(published, Ordering::SeqCst);
+                for (receiver, count) in receivers.drain(..).zip(counts?) {
+                    if let Some(receiver) = receiver {
+                        let _ = receiver.send(count);
+                    }
+                }
+                publishes.clear();
+            }
+            Command::Subscribe(channel) => link.subscribe(&[channel]).await?,
+            Command::Unsubscribe(channel) => link.unsubscribe(&[channel]).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads what arrives on one connection until it is lost, then says why on `lost`.
+async fn read_pushes(
+    shared: Arc<Shared>,
+    replies: mpsc::WeakUnboundedSender<Command>,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    lost: oneshot::Sender<String>,
+) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => on_message(&shared, &replies, &push.data),
+            PushKind::Disconnection => break,
+            _ => {}
+        }
+    }
+    let _ = lost.send("connection closed".to_owned());
+}
+
+fn on_message(shared: &Shared, replies: &mpsc::WeakUnboundedSender<Command>, data: &[Value]) {
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
+        (data.first(), data.get(1))
+    else {
+        return;
+    };
+    let Some(node) = shared.node.get() else {
+        return;
+    };
+    if channel.as_slice() == shared.control.as_bytes() {
+        if let Ok(control) = serde_json::from_slice(body) {
+            on_control(shared, node, control);
+        }
+    } else if channel.as_slice() == shared.node_channel.as_bytes() {
+        if let Ok(answer) = serde_json::from_slice::<Answer>(body)
+            && let Some(waiting) = lock(&shared.queries).get(&answer.id)
+        {
+            let _ = waiting.send(answer.clients);
+        }
+    } else {
+        match wire::decode_room(body) {
+            Some(RoomMessage::Message {
+                event,
+                room,
+                payload,
+            }) => {
+                node.deliver(event, room, payload);
+            }
+            Some(RoomMessage::Query(query)) => answer(shared, node, replies, &query),
+            None => {}
+        }
+    }
+}
+
+/// Answers a presence query with this node's members of the room.
+fn answer(
+    shared: &Shared,
+    node: &Node,
+    replies: &mpsc::WeakUnboundedSender<Command>,
+    query: &Query,
+) {
+    let answer = Answer {
+        id: query.id,
+        clients: node.local_presence(&query.event, &query.room),
+    };
+    let (Ok(body), Some(replies)) = (serde_json::to_vec(&answer), replies.upgrade()) else {
+        return;
+    };
+    shared.queued.fetch_add(1, Ordering::SeqCst);
+    let _ = replies.send(Command::Publish {
+        channel: wire::node_channel(&shared.config.prefix, &query.reply_to),
+        body,
+        receivers: None,
+    });
+}
+
+/// Acts on a control message. A connect elsewhere replaces this node's connection with the same
+/// `clientId` only if this node's own announcement came back earlier on the control channel:
+/// every node sees the channel in the same order, so the last connection announced survives,
+/// wherever the two connects happened.
+fn on_control(shared: &Shared, node: &Node, control: Control) {
+    match control {
+        Control::Connected {
+            client,
+            node: at,
+            conn,
+        } => {
+            let mut clients = lock(&shared.clients);
+            let Some(local) = clients.get_mut(&client) else {
+                return;
+            };
+            if at == shared.node_id {
+                if local.connection.get() == conn {
+                    local.echoed = true;
+                }
+            } else if local.echoed {
+                let connection = local.connection;
+                clients.remove(&client);
+                drop(clients);
+                node.close(connection, CloseReason::Replaced);
+            }
+        }
+        Control::SendToClient {
+            client,
+            event,
+            payload,
+        } => {
+            node.deliver_to_client(&client, &event, &payload);
+        }
+        Control::Disconnect { client } => {
+            node.disconnect(&client);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! SSE-IO across several nodes: a Redis Pub/Sub [`Broker`](sseio_core::Broker) for sseio.
+//!
+//! Run several sseio servers (nodes) behind a load balancer, give each a [`RedisBroker`] on
+//! the same Redis, and a `send` on any node reaches the room's clients on every node, once.
+//!
+//! ```no_run
+//! use sseio_core::{Context, HandlerOptions, Server};
+//! use sseio_redis::RedisBroker;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = RedisBroker::connect("redis://127.0.0.1:6379/").await?;
+//! let server = Server::builder()
+//!     .path("/files/:guid/pull")
+//!     .broker(broker)
+//!     .build()?;
+//! let files = server.register_event_handler(
+//!     "file-changed",
+//!     HandlerOptions::new(|ctx: &Context| ctx.param("guid").unwrap_or_default().to_owned()),
+//! )?;
+//! // Reaches room 42's clients on every node.
+//! files.send("42", &serde_json::json!({ "name": "report.pdf" }))?;
+//! // Who is in room 42, on every node.
+//! let presence = files.presence("42").await?;
+//! println!("{} clients: {:?}", presence.count, presence.client_ids);
+//! # Ok(()) }
+//! ```
+//!
+//! # How messages travel
+//!
+//! - Each (event, room) has its own channel, `<prefix>:room:<event>:<room>`. A node
+//!   subscribes to it when the room gets its first connection on that node and unsubscribes
+//!   when the room empties there, so a node receives only the rooms it serves: no firehose.
+//! - `send` publishes once. Every node serving the room, the sending node included, receives it
+//!   once, encodes the frame once and queues it on its own connections.
+//! - One RESP3 connection per node carries publishes (pipelined: whatever queued while the last
+//!   batch was in flight goes in one write) and the subscriptions' messages.
+//! - `<prefix>:control` carries connects (so a `clientId` that reconnects to another node
+//!   closes its old stream there), [`Server::send_to_client`](sseio_core::Server::send_to_client)
+//!   and [`Server::disconnect`](sseio_core::Server::disconnect). It costs every node one small
+//!   message per connect in the cluster; room messages never go there.
+//! - [`EventHandler::presence`](sseio_core::EventHandler::presence) publishes a query on the
+//!   room's own channel; the `PUBLISH` reply says how many nodes received it, and each answers
+//!   on the asking node's channel with its members.
+//! - With [`sharded`](RedisBrokerBuilder::sharded), the same channels are sharded channels
+//!   (`SSUBSCRIBE`/`SPUBLISH`) through a Redis Cluster client.
+//!
+//! # What is guaranteed
+//!
+//! - **At most once.** A message reaches each connection in its room at most once. It can be
+//!   lost: a node that is just subscribing a new room misses what was published before Redis
+//!   confirmed the subscription; messages queued or in flight when the connection to Redis
+//!   drops are lost; and Redis Pub/Sub keeps nothing for a node that is away.
+//! - **Per-room order.** The messages of one room arrive at every node in the order Redis
+//!   received the publishes, so all clients of a room see the same order, whichever nodes sent.
+//!   Messages of different rooms are not ordered with each other.
+//! - **One stream per `clientId`** across the cluster: of two connects with the same
+//!   `clientId` on two nodes, the one announced last on the control channel survives, the
+//!   other is closed with `conn:close` ([`CloseReason::Replaced`](sseio_core::CloseReason)).
+//!
+//! # When Redis goes away
+//!
+//! - Open streams stay open and keep their heartbeats: clients do not notice and do not
+//!   reconnect.
+//! - `send`, `send_to_client`, `disconnect` and presence return
+//!   [`BrokerError::Unavailable`](sseio_core::BrokerError) (inside `SendError::Broker` for the
+//!   sends) until the broker is back; nothing is queued for later.
+//! - The node raises one `error` notification
+//!   ([`ConnectionError::Broker`](sseio_core::ConnectionError)) saying the connection was lost.
+//! - The broker reconnects with exponential backoff (100 ms doubling to 5 s, see
+//!   [`reconnect_backoff`](RedisBrokerBuilder::reconnect_backoff)), subscribes every live room
+//!   again in batches of 1,000 channels, and only then accepts sends again.
+//! - A silent loss (no reset, no answer) is noticed by a `PING` every second that must be
+//!   answered within 5 seconds.
+//! - More than 65,536 messages waiting for Redis make `send` return
+//!   [`BrokerError::Backlog`](sseio_core::BrokerError) rather than queue without bound.
+
+mod broker;
+mod link;
+mod wire;
+
+pub use broker::{
+    DEFAULT_MAX_QUEUED, DEFAULT_PREFIX, DEFAULT_PRESENCE_TIMEOUT, DEFAULT_RECONNECT_MAX,
+    DEFAULT_RECONNECT_MIN, DEFAULT_RESUBSCRIBE_BATCH, RedisBroker, RedisBrokerBuilder,
+};

@@ -1,0 +1,116 @@
+//! The connection to Redis: one RESP3 connection per node carries publishes, subscriptions and
+//! the messages that arrive on them, and a task keeps it alive.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, RedisResult,
+};
+use tokio::sync::mpsc;
+
+/// How long connecting may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a command may wait for its answer before the connection counts as lost.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where to connect, and how.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) sharded: bool,
+}
+
+/// One open connection, plain or to a Redis Cluster (for sharded Pub/Sub).
+pub(crate) enum Link {
+    Plain(MultiplexedConnection),
+    Sharded(ClusterConnection),
+}
+
+impl Link {
+    /// Connects, with RESP3 so that Pub/Sub messages arrive as pushes on `pushes` while the
+    /// same connection keeps publishing.
+    pub(crate) async fn open(
+        target: &Target,
+    ) -> RedisResult<(Link, mpsc::UnboundedReceiver<PushInfo>)> {
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let info = target.url.as_str().into_connection_info()?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let link = if target.sharded {
+            let client = ClusterClientBuilder::new([info])
+                .use_protocol(ProtocolVersion::RESP3)
+                .push_sender(push_tx)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()?;
+            Link::Sharded(client.get_async_connection().await?)
+        } else {
+            let config = AsyncConnectionConfig::new()
+                .set_push_sender(push_tx)
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            let client = Client::open(info)?;
+            Link::Plain(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            )
+        };
+        Ok((link, pushes))
+    }
+
+    pub(crate) async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Link::Plain(conn) => conn.subscribe(channels).await,
+            Link::Sharded(conn) => conn.ssubscribe(channels).await,
+        }
+    }
+
+    pub(crate) async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Link::Plain(conn) => conn.unsubscribe(channels).await,
+            Link::Sharded(conn) => conn.sunsubscribe(channels).await,
+        }
+    }
+
+    /// Publishes each `(channel, body)` in order; returns how many nodes received each.
+    pub(crate) async fn publish(&mut self, items: &[(String, Vec<u8>)]) -> RedisResult<Vec<usize>> {
+        match self {
+            // One pipeline: one write, in order, however many messages queued meanwhile.
+            Link::Plain(conn) => {
+                let mut pipe = redis::pipe();
+                for (channel, body) in items {
+                    pipe.cmd("PUBLISH").arg(channel).arg(body);
+                }
+                pipe.query_async(conn).await
+            }
+            // Each channel lives on its shard; one after the other keeps every room in order.
+            Link::Sharded(conn) => {
+                let mut receivers = Vec::with_capacity(items.len());
+                for (channel, body) in items {
+                    receivers.push(
+                        redis::cmd("SPUBLISH")
+                            .arg(channel)
+                            .arg(body)
+                            .query_async(conn)
+                            .await?,
+                    );
+                }
+                Ok(receivers)
+            }
+        }
+    }
+
+    pub(crate) async fn ping(&mut self) -> RedisResult<()> {
+        match self {
+            Link::Plain(conn) => redis::cmd("PING").query_async(conn).await,
+            Link::Sharded(conn) => redis::cmd("PING").query_async(conn).await,
+        }
+    }
+}

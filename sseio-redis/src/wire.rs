@@ -1,0 +1,165 @@
+//! What goes over Redis: channel names, and the messages on them.
+//!
+//! A room's channel carries its messages (`M`, binary: event, room, payload) and presence
+//! queries (`Q`, JSON). The cluster's control channel and each node's own channel carry JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// The channel of room `room` of `event`.
+pub(crate) fn room_channel(prefix: &str, event: &str, room: &str) -> String {
+    format!("{prefix}:room:{event}:{room}")
+}
+
+/// The channel every node listens to: connects (for cluster-wide replacement), per-client sends
+/// and disconnects.
+pub(crate) fn control_channel(prefix: &str) -> String {
+    format!("{prefix}:control")
+}
+
+/// The channel of one node: answers to its presence queries.
+pub(crate) fn node_channel(prefix: &str, node: &str) -> String {
+    format!("{prefix}:node:{node}")
+}
+
+/// A message for a room: `M`, then the event and the room, each as a 4-byte big-endian length
+/// and its bytes, then the payload. The names travel in the message, so the receiver never
+/// parses a channel name (event names and room ids may contain `:`).
+pub(crate) fn encode_message(event: &str, room: &str, payload: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(9 + event.len() + room.len() + payload.len());
+    body.push(b'M');
+    for part in [event, room] {
+        body.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+        body.extend_from_slice(part.as_bytes());
+    }
+    body.extend_from_slice(payload.as_bytes());
+    body
+}
+
+/// A presence query for a room: `Q`, then JSON.
+pub(crate) fn encode_query(query: &Query) -> Vec<u8> {
+    let mut body = vec![b'Q'];
+    // Serializing a struct of strings and integers cannot fail.
+    serde_json::to_writer(&mut body, query).unwrap_or_default();
+    body
+}
+
+/// What arrived on a room's channel.
+#[derive(Debug, PartialEq)]
+pub(crate) enum RoomMessage<'a> {
+    Message {
+        event: &'a str,
+        room: &'a str,
+        payload: &'a str,
+    },
+    Query(Query),
+}
+
+/// Decodes what arrived on a room's channel; `None` for anything malformed (another program
+/// publishing on our prefix), which is dropped.
+pub(crate) fn decode_room(body: &[u8]) -> Option<RoomMessage<'_>> {
+    let (&tag, mut rest) = body.split_first()?;
+    match tag {
+        b'M' => {
+            let mut part = || -> Option<&str> {
+                let (len, tail) = rest.split_first_chunk::<4>()?;
+                let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+                let (text, tail) = (tail.get(..len)?, tail.get(len..)?);
+                rest = tail;
+                std::str::from_utf8(text).ok()
+            };
+            let event = part()?;
+            let room = part()?;
+            let payload = std::str::from_utf8(rest).ok()?;
+            Some(RoomMessage::Message {
+                event,
+                room,
+                payload,
+            })
+        }
+        b'Q' => serde_json::from_slice(rest).ok().map(RoomMessage::Query),
+        _ => None,
+    }
+}
+
+/// "Who is in this room?", asked by node `reply_to`.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Query {
+    pub(crate) id: u64,
+    pub(crate) reply_to: String,
+    pub(crate) event: String,
+    pub(crate) room: String,
+}
+
+/// A message on the control channel.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "kebab-case")]
+pub(crate) enum Control {
+    /// `client` opened connection `conn` on `node`.
+    Connected {
+        client: String,
+        node: String,
+        conn: u64,
+    },
+    /// Send `payload` as an `event` message to `client`, wherever it is.
+    SendToClient {
+        client: String,
+        event: String,
+        payload: String,
+    },
+    /// Close `client`'s stream, wherever it is.
+    Disconnect { client: String },
+}
+
+/// An answer on a node's channel.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Answer {
+    pub(crate) id: u64,
+    pub(crate) clients: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips_whatever_its_names_contain() {
+        let body = encode_message("ev:1", "room:with:colons", "data\nwith: lines");
+        assert_eq!(
+            decode_room(&body),
+            Some(RoomMessage::Message {
+                event: "ev:1",
+                room: "room:with:colons",
+                payload: "data\nwith: lines",
+            })
+        );
+    }
+
+    #[test]
+    fn a_query_round_trips() {
+        let query = Query {
+            id: 7,
+            reply_to: "n".into(),
+            event: "e".into(),
+            room: "r".into(),
+        };
+        assert_eq!(
+            decode_room(&encode_query(&query)),
+            Some(RoomMessage::Query(query))
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_dropped() {
+        for body in [
+            &b""[..],
+            b"X",
+            b"M",
+            b"M\0\0\0\x05ab",
+            b"M\0\0\0\x01e\0\0\0\x09r",
+            b"Q{",
+            b"M\0\0\0\x01\xff\0\0\0\x00",
+        ] {
+            assert_eq!(decode_room(body), None, "{body:?}");
+        }
+    }
+}
