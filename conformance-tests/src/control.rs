@@ -1,4 +1,6 @@
-//! The harness's test-only control endpoints: `POST /_control/send` and `GET /_control/log`.
+//! The harness's test-only control endpoints: `POST /_control/send`, `GET /_control/log`, and
+//! the cluster's `GET /_control/presence`, `POST /_control/send-to-client` and
+//! `POST /_control/disconnect`.
 
 use std::io;
 
@@ -93,6 +95,40 @@ async fn send(
         encode_component(event),
         encode_component(room)
     );
+    post(h, &target, content_type, body).await
+}
+
+/// `POST /_control/send-to-client?clientId=C&event=E` with `body` sent as a string.
+pub async fn send_to_client(
+    h: &Harness,
+    client_id: &str,
+    event: &str,
+    body: &str,
+) -> io::Result<SendOutcome> {
+    let target = format!(
+        "/_control/send-to-client?clientId={}&event={}",
+        encode_component(client_id),
+        encode_component(event)
+    );
+    post(h, &target, "text/plain; charset=utf-8", body.as_bytes()).await
+}
+
+/// `POST /_control/disconnect?clientId=C`.
+pub async fn disconnect(h: &Harness, client_id: &str) -> io::Result<SendOutcome> {
+    let target = format!(
+        "/_control/disconnect?clientId={}",
+        encode_component(client_id)
+    );
+    post(h, &target, "text/plain", b"").await
+}
+
+/// `POST target` with a body; the status and body of the answer.
+pub async fn post(
+    h: &Harness,
+    target: &str,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<SendOutcome> {
     let mut response = Request::new("POST", target)
         .header("Content-Type", content_type)
         .header("Connection", "close")
@@ -104,6 +140,38 @@ async fn send(
         status: response.status(),
         body,
     })
+}
+
+/// The answer of `GET /_control/presence`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Presence {
+    /// The number of connections in the room, across the cluster.
+    pub count: usize,
+    /// Their client ids, sorted.
+    #[serde(rename = "clientIds")]
+    pub client_ids: Vec<String>,
+}
+
+/// `GET /_control/presence?event=E&room=R`.
+pub async fn presence(h: &Harness, event: &str, room: &str) -> io::Result<Presence> {
+    let target = format!(
+        "/_control/presence?event={}&room={}",
+        encode_component(event),
+        encode_component(room)
+    );
+    let mut response = Request::get(target)
+        .header("Connection", "close")
+        .send(h.base_url())
+        .await?;
+    let body = response.read_to_end().await?;
+    if response.status() != 200 {
+        return Err(io::Error::other(format!(
+            "GET /_control/presence answered {}: {}",
+            response.status(),
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// `GET /_control/log`: every lifecycle notification so far, in order.

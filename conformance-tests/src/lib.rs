@@ -9,6 +9,7 @@ pub mod control;
 pub mod h2;
 pub mod harness;
 pub mod http1;
+pub mod redis_server;
 pub mod sse;
 
 use std::process::Stdio;

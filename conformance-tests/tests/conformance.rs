@@ -93,3 +93,55 @@ conformance_suite!(hyper, "harness-hyper");
 conformance_suite!(warp, "harness-warp");
 conformance_suite!(poem, "harness-poem");
 conformance_suite!(salvo, "harness-salvo");
+
+/// Expands to `mod $name { ... }` with one `#[tokio::test]` per cluster case, each on a fresh
+/// cluster made by `$make` (a fresh `redis-server` too, when it has one).
+macro_rules! cluster_suite {
+    ($name:ident, $make:expr; $($case:ident),+ $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use crate::cases::cluster::Cluster;
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    #[allow(unused_mut)]
+                    let mut cluster: Cluster = $make.await;
+                    let limit = crate::cases::CASE_LIMIT;
+                    tokio::time::timeout(limit, crate::cases::cluster::$case(&mut cluster))
+                        .await
+                        .unwrap_or_else(|_| panic!("{} did not finish within {limit:?}", stringify!($case)));
+                }
+            )+
+        }
+    };
+}
+
+const HYPER: (&str, &str) = ("hyper", env!("CARGO_BIN_EXE_harness-hyper"));
+const WARP: (&str, &str) = ("warp", env!("CARGO_BIN_EXE_harness-warp"));
+const POEM: (&str, &str) = ("poem", env!("CARGO_BIN_EXE_harness-poem"));
+const SALVO: (&str, &str) = ("salvo", env!("CARGO_BIN_EXE_harness-salvo"));
+
+cluster_suite!(cluster_memory, Cluster::memory(super::HYPER.1);
+    send_reaches_every_node_once_in_order,
+    presence_counts_every_node,
+    client_id_moving_to_another_node_replaces_the_old_stream,
+    send_to_client_and_disconnect_reach_any_node,
+);
+
+cluster_suite!(cluster_redis, Cluster::redis(&[super::HYPER, super::WARP, super::SALVO]);
+    send_reaches_every_node_once_in_order,
+    presence_counts_every_node,
+    client_id_moving_to_another_node_replaces_the_old_stream,
+    send_to_client_and_disconnect_reach_any_node,
+    rooms_are_unsubscribed_when_empty,
+    redis_restart_keeps_streams_and_resumes_delivery,
+);
+
+cluster_suite!(cluster_redis_sharded, Cluster::redis_sharded(&[super::POEM, super::HYPER]);
+    send_reaches_every_node_once_in_order,
+    presence_counts_every_node,
+    client_id_moving_to_another_node_replaces_the_old_stream,
+    send_to_client_and_disconnect_reach_any_node,
+    rooms_are_unsubscribed_when_empty,
+);

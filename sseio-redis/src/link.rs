@@ -1,11 +1,13 @@
 //! The connection to Redis: one RESP3 connection per node carries publishes, subscriptions and
 //! the messages that arrive on them, and a task keeps it alive.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::{
     AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, RedisResult,
 };
@@ -68,14 +70,25 @@ impl Link {
     pub(crate) async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Link::Plain(conn) => conn.subscribe(channels).await,
-            Link::Sharded(conn) => conn.ssubscribe(channels).await,
+            // One `SSUBSCRIBE` names channels of one slot only.
+            Link::Sharded(conn) => {
+                for same_slot in by_slot(channels) {
+                    conn.ssubscribe(same_slot).await?;
+                }
+                Ok(())
+            }
         }
     }
 
     pub(crate) async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Link::Plain(conn) => conn.unsubscribe(channels).await,
-            Link::Sharded(conn) => conn.sunsubscribe(channels).await,
+            Link::Sharded(conn) => {
+                for same_slot in by_slot(channels) {
+                    conn.sunsubscribe(same_slot).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -113,4 +126,16 @@ impl Link {
             Link::Sharded(conn) => redis::cmd("PING").query_async(conn).await,
         }
     }
+}
+
+/// `channels` grouped by their cluster slot.
+fn by_slot(channels: &[String]) -> impl Iterator<Item = Vec<&String>> {
+    let mut slots: HashMap<Slot, Vec<&String>> = HashMap::new();
+    for channel in channels {
+        slots
+            .entry(Slot::for_key(channel))
+            .or_default()
+            .push(channel);
+    }
+    slots.into_values()
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod bad_input;
+pub mod cluster;
 pub mod cors;
 pub mod drain;
 pub mod fetch;

@@ -1,0 +1,397 @@
+//! Several nodes, one cluster (`HARNESS.md`, `REDIS_URL`): a send on any node reaches the room's
+//! clients on every node once; presence, per-client sends, disconnects and `clientId`
+//! replacement work across nodes; Redis can go away and come back without any client
+//! reconnecting.
+//!
+//! The cases that hold for any cluster run three ways: on one in-memory node (every "node" of the
+//! case is the same process, so the same case checks the single-node behaviour), on three
+//! processes of three different adapters sharing a `redis-server`, and on two processes using
+//! sharded Pub/Sub on a one-node Redis Cluster. The Redis-only cases look at Redis itself.
+
+use std::time::Duration;
+
+use conformance_tests::Harness;
+use conformance_tests::control::{self, Presence};
+use conformance_tests::redis_server::RedisServer;
+use conformance_tests::sse::{SseItem, SseStream};
+
+use super::*;
+
+/// The nodes of a cluster under test, and its Redis when it has one.
+#[derive(Debug)]
+pub struct Cluster {
+    nodes: Vec<Harness>,
+    redis: Option<RedisServer>,
+}
+
+impl Cluster {
+    /// One harness without a broker: every node index is that one process.
+    pub async fn memory(bin: &str) -> Cluster {
+        Cluster {
+            nodes: vec![Harness::start("hyper", bin, &[]).await],
+            redis: None,
+        }
+    }
+
+    /// A fresh `redis-server` and one harness per `(adapter, binary)` on it.
+    pub async fn redis(bins: &[(&'static str, &str)]) -> Cluster {
+        Self::on(RedisServer::start().await, bins, false).await
+    }
+
+    /// A fresh one-node Redis Cluster and one harness per `(adapter, binary)` using sharded
+    /// Pub/Sub on it.
+    pub async fn redis_sharded(bins: &[(&'static str, &str)]) -> Cluster {
+        Self::on(RedisServer::start_cluster().await, bins, true).await
+    }
+
+    async fn on(redis: RedisServer, bins: &[(&'static str, &str)], sharded: bool) -> Cluster {
+        let url = redis.url();
+        let sharded = if sharded { "1" } else { "0" };
+        let mut nodes = Vec::new();
+        for (adapter, bin) in bins {
+            let env = [
+                ("REDIS_URL", url.as_str()),
+                ("SSEIO_REDIS_SHARDED", sharded),
+            ];
+            nodes.push(Harness::start(adapter, bin, &env).await);
+        }
+        Cluster {
+            nodes,
+            redis: Some(redis),
+        }
+    }
+
+    /// Node `i` of the case; with fewer processes than that, they are reused in turn.
+    fn node(&self, i: usize) -> &Harness {
+        &self.nodes[i % self.nodes.len()]
+    }
+
+    fn redis_server(&self) -> &RedisServer {
+        self.redis
+            .as_ref()
+            .expect("this case needs a cluster on Redis")
+    }
+}
+
+/// The presence of `room` of `normal-event` as node `i` reports it.
+async fn presence(cluster: &Cluster, i: usize, room: &str) -> Presence {
+    within(
+        WAIT,
+        "GET /_control/presence",
+        control::presence(cluster.node(i), "normal-event", room),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls presence on node `i` until it lists exactly `clients`. A node answers a presence
+/// query only through its subscription to the room, so once every client is listed, every node
+/// serving the room is subscribed and a send now reaches all of them.
+async fn wait_presence(cluster: &Cluster, i: usize, room: &str, clients: &[&str]) {
+    let mut expected: Vec<String> = clients.iter().map(|&c| c.to_owned()).collect();
+    expected.sort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = presence(cluster, i, room).await;
+        if seen.client_ids == expected && seen.count == expected.len() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence of {room} on node {i}: expected {expected:?}, still {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens a `normal-event` stream on node `i` in `room`, and waits for its `conn:create` there.
+async fn join(cluster: &Cluster, i: usize, room: &str, client: &str) -> SseStream {
+    connect(cluster.node(i), room, client, &["normal-event"]).await
+}
+
+/// The data of the next `count` events on `stream`.
+async fn next_data(stream: &mut SseStream, who: &str, count: usize) -> Vec<String> {
+    let mut data = Vec::with_capacity(count);
+    for i in 0..count {
+        data.push(
+            next_event(stream, &format!("{who}: message #{i}"))
+                .await
+                .data,
+        );
+    }
+    data
+}
+
+/// Three clients on three nodes and one in another room: every message of the room reaches each
+/// of the three once. From one sender, in the order sent; from several senders at once, in the
+/// same order for everyone. The client in the other room gets none of them.
+pub async fn send_reaches_every_node_once_in_order(cluster: &Cluster) {
+    let (room, elsewhere) = (new_id(), new_id());
+    let clients = [new_id(), new_id(), new_id()];
+    let mut streams = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        streams.push(join(cluster, i, &room, client).await);
+    }
+    let bystander_id = new_id();
+    let mut bystander = join(cluster, 1, &elsewhere, &bystander_id).await;
+    let ids: Vec<&str> = clients.iter().map(String::as_str).collect();
+    wait_presence(cluster, 0, &room, &ids).await;
+    wait_presence(cluster, 0, &elsewhere, &[&bystander_id]).await;
+
+    let from_one: Vec<String> = (0..20).map(|n| format!("one-{n}")).collect();
+    for message in &from_one {
+        send(cluster.node(0), "normal-event", &room, message).await;
+    }
+    for (stream, client) in streams.iter_mut().zip(&clients) {
+        assert_eq!(next_data(stream, client, from_one.len()).await, from_one);
+    }
+    // A send answers once the broker took the message; from several nodes at once, the
+    // messages are ordered by Redis, the same way for every client.
+    let from_all: Vec<String> = (0..21).map(|n| format!("all-{n}")).collect();
+    for (n, message) in from_all.iter().enumerate() {
+        send(cluster.node(n % 3), "normal-event", &room, message).await;
+    }
+    send(cluster.node(2), "normal-event", &elsewhere, "elsewhere").await;
+
+    let mut first_order = None;
+    for (stream, client) in streams.iter_mut().zip(&clients) {
+        let mut got = next_data(stream, client, from_all.len()).await;
+        let order = got.clone();
+        got.sort();
+        let mut sent = from_all.clone();
+        sent.sort();
+        assert_eq!(got, sent, "{client}: every message from every node, once");
+        match &first_order {
+            None => first_order = Some(order),
+            Some(first) => assert_eq!(&order, first, "{client}: the same order as the others"),
+        }
+    }
+    // Nothing more came for the room: the next thing each client gets is a later send.
+    send(cluster.node(1), "normal-event", &room, "end").await;
+    for (stream, client) in streams.iter_mut().zip(&clients) {
+        assert_eq!(
+            next_data(stream, client, 1).await,
+            ["end"],
+            "{client}: no duplicate"
+        );
+    }
+    assert_eq!(
+        next_data(&mut bystander, "the client in another room", 1).await,
+        ["elsewhere"]
+    );
+}
+
+/// Presence lists the room's clients on every node, as any node sees it, and drops a client
+/// that left.
+pub async fn presence_counts_every_node(cluster: &Cluster) {
+    let room = new_id();
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    let _a = join(cluster, 0, &room, &a).await;
+    let b_stream = join(cluster, 1, &room, &b).await;
+    let _c = join(cluster, 2, &room, &c).await;
+    for i in 0..3 {
+        wait_presence(cluster, i, &room, &[&a, &b, &c]).await;
+    }
+    b_stream.close().await;
+    wait_presence(cluster, 2, &room, &[&a, &c]).await;
+    assert_eq!(
+        presence(cluster, 0, &new_id()).await,
+        Presence {
+            count: 0,
+            client_ids: Vec::new(),
+        }
+    );
+}
+
+/// A `clientId` that reconnects to another node closes its stream on the first one
+/// (`conn:close` there), and only the new stream gets the room's messages.
+pub async fn client_id_moving_to_another_node_replaces_the_old_stream(cluster: &Cluster) {
+    let room = new_id();
+    let client = new_id();
+    let mut old = join(cluster, 0, &room, &client).await;
+    wait_presence(cluster, 1, &room, &[&client]).await;
+    let mut new = open_stream(
+        cluster.node(1),
+        &sse_target(&room, &client, &["normal-event"]),
+    )
+    .await;
+
+    expect_end(&mut old, "the old stream to end once the clientId moved").await;
+    wait_log(cluster.node(0), "conn:close of the moved client", |log| {
+        control::count_conn(log, "conn:close", &client) == 1
+    })
+    .await;
+    wait_presence(cluster, 2, &room, &[&client]).await;
+    send(cluster.node(2), "normal-event", &room, "to the new stream").await;
+    assert_eq!(
+        next_data(&mut new, "the new stream", 1).await,
+        ["to the new stream"]
+    );
+}
+
+/// `send-to-client` reaches one client on whichever node it is, and only it; `disconnect`
+/// closes it there (`conn:close` on its node), leaving the others.
+pub async fn send_to_client_and_disconnect_reach_any_node(cluster: &Cluster) {
+    let room = new_id();
+    let (target, other) = (new_id(), new_id());
+    let mut target_stream = join(cluster, 1, &room, &target).await;
+    let mut other_stream = join(cluster, 1, &room, &other).await;
+    wait_presence(cluster, 0, &room, &[&target, &other]).await;
+
+    let sent = control::send_to_client(cluster.node(0), &target, "normal-event", "just you")
+        .await
+        .expect("POST /_control/send-to-client");
+    assert_eq!(sent.status, 200);
+    assert_eq!(
+        next_data(&mut target_stream, "the addressed client", 1).await,
+        ["just you"]
+    );
+    send(cluster.node(2), "normal-event", &room, "everyone").await;
+    assert_eq!(
+        next_data(&mut other_stream, "the other client", 1).await,
+        ["everyone"],
+        "the other client got only the room's message"
+    );
+
+    let kicked = control::disconnect(cluster.node(2), &target)
+        .await
+        .expect("POST /_control/disconnect");
+    assert_eq!(kicked.status, 200);
+    expect_end(
+        &mut target_stream,
+        "the disconnected client's stream to end",
+    )
+    .await;
+    wait_log(
+        cluster.node(1),
+        "conn:close of the disconnected client",
+        |log| control::count_conn(log, "conn:close", &target) == 1,
+    )
+    .await;
+    wait_presence(cluster, 0, &room, &[&other]).await;
+}
+
+/// A node subscribes a room's channel only while it serves the room: the channel has one
+/// subscriber (the node with the client, not the others), and disappears when the room empties.
+pub async fn rooms_are_unsubscribed_when_empty(cluster: &Cluster) {
+    let redis = cluster.redis_server();
+    let room = new_id();
+    let channel = format!("sseio:room:normal-event:{room}");
+    let client = new_id();
+    let stream = join(cluster, 1, &room, &client).await;
+    wait_presence(cluster, 0, &room, &[&client]).await;
+    assert!(redis.channels().await.contains(&channel));
+    assert_eq!(
+        redis.subscribers(&channel).await,
+        1,
+        "only the node serving the room subscribes"
+    );
+
+    stream.close().await;
+    within(WAIT, "the room's channel to be unsubscribed", async {
+        while redis.channels().await.contains(&channel) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Redis killed with clients connected: every node says so in an `error`, sends answer `503`,
+/// the streams stay open with their heartbeats. Redis restarted: every node reconnects and
+/// subscribes its rooms again, and sends reach the same streams, none of which reconnected.
+pub async fn redis_restart_keeps_streams_and_resumes_delivery(cluster: &mut Cluster) {
+    let room = new_id();
+    let clients = [new_id(), new_id()];
+    let mut streams = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        streams.push(join(cluster, i, &room, client).await);
+    }
+    wait_presence(cluster, 0, &room, &[&clients[0], &clients[1]]).await;
+
+    cluster
+        .redis
+        .as_mut()
+        .expect("this case needs Redis")
+        .kill()
+        .await;
+    for i in 0..2 {
+        wait_log(cluster.node(i), "an error saying Redis was lost", |log| {
+            log.iter()
+                .any(|r| r.is_error() && r.message.as_deref().is_some_and(|m| m.contains("Redis")))
+        })
+        .await;
+        wait_send_status(cluster, i, 503).await;
+    }
+    // Two heartbeats, three seconds apart: at least one was written while Redis was down.
+    for (stream, client) in streams.iter_mut().zip(&clients) {
+        for _ in 0..2 {
+            match within(WAIT, "a heartbeat while Redis is down", stream.next_item()).await {
+                Ok(Some(SseItem::Comment(_))) => {}
+                Ok(Some(SseItem::Event(e))) => panic!("{client}: unexpected event {e:?}"),
+                Ok(None) | Err(_) => panic!("{client}: the stream ended while Redis was down"),
+            }
+        }
+    }
+
+    cluster
+        .redis
+        .as_mut()
+        .expect("this case needs Redis")
+        .restart()
+        .await;
+    for i in 0..2 {
+        wait_send_status(cluster, i, 200).await;
+    }
+    send(cluster.node(0), "normal-event", &room, "after the restart").await;
+    for (stream, client) in streams.iter_mut().zip(&clients) {
+        let event = within(WAIT, "the message after the restart", async {
+            loop {
+                match stream.next_item().await {
+                    Ok(Some(SseItem::Event(event))) => return event,
+                    Ok(Some(SseItem::Comment(_))) => {}
+                    Ok(None) | Err(_) => panic!("{client}: the stream ended"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(event.data, "after the restart", "{client}");
+    }
+    for (i, client) in clients.iter().enumerate() {
+        let log = log(cluster.node(i)).await;
+        assert_eq!(
+            control::count_conn(&log, "conn:create", client),
+            1,
+            "{client}"
+        );
+        assert_eq!(
+            control::count_conn(&log, "conn:close", client),
+            0,
+            "{client}"
+        );
+    }
+}
+
+/// Polls a send on node `i` (to a room nobody is in) until it answers `status`: `503` once the
+/// node noticed Redis is gone, `200` once it is back with its rooms subscribed.
+async fn wait_send_status(cluster: &Cluster, i: usize, status: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let outcome = within(
+            WAIT,
+            "POST /_control/send",
+            control::send_text(cluster.node(i), "normal-event", "probe", "probe"),
+        )
+        .await
+        .expect("POST /_control/send");
+        if outcome.status == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {i}: sends still answer {} ({}), not {status}",
+            outcome.status,
+            String::from_utf8_lossy(&outcome.body)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
