@@ -129,7 +129,17 @@
 //! - A `clientId` is chosen by the client; a second connection with the same `clientId` replaces
 //!   the first (unless the takeover setting above refuses it). Treat it as an identifier, not a
 //!   credential.
-
+//!
+//! # Several nodes
+//!
+//! By default a server is self-contained: a `send` reaches this process's connections. Give
+//! servers a [`Broker`] with [`ServerBuilder::broker`] and they share their rooms: a `send` on
+//! any of them reaches the room's connections on all of them, once per node;
+//! [`EventHandler::presence`] counts the room across nodes; [`Server::send_to_client`] and
+//! [`Server::disconnect`] reach a client wherever it is connected; and a `clientId` that
+//! connects to another node closes its stream on the first. `sseio-redis` links processes
+//! through Redis; [`MemoryBroker`] links servers in one process.
+//!
 //! # Runtime
 //!
 //! The public API uses the ecosystem types that stay put: `http` 1.x for requests and responses,
