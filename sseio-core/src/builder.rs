@@ -11,6 +11,7 @@ use crate::auth::{AuthorizeFn, Grant, Refusal, authorize_fn};
 use crate::broker::Broker;
 use crate::cors::Cors;
 use crate::error::{BuildError, SendError};
+use crate::history::{DEFAULT_RESUME_TTL, History};
 use crate::request::PathPattern;
 use crate::server::Server;
 
@@ -70,6 +71,8 @@ pub struct ServerBuilder {
     pub(crate) authorize: Option<Arc<AuthorizeFn>>,
     pub(crate) same_principal_takeover: bool,
     pub(crate) broker: Option<Arc<dyn Broker>>,
+    pub(crate) history: Option<History>,
+    pub(crate) resume_ttl: Duration,
 }
 
 impl ServerBuilder {
@@ -201,6 +204,24 @@ impl ServerBuilder {
         self
     }
 
+    /// Turns on history for every handler (a handler's own
+    /// [`HandlerOptions::history`](crate::HandlerOptions::history) wins): each room keeps its
+    /// last messages, frames carry an `id:` line, and a client that reconnects gets what it
+    /// missed (see the crate docs, "History and resume"). Default: off, and the wire is
+    /// byte-identical to the original server's.
+    pub fn history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// How long the position of a `clientId` whose stream closed is kept, so that the official
+    /// client, which reconnects with the same `clientId` but without `Last-Event-ID`, resumes
+    /// where it left off. Only used with history. Default: 60 seconds.
+    pub fn resume_ttl(mut self, ttl: Duration) -> Self {
+        self.resume_ttl = ttl;
+        self
+    }
+
     /// Builds the server.
     ///
     /// # Errors
@@ -223,6 +244,8 @@ impl fmt::Debug for ServerBuilder {
             .field("authorize", &self.authorize.is_some())
             .field("same_principal_takeover", &self.same_principal_takeover)
             .field("broker", &self.broker)
+            .field("history", &self.history)
+            .field("resume_ttl", &self.resume_ttl)
             .finish()
     }
 }
@@ -246,6 +269,8 @@ impl Default for ServerBuilder {
             authorize: None,
             same_principal_takeover: false,
             broker: None,
+            history: None,
+            resume_ttl: DEFAULT_RESUME_TTL,
         }
     }
 }

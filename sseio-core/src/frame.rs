@@ -20,7 +20,24 @@ pub(crate) const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
 /// `event` must already be validated (no line breaks); [`crate::Server::register_event_handler`]
 /// guarantees that for every handler.
 pub(crate) fn encode(event: &str, payload: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(event.len() + payload.len() + 16);
+    encode_into(
+        BytesMut::with_capacity(event.len() + payload.len() + 16),
+        event,
+        payload,
+    )
+}
+
+/// Encodes one message frame with an `id:` line first (`id` has no line break: it is a history
+/// position).
+pub(crate) fn encode_with_id(id: &str, event: &str, payload: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(id.len() + event.len() + payload.len() + 21);
+    buf.put_slice(b"id: ");
+    buf.put_slice(id.as_bytes());
+    buf.put_u8(b'\n');
+    encode_into(buf, event, payload)
+}
+
+fn encode_into(mut buf: BytesMut, event: &str, payload: &str) -> Bytes {
     buf.put_slice(b"event: ");
     buf.put_slice(event.as_bytes());
     buf.put_u8(b'\n');

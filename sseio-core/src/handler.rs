@@ -6,7 +6,8 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -15,13 +16,14 @@ use crate::auth::{IntoRoom, Refusal};
 use crate::broker::{Broker, BrokerError, Presence};
 use crate::error::{BoxError, SendError};
 use crate::frame;
+use crate::history::{Histories, History};
 use crate::message;
 use crate::notify::{CloseReason, Notification, Notifier};
 use crate::request::Context;
 use crate::room::{Member, Room};
 use crate::server::ServerInner;
 use crate::sink::SinkError;
-use crate::sync::{read, write};
+use crate::sync::{lock, read, write};
 
 type RoomIdFn = dyn Fn(&Context) -> Result<String, Refusal> + Send + Sync;
 pub(crate) type FetchFuture =
@@ -39,6 +41,7 @@ pub(crate) enum FetchFailure {
 pub struct HandlerOptions {
     get_room_id: Box<RoomIdFn>,
     fetch: Option<Arc<FetchFn>>,
+    history: Option<History>,
 }
 
 impl HandlerOptions {
@@ -60,7 +63,16 @@ impl HandlerOptions {
         Self {
             get_room_id: Box::new(move |ctx| get_room_id(ctx).into_room()),
             fetch: None,
+            history: None,
         }
+    }
+
+    /// History for this handler's rooms, instead of the server's
+    /// ([`ServerBuilder::history`](crate::ServerBuilder::history)).
+    #[must_use]
+    pub fn history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Adds `fetch`, which runs once per connection and event right after connect. Its result
@@ -105,6 +117,7 @@ impl fmt::Debug for HandlerOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandlerOptions")
             .field("fetch", &self.fetch.is_some())
+            .field("history", &self.history)
             .finish_non_exhaustive()
     }
 }
@@ -127,27 +140,25 @@ struct HandlerInner {
     server: Weak<ServerInner>,
     max_message_bytes: usize,
     broker: Option<Arc<dyn Broker>>,
+    history: Option<History>,
+    histories: Arc<Mutex<Histories>>,
 }
 
 impl EventHandler {
-    pub(crate) fn new(
-        event: Arc<str>,
-        options: HandlerOptions,
-        notifier: Arc<Notifier>,
-        server: Weak<ServerInner>,
-        max_message_bytes: usize,
-        broker: Option<Arc<dyn Broker>>,
-    ) -> Self {
+    /// The handler of `event` on `server`, which it shares its notifier, broker and history with.
+    pub(crate) fn new(event: Arc<str>, options: HandlerOptions, server: &Arc<ServerInner>) -> Self {
         Self {
             inner: Arc::new(HandlerInner {
                 event,
                 get_room_id: options.get_room_id,
                 fetch: options.fetch,
+                history: options.history.or(server.history),
+                histories: server.histories.clone(),
                 rooms: RwLock::new(HashMap::new()),
-                notifier,
-                server,
-                max_message_bytes,
-                broker,
+                notifier: server.notifier.clone(),
+                server: Arc::downgrade(server),
+                max_message_bytes: server.limits.max_message_bytes,
+                broker: server.broker.clone(),
             }),
         }
     }
@@ -247,21 +258,22 @@ impl EventHandler {
     }
 
     /// Encodes `payload` once and queues it on this server's connections in `room`; returns
-    /// how many.
+    /// how many. With history, the message is numbered and recorded first, and queued under the
+    /// history lock, so every connection gets the server's messages in offset order.
     pub(crate) fn deliver_local(&self, room: &str, payload: &str) -> usize {
-        let frame = frame::encode(&self.inner.event, payload);
         let mut slow = Vec::new();
-        let delivered = {
-            let rooms = read(&self.inner.rooms);
-            let Some(room) = rooms.get(room) else {
-                return 0;
-            };
-            for (&serial, member) in &room.members {
-                if member.deliver(frame.clone()) == Err(SinkError::Full) {
-                    slow.push(serial);
-                }
+        let delivered = match self.inner.history {
+            None => self.fan_out(
+                room,
+                &frame::encode(&self.inner.event, payload),
+                0,
+                &mut slow,
+            ),
+            Some(history) => {
+                let mut histories = lock(&self.inner.histories);
+                let (offset, frame) = histories.record(&self.inner.event, room, payload, history);
+                self.fan_out(room, &frame, offset, &mut slow)
             }
-            room.members.len() - slow.len()
         };
         if let (false, Some(server)) = (slow.is_empty(), self.inner.server.upgrade()) {
             for serial in slow {
@@ -269,6 +281,28 @@ impl EventHandler {
             }
         }
         delivered
+    }
+
+    /// Queues `frame` on every member of `room`, noting `offset` (when not 0) as the last one
+    /// each has been given; collects the members whose buffer is full.
+    fn fan_out(&self, room: &str, frame: &Bytes, offset: u64, slow: &mut Vec<u64>) -> usize {
+        let rooms = read(&self.inner.rooms);
+        let Some(room) = rooms.get(room) else {
+            return 0;
+        };
+        for (&serial, member) in &room.members {
+            if offset != 0 {
+                member.seen.store(offset, Ordering::Relaxed);
+            }
+            if member.deliver(frame.clone()) == Err(SinkError::Full) {
+                slow.push(serial);
+            }
+        }
+        room.members.len() - slow.len()
+    }
+
+    pub(crate) fn history(&self) -> Option<History> {
+        self.inner.history
     }
 
     /// Queues `frame` on one member of `room`.

@@ -207,6 +207,7 @@ struct ContextInner {
     query: Vec<(String, String)>,
     headers: HeaderMap,
     grant: Grant,
+    resync: bool,
 }
 
 impl Context {
@@ -223,6 +224,7 @@ impl Context {
                 query,
                 headers,
                 grant: Grant::default(),
+                resync: false,
             }),
         }
     }
@@ -235,10 +237,38 @@ impl Context {
             query: shared.query.clone(),
             headers: shared.headers.clone(),
             grant: Grant::default(),
+            resync: false,
         });
         Self {
             inner: Arc::new(ContextInner { grant, ..inner }),
         }
+    }
+
+    /// This context for a `fetch` that resyncs (or not).
+    pub(crate) fn for_fetch(&self, resync: bool) -> Self {
+        if resync == self.inner.resync {
+            return self.clone();
+        }
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(ContextInner {
+                client_id: inner.client_id.clone(),
+                params: inner.params.clone(),
+                query: inner.query.clone(),
+                headers: inner.headers.clone(),
+                grant: inner.grant.clone(),
+                resync,
+            }),
+        }
+    }
+
+    /// In `fetch`: whether this connection asked to resume (with `Last-Event-ID`, a
+    /// `lastEventId` query parameter, or by reconnecting with its `clientId` within the resume
+    /// time) but the history could not fill the gap: nothing was replayed, so `fetch` should
+    /// send the full state. `false` for a new connection, and always without history. (A
+    /// resume that succeeds skips `fetch`.)
+    pub fn resync(&self) -> bool {
+        self.inner.resync
     }
 
     /// What the server's `authorize` hook granted this connection (empty without a hook, and

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -21,6 +21,9 @@ pub(crate) struct Room {
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) client_id: Arc<str>,
+    /// The offset of the last message with history queued to this connection (shared by all
+    /// its memberships).
+    pub(crate) seen: Arc<AtomicU64>,
     pub(crate) sink: Arc<dyn SseSink>,
     /// Present while, or because, the handler has a `fetch` for this connection.
     pub(crate) hold: Option<Arc<Hold>>,

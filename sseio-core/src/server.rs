@@ -23,6 +23,7 @@ use crate::error::{BuildError, ConnectionError, RegisterError, SendError};
 use crate::fetch::{CatchUnwind, panic_message, run_fetch};
 use crate::frame;
 use crate::handler::{EventHandler, HandlerOptions};
+use crate::history::{Histories, History, Joined, Position};
 use crate::message;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::rejection::ConnectRejection;
@@ -63,11 +64,13 @@ pub(crate) struct ServerInner {
     same_principal_takeover: bool,
     handlers: RwLock<HashMap<Arc<str>, EventHandler>>,
     connections: Mutex<Connections>,
-    notifier: Arc<Notifier>,
+    pub(crate) notifier: Arc<Notifier>,
     heartbeat_started: Once,
     next_serial: AtomicU64,
     shutting_down: AtomicBool,
-    broker: Option<Arc<dyn Broker>>,
+    pub(crate) broker: Option<Arc<dyn Broker>>,
+    pub(crate) history: Option<History>,
+    pub(crate) histories: Arc<Mutex<Histories>>,
 }
 
 /// Live connections, keyed by a serial unique to each connection (not by `clientId`, so the close
@@ -84,6 +87,8 @@ struct LiveConnection {
     sink: Arc<dyn SseSink>,
     rooms: Vec<(EventHandler, Arc<str>)>,
     fetches: Vec<AbortHandle>,
+    /// The offset of the last message with history queued to it.
+    seen: Arc<AtomicU64>,
 }
 
 /// A validated connection request.
@@ -117,6 +122,8 @@ impl Server {
                 next_serial: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
                 broker: builder.broker,
+                history: builder.history,
+                histories: Arc::new(Mutex::new(Histories::new(builder.resume_ttl))),
             }),
         };
         if let Some(broker) = &server.inner.broker {
@@ -173,14 +180,7 @@ impl Server {
             return Err(RegisterError::AlreadyRegistered { name: event });
         }
         let event: Arc<str> = event.into();
-        let handler = EventHandler::new(
-            event.clone(),
-            options,
-            self.inner.notifier.clone(),
-            Arc::downgrade(&self.inner),
-            self.inner.limits.max_message_bytes,
-            self.inner.broker.clone(),
-        );
+        let handler = EventHandler::new(event.clone(), options, &self.inner);
         handlers.insert(event, handler.clone());
         Ok(handler)
     }
@@ -461,7 +461,17 @@ impl Server {
             }
         }
 
+        // A position to resume from, when the client names one: an `EventSource` reconnecting
+        // sends `Last-Event-ID`, polyfills a `lastEventId` query parameter. An id that is not
+        // one of ours counts as a position that cannot be filled.
+        let named = request
+            .headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| context.query("lastEventId"))
+            .map(Position::parse);
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        let seen = Arc::new(AtomicU64::new(0));
         let mut holds = Vec::new();
         {
             // Joining, replacing and announcing happen under the connections lock, as every
@@ -485,20 +495,55 @@ impl Server {
             {
                 return Err(ConnectRejection::TooManyConnections);
             }
+            // With history, joining happens under the history lock: no message can be numbered
+            // between the replay and the join.
+            let mut histories = rooms
+                .iter()
+                .any(|(handler, _)| handler.history().is_some())
+                .then(|| lock(&self.inner.histories));
+            let from = histories.as_mut().and_then(|histories| {
+                let left = histories.take_left(&client_id);
+                let replaced = replacing
+                    .and_then(|old| connections.live.get(&old))
+                    .map(|old| Position {
+                        epoch: histories.now().epoch,
+                        offset: old.seen.load(Ordering::Relaxed),
+                    });
+                named.or(replaced.or(left).map(Some))
+            });
+            if let Some(histories) = &histories {
+                seen.store(histories.now().offset, Ordering::Relaxed);
+            }
             for (handler, room) in &rooms {
-                let hold = handler
-                    .fetch()
-                    .map(|_| Arc::new(Hold::new(self.inner.limits.max_buffer_bytes)));
+                let joined = match (handler.history(), &histories, from) {
+                    (Some(history), Some(histories), Some(Some(from))) => {
+                        match histories.replay(handler.event_arc(), room, from, history) {
+                            Some(frames) => {
+                                for frame in frames {
+                                    let _ = sink.send(frame);
+                                }
+                                Joined::Resumed
+                            }
+                            None => Joined::Resync,
+                        }
+                    }
+                    (Some(_), _, Some(None)) => Joined::Resync,
+                    _ => Joined::Fresh,
+                };
+                let hold = (handler.fetch().is_some() && joined != Joined::Resumed)
+                    .then(|| Arc::new(Hold::new(self.inner.limits.max_buffer_bytes)));
                 if let Some(hold) = &hold {
-                    holds.push((handler.clone(), hold.clone()));
+                    holds.push((handler.clone(), hold.clone(), joined == Joined::Resync));
                 }
                 let member = Member {
                     client_id: client_id.clone(),
+                    seen: seen.clone(),
                     sink: sink.clone(),
                     hold,
                 };
                 handler.join(room, serial, member);
             }
+            drop(histories);
             connections.by_client.insert(client_id.clone(), serial);
             // The old stream leaves after the new one joined, so shared rooms stay open.
             if let Some((old, live)) =
@@ -514,6 +559,7 @@ impl Server {
                     sink: sink.clone(),
                     rooms,
                     fetches: Vec::new(),
+                    seen,
                 },
             );
             self.inner.notifier.notify(Notification::ConnCreate {
@@ -531,11 +577,11 @@ impl Server {
         if !holds.is_empty() {
             let fetches: Vec<AbortHandle> = holds
                 .into_iter()
-                .map(|(handler, hold)| {
+                .map(|(handler, hold, resync)| {
                     let task = run_fetch(
                         Arc::downgrade(&self.inner),
                         handler,
-                        context.clone(),
+                        context.for_fetch(resync),
                         serial,
                         sink.clone(),
                         hold,
@@ -689,6 +735,16 @@ impl ServerInner {
         if let Some(broker) = &self.broker {
             broker.client_closed(&live.client_id, ConnectionId(serial));
         }
+        // Where it stood, for the official client's reconnect with the same clientId. A replaced
+        // stream's successor has taken over its position already.
+        if reason != CloseReason::Replaced
+            && live
+                .rooms
+                .iter()
+                .any(|(handler, _)| handler.history().is_some())
+        {
+            lock(&self.histories).left(live.client_id.clone(), live.seen.load(Ordering::Relaxed));
+        }
         if reason == CloseReason::SlowConsumer {
             self.notify_error(ConnectionError::SlowConsumer {
                 client_id: live.client_id.clone(),
@@ -729,8 +785,12 @@ impl ServerInner {
         });
     }
 
-    /// Queues one heartbeat on every open connection.
+    /// Queues one heartbeat on every open connection, and drops expired history.
     fn beat(&self) {
+        if self.history.is_some() || read(&self.handlers).values().any(|h| h.history().is_some()) {
+            let handlers = read(&self.handlers);
+            lock(&self.histories).sweep(|event| handlers.get(event)?.history().map(|h| h.ttl));
+        }
         let mut slow = Vec::new();
         {
             let connections = lock(&self.connections);

@@ -1,49 +1,16 @@
 //! Several servers linked by a `MemoryBroker`: what a multi-node cluster promises, without
 //! Redis. The same behaviour is checked against real `redis-server`s in `conformance-tests`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use common::RecordingSink;
 use http::Request;
 use sseio_core::{
     BrokerError, BuildError, CloseReason, Connection, Context, EventHandler, HandlerOptions,
-    MemoryBroker, Notification, Notifications, Presence, SendError, Server, SinkError, SseSink,
+    MemoryBroker, Notification, Notifications, Presence, SendError, Server, SseSink,
 };
-
-#[derive(Debug, Default)]
-struct RecordingSink {
-    frames: Mutex<Vec<Bytes>>,
-    closed: AtomicBool,
-}
-
-impl RecordingSink {
-    fn text(&self) -> String {
-        let frames = self.frames.lock().unwrap();
-        frames
-            .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect()
-    }
-}
-
-impl SseSink for RecordingSink {
-    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
-        if self.is_closed() {
-            return Err(SinkError::Closed);
-        }
-        self.frames.lock().unwrap().push(frame);
-        Ok(())
-    }
-
-    fn close(&self, _reason: CloseReason) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-}
 
 /// One node: a server on the shared broker with handlers `a` and `b`, rooms by path.
 fn node(broker: &MemoryBroker) -> (Server, EventHandler) {

@@ -1,0 +1,186 @@
+//! History and resume: a client that reconnects gets exactly what it missed, in order, before
+//! live messages; or, when the gap cannot be filled, a `fetch` that knows it is a resync, and no
+//! partial replay.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use common::RecordingSink;
+use http::Request;
+use sseio_core::{Connection, Context, EventHandler, HandlerOptions, History, Server};
+
+/// The `id:` lines and data lines of what a sink received, in order.
+fn ids_and_data(sink: &RecordingSink) -> Vec<(Option<String>, String)> {
+    sink.text()
+        .split("\n\n")
+        .filter(|frame| frame.contains("data: "))
+        .map(|frame| {
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            (field("id: "), field("data: ").unwrap_or_default())
+        })
+        .collect()
+}
+
+fn data(sink: &RecordingSink) -> Vec<String> {
+    ids_and_data(sink).into_iter().map(|(_, d)| d).collect()
+}
+
+/// A server with history on, and handler `e` in rooms by path; its `fetch` records whether it
+/// ran as a resync and sends `snapshot`.
+fn server(history: History) -> (Server, EventHandler, Arc<Mutex<Vec<bool>>>) {
+    let server = Server::builder()
+        .path("/r/:room")
+        .history(history)
+        .build()
+        .unwrap();
+    let fetches = Arc::new(Mutex::new(Vec::new()));
+    let seen = fetches.clone();
+    let handler = server
+        .register_event_handler(
+            "e",
+            HandlerOptions::new(|ctx: &Context| ctx.param("room").unwrap_or_default().to_owned())
+                .fetch(move |ctx: Context| {
+                    seen.lock().unwrap().push(ctx.resync());
+                    async { Ok::<_, Infallible>("snapshot") }
+                }),
+        )
+        .unwrap();
+    (server, handler, fetches)
+}
+
+async fn connect(
+    server: &Server,
+    uri: &str,
+    last_event_id: Option<&str>,
+) -> (Connection, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let mut request = Request::get(uri);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let request = request.body(()).unwrap();
+    let connection = server
+        .connect((&request).into(), sink.clone())
+        .await
+        .expect("the connection opens");
+    (connection, sink)
+}
+
+/// Lets the `fetch` tasks run to completion.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn frames_carry_ids_and_last_event_id_replays_what_was_missed() {
+    let (server, handler, fetches) = server(History::new(100));
+    let (first, sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    handler.send("x", "1").unwrap();
+    handler.send("x", "2").unwrap();
+    let got = ids_and_data(&sink);
+    assert_eq!(data(&sink), ["snapshot", "1", "2"]);
+    let last_id = got[2].0.clone().expect("messages carry an id");
+    assert!(got[0].0.is_none(), "a fetch result has no id");
+    first.close();
+
+    handler.send("x", "3").unwrap();
+    handler.send("other", "not this room").unwrap();
+    handler.send("x", "4").unwrap();
+    let (_again, resumed) = connect(&server, "/r/x?clientId=d&events=e", Some(&last_id)).await;
+    handler.send("x", "5").unwrap();
+    settle().await;
+    assert_eq!(
+        data(&resumed),
+        ["3", "4", "5"],
+        "missed ones first, once, then live"
+    );
+    assert_eq!(*fetches.lock().unwrap(), [false], "a resume skips fetch");
+}
+
+#[tokio::test]
+async fn the_last_event_id_query_parameter_works_like_the_header() {
+    let (server, handler, _) = server(History::new(100));
+    let (first, sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    handler.send("x", "1").unwrap();
+    let id = ids_and_data(&sink).last().unwrap().0.clone().unwrap();
+    first.close();
+    handler.send("x", "2").unwrap();
+    let uri = format!("/r/x?clientId=c2&events=e&lastEventId={id}");
+    let (_again, resumed) = connect(&server, &uri, None).await;
+    assert_eq!(data(&resumed), ["2"]);
+}
+
+#[tokio::test]
+async fn the_official_client_resumes_by_its_client_id() {
+    let (server, handler, fetches) = server(History::new(100));
+    let (first, _) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    handler.send("x", "1").unwrap();
+    first.close();
+    handler.send("x", "2").unwrap();
+    handler.send("x", "3").unwrap();
+    // No Last-Event-ID: the official client reconnects with its clientId only.
+    let (_again, resumed) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    assert_eq!(data(&resumed), ["2", "3"]);
+    assert_eq!(*fetches.lock().unwrap(), [false]);
+
+    // Another clientId gets no replay: it is a new client, and fetch runs as usual.
+    let (_new, fresh) = connect(&server, "/r/x?clientId=n&events=e", None).await;
+    settle().await;
+    assert_eq!(data(&fresh), ["snapshot"]);
+    assert_eq!(*fetches.lock().unwrap(), [false, false]);
+}
+
+#[tokio::test]
+async fn a_gap_larger_than_the_history_resyncs_through_fetch_and_replays_nothing() {
+    let (server, handler, fetches) = server(History::new(2));
+    let (first, _) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    first.close();
+    for n in 1..=3 {
+        handler.send("x", &n.to_string()).unwrap();
+    }
+    let (_again, resumed) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    assert_eq!(data(&resumed), ["snapshot"], "no partial replay");
+    assert_eq!(
+        *fetches.lock().unwrap(),
+        [false, true],
+        "the second fetch is a resync"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_last_event_id_is_a_resync() {
+    let (server, _handler, fetches) = server(History::new(2));
+    let (_c, sink) = connect(&server, "/r/x?clientId=c&events=e", Some("not-ours")).await;
+    settle().await;
+    assert_eq!(data(&sink), ["snapshot"]);
+    assert_eq!(*fetches.lock().unwrap(), [true]);
+}
+
+#[tokio::test]
+async fn without_history_frames_have_no_id() {
+    let server = Server::new("/r/:room").unwrap();
+    let handler = server
+        .register_event_handler(
+            "e",
+            HandlerOptions::new(|ctx: &Context| ctx.param("room").unwrap_or_default().to_owned()),
+        )
+        .unwrap();
+    let (_c, sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    handler.send("x", "1").unwrap();
+    assert_eq!(sink.text(), "event: e\ndata: 1\n\n");
+}
