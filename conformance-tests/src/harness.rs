@@ -11,8 +11,8 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use sseio_hyper::{
-    Context, Cors, EventHandler, Grant, HandlerOptions, Notification, Refusal, SendError, Server,
-    ServerBuilder,
+    Context, Cors, EventHandler, Grant, HandlerOptions, History, Notification, Refusal, SendError,
+    Server, ServerBuilder,
 };
 use sseio_redis::RedisBroker;
 
@@ -252,7 +252,7 @@ fn send_error(e: SendError) -> (StatusCode, String) {
 
 /// The server's settings: the harness path, and the limits `HARNESS.md` names when their
 /// environment variables are set (`SSEIO_MAX_BUFFER_BYTES`, `SSEIO_MAX_EVENTS`,
-/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), CORS for `SSEIO_CORS_ORIGIN` with
+/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), history for `SSEIO_HISTORY`, CORS for `SSEIO_CORS_ORIGIN` with
 /// credentials allowed, and with `SSEIO_AUTH_TOKEN` an `authorize` hook that wants that token
 /// as a bearer token or the cookie `sseio_token`.
 fn builder_from_env() -> ServerBuilder {
@@ -276,6 +276,9 @@ fn builder_from_env() -> ServerBuilder {
     }
     if let Some(bytes) = var("SSEIO_MAX_MESSAGE_BYTES") {
         builder = builder.max_message_bytes(bytes);
+    }
+    if let Some(messages) = var("SSEIO_HISTORY") {
+        builder = builder.history(History::new(messages));
     }
     if let Ok(origin) = std::env::var("SSEIO_CORS_ORIGIN") {
         builder = builder.cors(Cors::new().allow_origin(origin).allow_credentials(true));

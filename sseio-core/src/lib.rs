@@ -130,6 +130,33 @@
 //!   the first (unless the takeover setting above refuses it). Treat it as an identifier, not a
 //!   credential.
 //!
+//! # History and resume
+//!
+//! Off by default. With [`ServerBuilder::history`] (or [`HandlerOptions::history`] for one
+//! handler), each room keeps its last N messages for a TTL, and every message frame carries
+//! `id: <epoch>-<offset>`: the server's epoch (new at each start) and an offset from one
+//! sequence shared by all rooms, so one id positions a stream in every room it is in. A
+//! client that reconnects gets exactly the messages of its rooms that it missed, in order,
+//! before any live one, and its `fetch` does not run:
+//!
+//! - a native `EventSource` sends `Last-Event-ID` by itself; polyfills that cannot set headers
+//!   may pass a `lastEventId` query parameter;
+//! - the official client sends neither, but keeps its `clientId`: the server remembers where a
+//!   `clientId` stood when its stream closed, for [`ServerBuilder::resume_ttl`] (60 s).
+//!
+//! Replay is all or nothing per room: when the history no longer has every message since the
+//! position (trimmed, expired, or another epoch after a restart), nothing is replayed and
+//! `fetch` runs with [`Context::resync`] set, to send the full state. What is *not* guaranteed:
+//! a message the server had queued or written when the connection dropped counts as given to
+//! the client, so frames lost in kernel buffers or in the server's queue at the moment of a
+//! drop are not replayed to the official client (an `EventSource`'s `Last-Event-ID` names the
+//! last frame it really parsed, so it loses nothing). With a broker, history is kept per node
+//! for now: a client resumes on the node it left.
+//!
+//! Cost: a send with history takes one server-wide lock while it numbers, records and queues
+//! its message (that is what keeps every stream in offset order), and keeps a reference to the
+//! frame in the room's history.
+//!
 //! # Several nodes
 //!
 //! By default a server is self-contained: a `send` reaches this process's connections. Give

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod cors;
 pub mod drain;
 pub mod fetch;
+pub mod history;
 pub mod js_client;
 pub mod lifecycle;
 pub mod limits;

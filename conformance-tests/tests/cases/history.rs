@@ -1,0 +1,134 @@
+//! History and resume (`SSEIO_HISTORY=N`, `HARNESS.md`): frames carry `id:` lines, and a client
+//! that reconnects gets exactly what it missed, in order, before live messages: by
+//! `Last-Event-ID` as a native `EventSource` sends it, or by its `clientId` as the official
+//! client reconnects. A gap larger than the history gives a `fetch` and no partial replay.
+
+use conformance_tests::Harness;
+use conformance_tests::control;
+use conformance_tests::http1::Request;
+use conformance_tests::sse::SseStream;
+
+use super::*;
+
+/// The harness with history, or `None` (the case is skipped) against an external server.
+async fn with_history(h: &Harness, messages: &str) -> Option<Harness> {
+    let started = h.with_env(&[("SSEIO_HISTORY", messages)]).await;
+    if started.is_none() {
+        eprintln!(
+            "{}: history needs SSEIO_HISTORY on a harness this suite starts; case not run",
+            h.adapter()
+        );
+    }
+    started
+}
+
+/// Sends `messages` to `room` of `event`.
+async fn send_all(h: &Harness, event: &str, room: &str, messages: &[&str]) {
+    for message in messages {
+        send(h, event, room, message).await;
+    }
+}
+
+/// Closes `stream` and waits until the server has seen it go (its `conn:close`).
+async fn leave(h: &Harness, stream: SseStream, client: &str, closes_before: usize) {
+    stream.close().await;
+    wait_log(h, &format!("conn:close of {client}"), |log| {
+        control::count_conn(log, "conn:close", client) > closes_before
+    })
+    .await;
+}
+
+/// A native `EventSource` reconnecting with `Last-Event-ID` gets the messages it missed, each
+/// once and in order, then live ones; every message has a distinct `id:`.
+pub async fn last_event_id_replays_exactly_the_missed_messages(h: &Harness) {
+    let Some(h) = with_history(h, "100").await else {
+        return;
+    };
+    let (room, client) = (new_id(), new_id());
+    let mut stream = connect(&h, &room, &client, &["normal-event"]).await;
+    send_all(&h, "normal-event", &room, &["1", "2"]).await;
+    let first = next_event(&mut stream, "message 1").await;
+    let second = next_event(&mut stream, "message 2").await;
+    assert_eq!((first.data.as_str(), second.data.as_str()), ("1", "2"));
+    let last_id = second.id.clone().expect("with history, frames carry an id");
+    assert_ne!(first.id, second.id, "each message has its own id");
+    leave(&h, stream, &client, 0).await;
+
+    send_all(&h, "normal-event", &room, &["3", "4"]).await;
+    let response = request(
+        &h,
+        Request::get(sse_target(&room, &client, &["normal-event"]))
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", &last_id),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut resumed = SseStream::http1(response);
+    expect_events(
+        &mut resumed,
+        "the resumed stream",
+        &[("normal-event", "3"), ("normal-event", "4")],
+    )
+    .await;
+    wait_conn_create(&h, &client).await;
+    send(&h, "normal-event", &room, "5").await;
+    expect_events(&mut resumed, "the resumed stream", &[("normal-event", "5")]).await;
+}
+
+/// The official client's way: it reconnects with the same `clientId` and no `Last-Event-ID`,
+/// and still gets what it missed, once, in order.
+pub async fn client_id_reconnect_replays_the_missed_messages(h: &Harness) {
+    let Some(h) = with_history(h, "100").await else {
+        return;
+    };
+    let (room, client) = (new_id(), new_id());
+    let mut stream = connect(&h, &room, &client, &["normal-event"]).await;
+    send(&h, "normal-event", &room, "before").await;
+    expect_events(
+        &mut stream,
+        "the first stream",
+        &[("normal-event", "before")],
+    )
+    .await;
+    leave(&h, stream, &client, 0).await;
+
+    let missed: Vec<String> = (0..10).map(|n| format!("missed {n}")).collect();
+    for message in &missed {
+        send(&h, "normal-event", &room, message).await;
+    }
+    let mut resumed = connect(&h, &room, &client, &["normal-event"]).await;
+    send(&h, "normal-event", &room, "live").await;
+    let mut expected: Vec<(&str, &str)> = missed
+        .iter()
+        .map(|m| ("normal-event", m.as_str()))
+        .collect();
+    expected.push(("normal-event", "live"));
+    expect_events(&mut resumed, "the reconnected client", &expected).await;
+}
+
+/// More messages missed than the history keeps: nothing is replayed, the `fetch` runs again as
+/// a resync (its result comes first), and live messages follow.
+pub async fn a_gap_larger_than_the_history_gets_fetch_and_no_partial_replay(h: &Harness) {
+    let Some(h) = with_history(h, "2").await else {
+        return;
+    };
+    let (room, client) = (new_id(), new_id());
+    let mut stream = connect(&h, &room, &client, &["fetch-event"]).await;
+    let snapshot = next_event(&mut stream, "the fetch result").await;
+    leave(&h, stream, &client, 0).await;
+
+    send_all(&h, "fetch-event", &room, &["1", "2", "3"]).await;
+    let mut resumed = connect(&h, &room, &client, &["fetch-event"]).await;
+    send(&h, "fetch-event", &room, "live").await;
+    let first = next_event(&mut resumed, "the resync's fetch result").await;
+    assert_eq!(
+        first.data, snapshot.data,
+        "a fetch, not a replay, comes first"
+    );
+    expect_events(
+        &mut resumed,
+        "the resynced client",
+        &[("fetch-event", "live")],
+    )
+    .await;
+}
