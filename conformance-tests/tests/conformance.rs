@@ -67,6 +67,7 @@ macro_rules! conformance_suite {
             limits::oversized_message_is_413,
             limits::slow_reader_is_cut_off_and_the_others_get_everything,
             js_client::official_js_client,
+            js_client::js_clients_resume_with_history,
         );
     };
     (@cases $adapter:ident, $bin:literal; $($module:ident :: $case:ident),+ $(,)?) => {

@@ -55,9 +55,12 @@ pub async fn last_event_id_replays_exactly_the_missed_messages(h: &Harness) {
     leave(&h, stream, &client, 0).await;
 
     send_all(&h, "normal-event", &room, &["3", "4"]).await;
+    // Another clientId, so the position comes from the header alone, not from where the first
+    // clientId left off.
+    let reader = new_id();
     let response = request(
         &h,
-        Request::get(sse_target(&room, &client, &["normal-event"]))
+        Request::get(sse_target(&room, &reader, &["normal-event"]))
             .header("Accept", "text/event-stream")
             .header("Last-Event-ID", &last_id),
     )
@@ -70,7 +73,7 @@ pub async fn last_event_id_replays_exactly_the_missed_messages(h: &Harness) {
         &[("normal-event", "3"), ("normal-event", "4")],
     )
     .await;
-    wait_conn_create(&h, &client).await;
+    wait_conn_create(&h, &reader).await;
     send(&h, "normal-event", &room, "5").await;
     expect_events(&mut resumed, "the resumed stream", &[("normal-event", "5")]).await;
 }

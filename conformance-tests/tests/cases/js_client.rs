@@ -26,6 +26,26 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// When `npm ci` or node cannot run, or when a JS case fails; the message names the adapter
 /// and carries node's output, so the log shows which JS case failed and why.
 pub async fn official_js_client(h: &Harness) {
+    run_js_suite(h, "test/", &[]).await;
+}
+
+/// The JavaScript history cases (`js/test/history.test.js`) against a harness with
+/// `SSEIO_HISTORY`: a spec `EventSource` and the official client, each disconnected by the
+/// server mid-stream while messages keep flowing, get every message once and in order.
+pub async fn js_clients_resume_with_history(h: &Harness) {
+    let Some(h) = h.with_env(&[("SSEIO_HISTORY", "100")]).await else {
+        eprintln!(
+            "{}: history needs a harness this suite starts; case not run",
+            h.adapter()
+        );
+        return;
+    };
+    run_js_suite(&h, "test/history.test.js", &[("SSEIO_HISTORY", "100")]).await;
+}
+
+/// Runs `node --test <tests>` in `js/` against `h`, failing with node's report if a JS case
+/// fails.
+async fn run_js_suite(h: &Harness, tests: &str, env: &[(&str, &str)]) {
     let adapter = h.adapter();
     let dir = js_dir();
 
@@ -36,9 +56,10 @@ pub async fn official_js_client(h: &Harness) {
         .unwrap_or_else(|e| panic!("{adapter}: cannot install the JS suite's dependencies: {e}"));
 
     let run = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "test/"])
+        .args(["--test", "--test-reporter=spec", tests])
         .current_dir(&dir)
         .env("SERVER_URL", h.base_url())
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .env_remove("FORCE_COLOR")
         .stdin(Stdio::null())
@@ -48,7 +69,7 @@ pub async fn official_js_client(h: &Harness) {
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "{adapter}: `node --test test/` in {} did not finish within {RUN_TIMEOUT:?}",
+                "{adapter}: `node --test {tests}` in {} did not finish within {RUN_TIMEOUT:?}",
                 dir.display()
             )
         })
@@ -59,11 +80,11 @@ pub async fn official_js_client(h: &Harness) {
     let report = describe(&output);
     assert!(
         output.status.success(),
-        "{adapter}: the JavaScript conformance suite failed against {} ({})\n{report}",
+        "{adapter}: the JavaScript conformance suite ({tests}) failed against {} ({})\n{report}",
         h.base_url(),
         output.status,
     );
-    println!("{adapter}: JavaScript conformance suite passed\n{report}");
+    println!("{adapter}: JavaScript conformance suite ({tests}) passed\n{report}");
 }
 
 /// `conformance-tests/js`, wherever the workspace is checked out.
