@@ -533,14 +533,28 @@ impl Keeper {
 }
 
 /// Runs one batch of commands in order: consecutive publishes in one go, subscriptions between.
+/// On failure the rest of the batch is dropped (its messages are lost: at most once).
 async fn execute(
     shared: &Shared,
     link: &mut Link,
     batch: &mut Vec<Command>,
 ) -> Result<(), RedisError> {
+    let mut commands = batch.drain(..).peekable();
+    let done = run_commands(shared, link, &mut commands).await;
+    let dropped = commands
+        .filter(|command| matches!(command, Command::Publish { .. }))
+        .count();
+    shared.queued.fetch_sub(dropped, Ordering::SeqCst);
+    done
+}
+
+async fn run_commands(
+    shared: &Shared,
+    link: &mut Link,
+    commands: &mut std::iter::Peekable<impl Iterator<Item = Command>>,
+) -> Result<(), RedisError> {
     let mut publishes = Vec::new();
     let mut receivers = Vec::new();
-    let mut commands = batch.drain(..).peekable();
     while let Some(command) = commands.next() {
         match command {
             Command::Publish {
@@ -553,15 +567,14 @@ async fn execute(
                 if matches!(commands.peek(), Some(Command::Publish { .. })) {
                     continue;
                 }
-                let published = publishes.len();
                 let counts = link.publish(&publishes).await;
-                shared.queued.fetch_sub(published, Ordering::SeqCst);
+                shared.queued.fetch_sub(publishes.len(), Ordering::SeqCst);
+                publishes.clear();
                 for (receiver, count) in receivers.drain(..).zip(counts?) {
                     if let Some(receiver) = receiver {
                         let _ = receiver.send(count);
                     }
                 }
-                publishes.clear();
             }
             Command::Subscribe(channel) => link.subscribe(&[channel]).await?,
             Command::Unsubscribe(channel) => link.unsubscribe(&[channel]).await?,

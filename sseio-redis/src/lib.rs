@@ -73,6 +73,17 @@
 //!   answered within 5 seconds.
 //! - More than 65,536 messages waiting for Redis make `send` return
 //!   [`BrokerError::Backlog`](sseio_core::BrokerError) rather than queue without bound.
+//!
+//! # Why `redis` (redis-rs) and not `fred`
+//!
+//! Both are well kept. This crate needs one connection that publishes in pipelines and receives
+//! Pub/Sub messages at the same time, sharded Pub/Sub for Redis Cluster, and full control over
+//! what happens when the connection drops: refuse sends at once, raise one notification, and
+//! resubscribe the node's *current* rooms in batches before accepting sends again. redis-rs
+//! gives exactly those pieces (RESP3 push messages on its multiplexed connection, `SSUBSCRIBE`
+//! in its cluster client) without a reconnect policy of its own in the way; `fred` bundles its
+//! own reconnection and resubscription, which would have to be worked around to get that
+//! behaviour.
 
 mod broker;
 mod link;
