@@ -23,7 +23,7 @@ async fn main() -> std::io::Result<()> {
         .route("/hello", get(|| async { "hello" }))
         .route("/_control/send", post(send))
         .route("/_control/log", get(log))
-        .with_state(app);
+        .with_state(app.clone());
 
     let listener = bind_from_env()?;
     announce(listener.local_addr()?);
@@ -31,7 +31,9 @@ async fn main() -> std::io::Result<()> {
         .with_app(routes)
         .with_graceful_shutdown(shutdown_signal())
         .shutdown_grace(shutdown_grace())
-        .await
+        .await?;
+    app.print_log().await;
+    Ok(())
 }
 
 async fn send(

@@ -39,7 +39,7 @@ async fn main() -> std::io::Result<()> {
         .at("/hello", get(hello))
         .at("/_control/send", post(send))
         .at("/_control/log", get(log))
-        .data(app)
+        .data(app.clone())
         .with(SseioMiddleware::new(server.clone()));
 
     let routes = Arc::new(routes);
@@ -88,6 +88,7 @@ async fn main() -> std::io::Result<()> {
         });
     }
     graceful.shutdown().await;
+    app.print_log().await;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ async fn main() -> std::io::Result<()> {
     let router = Router::new()
         .push(Router::with_path("hello").get(hello))
         .push(Router::with_path("_control/send").post(ControlSend(app.clone())))
-        .push(Router::with_path("_control/log").get(ControlLog(app)));
+        .push(Router::with_path("_control/log").get(ControlLog(app.clone())));
     let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
 
     let listener = bind_from_env()?;
@@ -36,7 +36,9 @@ async fn main() -> std::io::Result<()> {
         sseio.shutdown(shutdown_grace()).await;
         handle.stop_graceful(None);
     });
-    server.try_serve(service).await
+    server.try_serve(service).await?;
+    app.print_log().await;
+    Ok(())
 }
 
 #[handler]
