@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use conformance_tests::Harness;
 use conformance_tests::control;
-use conformance_tests::http1::Response;
+use conformance_tests::http1::{Request, Response};
 
 use crate::cases::*;
 
@@ -103,9 +103,12 @@ pub async fn stalled_reader_among_a_thousand(h: &Harness) {
             seq.saturating_sub(WINDOW)
         );
         for watch in &mut progress {
-            within(WAIT, &what, watch.wait_for(|n| n + WINDOW > seq))
+            if within(WAIT, &what, watch.wait_for(|n| n + WINDOW > seq))
                 .await
-                .expect("a reader failed (its own panic says why)");
+                .is_err()
+            {
+                reader_failed(&h, &stalled_id).await;
+            }
         }
         let mut message = format!("{seq:06} ");
         message.push_str(std::str::from_utf8(&fillers[seq % 26]).expect("ASCII letters"));
@@ -163,6 +166,23 @@ pub async fn stalled_reader_among_a_thousand(h: &Harness) {
         );
     }
     drop(stalled);
+}
+
+/// Fails the case after a reader failed (its own panic says how), with what the server says about
+/// the streams it closed: its error records, how many `conn:close`, and whether it is draining
+/// (a new stream answered `503`: the harness was sent `SIGTERM`, which this case never does).
+async fn reader_failed(h: &Harness, stalled_id: &str) -> ! {
+    let log = log(h).await;
+    let errors: Vec<_> = log.iter().filter(|r| r.is_error()).take(5).collect();
+    let closed = log.iter().filter(|r| r.kind == "conn:close").count();
+    let probe = sse_target(&new_id(), &new_id(), &[EVENT]);
+    let probe = request(h, Request::get(probe).header("Connection", "close")).await;
+    panic!(
+        "a reader failed (its own panic says why); the server has closed {closed} streams, the \
+         stalled one is {stalled_id}, its first error records are {errors:#?}, and a new stream \
+         is answered {}",
+        probe.status()
+    );
 }
 
 /// Reads `stream` until it has had every message of the case, checking each against what was
