@@ -15,6 +15,7 @@ use sseio_hyper::{
     Server, ServerBuilder,
 };
 use sseio_redis::RedisBroker;
+use tokio::sync::{mpsc, oneshot};
 
 /// The SSE path of the harness contract.
 pub const PATH: &str = "/files/:guid/pull";
@@ -27,6 +28,8 @@ pub struct HarnessApp {
     /// The log's records as JSON text, comma-separated: compact, so that benchmarks that open
     /// hundreds of thousands of connections measure the server, not the harness's log.
     log: Arc<Mutex<String>>,
+    /// Asks the log's task to record every notification already raised, then answer.
+    flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl HarnessApp {
@@ -92,38 +95,29 @@ impl HarnessApp {
 
         let log = Arc::new(Mutex::new(String::new()));
         let mut notifications = server.subscribe();
+        let (flush, mut flushes) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
         let records = log.clone();
         tokio::spawn(async move {
-            while let Some(notification) = notifications.recv().await {
-                let record = match notification {
-                    Notification::ConnCreate { client_id, .. } => {
-                        json!({"kind": "conn:create", "clientId": &*client_id})
+            loop {
+                tokio::select! {
+                    notification = notifications.recv() => match notification {
+                        Some(notification) => append(&records, notification),
+                        None => break,
+                    },
+                    Some(done) = flushes.recv() => {
+                        while let Some(notification) = notifications.try_recv() {
+                            append(&records, notification);
+                        }
+                        let _ = done.send(());
                     }
-                    Notification::ConnClose { client_id, .. } => {
-                        json!({"kind": "conn:close", "clientId": &*client_id})
-                    }
-                    Notification::RoomCreate { event, room } => {
-                        json!({"kind": "room:create", "event": &*event, "room": &*room})
-                    }
-                    Notification::RoomEmpty { event, room } => {
-                        json!({"kind": "room:empty", "event": &*event, "room": &*room})
-                    }
-                    Notification::Error(error) => {
-                        json!({"kind": "error", "message": error.to_string()})
-                    }
-                    _ => continue,
-                };
-                let mut records = records.lock().expect("log lock");
-                if !records.is_empty() {
-                    records.push(',');
                 }
-                records.push_str(&record.to_string());
             }
         });
         Self {
             server,
             handlers: Arc::new(handlers),
             log,
+            flush,
         }
     }
 
@@ -213,6 +207,20 @@ impl HarnessApp {
     /// `GET /_control/log`: every notification so far, as a JSON array.
     pub fn log_json(&self) -> String {
         format!("[{}]", self.log.lock().expect("log lock"))
+    }
+
+    /// Prints the whole log on stdout as one line, `log <JSON array>`, once every notification
+    /// raised so far is in it. Each harness does this as it exits after a drain, so the suite can
+    /// check the drain's `conn:close` records when `GET /_control/log` has gone with the process.
+    pub async fn print_log(&self) {
+        use std::io::Write;
+        let (done, flushed) = oneshot::channel();
+        if self.flush.send(done).is_ok() {
+            let _ = flushed.await;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "log {}", self.log_json());
+        let _ = stdout.flush();
     }
 }
 
@@ -305,6 +313,33 @@ fn builder_from_env() -> ServerBuilder {
         });
     }
     builder
+}
+
+/// Appends `notification` to the log, as one JSON record.
+fn append(log: &Mutex<String>, notification: Notification) {
+    let record = match notification {
+        Notification::ConnCreate { client_id, .. } => {
+            json!({"kind": "conn:create", "clientId": &*client_id})
+        }
+        Notification::ConnClose { client_id, .. } => {
+            json!({"kind": "conn:close", "clientId": &*client_id})
+        }
+        Notification::RoomCreate { event, room } => {
+            json!({"kind": "room:create", "event": &*event, "room": &*room})
+        }
+        Notification::RoomEmpty { event, room } => {
+            json!({"kind": "room:empty", "event": &*event, "room": &*room})
+        }
+        Notification::Error(error) => {
+            json!({"kind": "error", "message": error.to_string()})
+        }
+        _ => return,
+    };
+    let mut records = log.lock().expect("log lock");
+    if !records.is_empty() {
+        records.push(',');
+    }
+    records.push_str(&record.to_string());
 }
 
 fn error(status: StatusCode, message: &str) -> (StatusCode, String) {

@@ -16,6 +16,12 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 64 * 1024;
 /// The longest chunk-size or trailer line this client accepts.
 const MAX_CHUNK_LINE: usize = 4096;
+/// The first read of a body asks for this many bytes; each read that fills its buffer doubles
+/// the next one, up to [`MAX_READ`], so an idle stream holds little and a bulk one reads in few
+/// system calls.
+const MIN_READ: usize = 8 * 1024;
+/// The most one read of a body asks for.
+const MAX_READ: usize = 256 * 1024;
 
 /// An HTTP/1.1 request to send with [`Request::send`].
 #[derive(Debug, Clone)]
@@ -147,6 +153,8 @@ pub struct Response {
     stream: TcpStream,
     /// Bytes read from the connection and not yet decoded.
     buf: Vec<u8>,
+    /// How many bytes the next read of the body asks for.
+    read_size: usize,
     framing: Framing,
     ended: bool,
 }
@@ -186,6 +194,7 @@ impl Response {
                 headers,
                 stream,
                 buf,
+                read_size: MIN_READ,
                 framing: Framing::Close,
                 ended: false,
             };
@@ -274,7 +283,7 @@ impl Response {
                 }
                 Decoded::NeedMore => {}
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if self.read_more().await? == 0 {
                 if self.framing == Framing::Close {
                     self.ended = true;
                     return Ok(None);
@@ -286,6 +295,18 @@ impl Response {
                 ));
             }
         }
+    }
+
+    /// Reads what the connection has into the buffer, with room for `read_size` bytes reserved
+    /// first: without room, `read_buf` on a full `Vec` would ask for 64 bytes at a time.
+    async fn read_more(&mut self) -> io::Result<usize> {
+        let room = self.read_size;
+        self.buf.reserve(room);
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n >= room {
+            self.read_size = (room * 2).min(MAX_READ);
+        }
+        Ok(n)
     }
 
     /// Reads the whole body.

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 /// How long a harness binary may take to print `listening <port>`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +31,8 @@ pub struct Harness {
     /// The binary this harness runs, to start siblings with other settings.
     bin: Option<String>,
     child: Option<Child>,
+    /// Reads the child's stdout to its end, keeping the `log <JSON>` line it prints on exit.
+    stdout: Option<JoinHandle<Option<String>>>,
 }
 
 impl Harness {
@@ -48,6 +51,7 @@ impl Harness {
                 adapter,
                 bin: None,
                 child: None,
+                stdout: None,
             };
         }
         let mut child = Command::new(bin)
@@ -72,13 +76,23 @@ impl Harness {
         .ok()
         .flatten()
         .unwrap_or_else(|| panic!("{adapter}: harness {bin} did not print `listening <port>`"));
-        // Keep draining stdout so the harness never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining stdout so the harness never blocks on a full pipe, and keep the log it
+        // prints as it exits.
+        let stdout = tokio::spawn(async move {
+            let mut exit_log = None;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(log) = line.strip_prefix("log ") {
+                    exit_log = Some(log.to_owned());
+                }
+            }
+            exit_log
+        });
         Harness {
             base_url: format!("http://127.0.0.1:{port}"),
             adapter,
             bin: Some(bin.to_owned()),
             child: Some(child),
+            stdout: Some(stdout),
         }
     }
 
@@ -108,9 +122,29 @@ impl Harness {
     /// The harness process's resident memory (`VmRSS`), in bytes, when this suite started it
     /// and the platform has `/proc`.
     pub fn rss_bytes(&self) -> Option<u64> {
+        self.proc_status_bytes("VmRSS:")
+    }
+
+    /// The harness process's peak resident memory (`VmHWM`), in bytes, since it started or since
+    /// the last [`Harness::reset_peak_rss`]; `None` as for [`Harness::rss_bytes`].
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.proc_status_bytes("VmHWM:")
+    }
+
+    /// Resets the harness process's peak resident memory to its current resident memory (Linux's
+    /// `/proc/PID/clear_refs`), so that [`Harness::peak_rss_bytes`] covers what follows. Whether
+    /// it could.
+    pub fn reset_peak_rss(&self) -> bool {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .is_some_and(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
+    }
+
+    fn proc_status_bytes(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     }
@@ -152,6 +186,30 @@ impl Harness {
                 )
             })
             .expect("waiting for the harness")
+    }
+
+    /// The lifecycle log the harness printed on stdout as it exited (`log <JSON array>`, see
+    /// `HarnessApp::print_log`): once a drain has ended the process, `GET /_control/log` is gone
+    /// with it. Call after [`Harness::wait_exit`].
+    ///
+    /// # Panics
+    ///
+    /// When this harness is an external server, its stdout does not end within `limit`, or it
+    /// printed no log or one that is not a JSON array of records.
+    pub async fn exit_log(&mut self, limit: Duration) -> Vec<control::LogRecord> {
+        let adapter = self.adapter;
+        let stdout = self
+            .stdout
+            .take()
+            .expect("a harness process started by the suite");
+        let line = tokio::time::timeout(limit, stdout)
+            .await
+            .unwrap_or_else(|_| panic!("{adapter}: the harness's stdout did not end in {limit:?}"))
+            .expect("reading the harness's stdout")
+            .unwrap_or_else(|| panic!("{adapter}: the harness printed no `log` line as it exited"));
+        serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!("{adapter}: the harness's exit log is not a JSON array of records: {e}")
+        })
     }
 
     /// The harness child process, when this suite started one (not with `SERVER_URL`).

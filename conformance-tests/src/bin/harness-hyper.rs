@@ -22,7 +22,7 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/hello", get(|| async { "hello" }))
         .route("/_control/{action}", any(control))
-        .with_state(app);
+        .with_state(app.clone());
 
     let listener = bind_from_env()?;
     announce(listener.local_addr()?);
@@ -30,7 +30,9 @@ async fn main() -> std::io::Result<()> {
         .with_app(routes)
         .with_graceful_shutdown(shutdown_signal())
         .shutdown_grace(shutdown_grace())
-        .await
+        .await?;
+    app.print_log().await;
+    Ok(())
 }
 
 async fn control(

@@ -38,7 +38,7 @@ async fn main() -> std::io::Result<()> {
     let routes = Route::new()
         .at("/hello", get(hello))
         .at("/_control/:action", control)
-        .data(app)
+        .data(app.clone())
         .with(SseioMiddleware::new(server.clone()));
 
     let routes = Arc::new(routes);
@@ -87,6 +87,7 @@ async fn main() -> std::io::Result<()> {
         });
     }
     graceful.shutdown().await;
+    app.print_log().await;
     Ok(())
 }
 

@@ -25,7 +25,7 @@ async fn main() -> std::io::Result<()> {
     let sseio = app.server();
     let router = Router::new()
         .push(Router::with_path("hello").get(hello))
-        .push(Router::with_path("_control/{action}").goal(Control(app)));
+        .push(Router::with_path("_control/{action}").goal(Control(app.clone())));
     let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
 
     let listener = bind_from_env()?;
@@ -37,7 +37,9 @@ async fn main() -> std::io::Result<()> {
         sseio.shutdown(shutdown_grace()).await;
         handle.stop_graceful(None);
     });
-    server.try_serve(service).await
+    server.try_serve(service).await?;
+    app.print_log().await;
+    Ok(())
 }
 
 #[handler]

@@ -21,6 +21,7 @@ async fn main() -> std::io::Result<()> {
     init_tracing("warn,warp::server=off");
     let app = HarnessApp::new().await;
     let server = app.server();
+    let exit_log = app.clone();
     let with_app = warp::any().map(move || app.clone());
 
     let hello = warp::path!("hello").and(warp::get()).map(|| "hello");
@@ -44,6 +45,7 @@ async fn main() -> std::io::Result<()> {
         })
         .run()
         .await;
+    exit_log.print_log().await;
     Ok(())
 }
 

@@ -4,12 +4,13 @@
 use std::time::{Duration, Instant};
 
 use conformance_tests::Harness;
+use conformance_tests::control;
 
 use super::*;
 
 /// Twenty open streams, `SIGTERM` with a one-second grace period: a new stream is refused with
-/// `503` and `Retry-After`, the twenty end spread over the grace period (not all at once), and
-/// the harness exits with status 0.
+/// `503` and `Retry-After`, the twenty end spread over the grace period (not all at once), the
+/// harness exits with status 0, and the log it prints as it exits has one `conn:close` for each.
 pub async fn sigterm_drains_spreading_the_closes(h: &Harness) {
     const STREAMS: usize = 20;
     let Some(mut h) = h.with_env(&[("SSEIO_SHUTDOWN_GRACE_MS", "1000")]).await else {
@@ -20,9 +21,10 @@ pub async fn sigterm_drains_spreading_the_closes(h: &Harness) {
         return;
     };
     let room = new_id();
+    let ids: Vec<String> = (0..STREAMS).map(|_| new_id()).collect();
     let mut streams = Vec::new();
-    for _ in 0..STREAMS {
-        streams.push(connect(&h, &room, &new_id(), &["normal-event"]).await);
+    for id in &ids {
+        streams.push(connect(&h, &room, id, &["normal-event"]).await);
     }
     h.terminate();
     let signalled = Instant::now();
@@ -73,4 +75,12 @@ pub async fn sigterm_drains_spreading_the_closes(h: &Harness) {
         status.success(),
         "the harness exits 0 after draining: {status}"
     );
+    let log = h.exit_log(WAIT).await;
+    for id in &ids {
+        assert_eq!(
+            control::count_conn(&log, "conn:close", id),
+            1,
+            "conn:close records for stream {id} in the exit log"
+        );
+    }
 }

@@ -1,0 +1,164 @@
+//! Issue 6's drain at full scale: ten thousand open streams closed on `SIGTERM`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use conformance_tests::Harness;
+use conformance_tests::http1::Request;
+
+use crate::cases::*;
+
+/// The streams open when the signal comes.
+const STREAMS: usize = 10_000;
+/// The grace period the harness is given (`SSEIO_SHUTDOWN_GRACE_MS`, its default).
+const GRACE: Duration = Duration::from_millis(5000);
+
+/// Ten thousand open streams, then `SIGTERM`: a new stream is refused with `503` and
+/// `Retry-After`; every stream ends within the grace period, the ends spread over it (over at
+/// least half of it, and no tenth of it sees more than a quarter of them); the harness exits 0;
+/// and the log it prints as it exits holds exactly one `conn:create` and one `conn:close` for each
+/// of the ten thousand, a `conn:close` for every stream it ever opened, and no `error`.
+pub async fn drain_of_ten_thousand_streams(h: &Harness) {
+    let grace_ms = GRACE.as_millis().to_string();
+    let Some(mut h) = h.with_env(&[("SSEIO_SHUTDOWN_GRACE_MS", &grace_ms)]).await else {
+        eprintln!(
+            "{}: an external server cannot be signalled; case not run",
+            h.adapter()
+        );
+        return;
+    };
+    let started = Instant::now();
+    // A hundred rooms of a hundred, so the drain also empties rooms.
+    let rooms: Vec<String> = (0..STREAMS / 100).map(|_| new_id()).collect();
+    let ids: Vec<String> = (0..STREAMS).map(|_| new_id()).collect();
+    let targets: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| sse_target(&rooms[i % rooms.len()], id, &["normal-event"]))
+        .collect();
+    let streams = crate::open_streams(&h, &targets).await;
+    let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    wait_log_within(
+        &h,
+        Duration::from_secs(30),
+        "conn:create of every stream",
+        |log| {
+            log.iter()
+                .filter(|r| r.kind == "conn:create")
+                .filter(|r| r.client_id.as_deref().is_some_and(|id| ours.contains(id)))
+                .count()
+                == STREAMS
+        },
+    )
+    .await;
+    let connected = started.elapsed();
+
+    h.terminate();
+    let signalled = Instant::now();
+    let ends: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let limit = GRACE + WAIT;
+                let ended = tokio::time::timeout(limit, async {
+                    // A clean end of body and a connection closed mid-body both end the stream
+                    // for an `EventSource`.
+                    while let Ok(Some(_)) = stream.next_chunk().await {}
+                })
+                .await;
+                assert!(ended.is_ok(), "a stream did not end within {limit:?}");
+                signalled.elapsed()
+            })
+        })
+        .collect();
+
+    // The signal arrives asynchronously: until the harness has seen it, a new stream opens.
+    within(WAIT, "a 503 for a new stream while draining", async {
+        loop {
+            let target = sse_target(&new_id(), &new_id(), &["normal-event"]);
+            let response = request(&h, Request::get(target).header("Connection", "close")).await;
+            if response.status() == 503 {
+                assert!(
+                    response.header("retry-after").is_some(),
+                    "503 without Retry-After"
+                );
+                return;
+            }
+            assert_eq!(response.status(), 200, "headers {:?}", response.headers());
+            response.close().await;
+        }
+    })
+    .await;
+
+    let mut ended = Vec::with_capacity(STREAMS);
+    for end in ends {
+        ended.push(end.await.expect("a stream's end (its own panic says why)"));
+    }
+    ended.sort();
+    let (first, median, last) = (ended[0], ended[STREAMS / 2], ended[STREAMS - 1]);
+    let tenths = {
+        let mut tenths = [0usize; 10];
+        for end in &ended {
+            let tenth = (end.as_secs_f64() / GRACE.as_secs_f64() * 10.0) as usize;
+            tenths[tenth.min(9)] += 1;
+        }
+        tenths
+    };
+    eprintln!(
+        "{}: {STREAMS} streams opened in {connected:.1?}; after SIGTERM the first ended at \
+         {first:.2?}, the median at {median:.2?}, the last at {last:.2?} (grace {GRACE:?}); \
+         ends per tenth of the grace period: {tenths:?}",
+        h.adapter()
+    );
+    assert!(
+        last <= GRACE,
+        "every stream closed within the grace period: the last at {last:?}"
+    );
+    assert!(
+        tenths.iter().all(|&n| n <= STREAMS / 4) && last - first >= GRACE / 2,
+        "closes spread over the grace period, not all at once: from {first:?} to {last:?}, \
+         ends per tenth {tenths:?}"
+    );
+    let status = h.wait_exit(WAIT).await;
+    assert!(
+        status.success(),
+        "the harness exits 0 after draining: {status}"
+    );
+    let exited = signalled.elapsed();
+
+    let log = h.exit_log(WAIT).await;
+    let mut records: HashMap<&str, (usize, usize)> = HashMap::new();
+    for record in &log {
+        let Some(id) = record.client_id.as_deref() else {
+            continue;
+        };
+        let counts = records.entry(id).or_default();
+        match record.kind.as_str() {
+            "conn:create" => counts.0 += 1,
+            "conn:close" => counts.1 += 1,
+            _ => {}
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            records.get(id.as_str()).copied(),
+            Some((1, 1)),
+            "(conn:create, conn:close) records for stream {id} in the exit log"
+        );
+    }
+    let unclosed: Vec<_> = records
+        .iter()
+        .filter(|(_, (creates, closes))| creates != closes)
+        .collect();
+    assert!(
+        unclosed.is_empty(),
+        "streams without exactly one conn:close per conn:create: {unclosed:?}"
+    );
+    let errors: Vec<_> = log.iter().filter(|r| r.is_error()).collect();
+    assert!(errors.is_empty(), "error records in the drain: {errors:?}");
+    eprintln!(
+        "{}: exited 0 at {exited:.2?} after SIGTERM; its exit log has {} records",
+        h.adapter(),
+        log.len()
+    );
+}
