@@ -11,7 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
+use crate::history::{Histories, History, Position};
 use crate::notify::CloseReason;
 use crate::server::ServerInner;
 use crate::sync::lock;
@@ -161,6 +163,81 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     ///
     /// When the command cannot be handed on now.
     fn disconnect(&self, client_id: &str) -> Result<(), BrokerError>;
+
+    /// The history this broker keeps for the whole cluster, if it keeps one. With it, handlers
+    /// with [history](crate::History) number and record their messages through the broker, so a
+    /// client resumes on any node. Without it (the default), each node numbers the messages it
+    /// delivers itself, and a client resumes only on the node it left.
+    fn history(&self) -> Option<&dyn SharedHistory> {
+        None
+    }
+}
+
+/// Message history kept once for a whole cluster, by its [`Broker`]: one sequence of positions
+/// for every room of every node, so that a position a client got from one node means the same
+/// on any other.
+///
+/// Like the rest of the broker, calls that return no future must not wait.
+pub trait SharedHistory: Send + Sync + fmt::Debug {
+    /// Gives `payload` the cluster's next position, records it in the history of `room` of
+    /// `event` (its last [`History::capacity`] messages, each for [`History::max_age`]), and
+    /// sends it to every node, where it arrives through [`Node::deliver_numbered`]. Positions
+    /// must arrive at each node in increasing order.
+    ///
+    /// # Errors
+    ///
+    /// When the message cannot be handed on now; nothing was recorded or sent then.
+    fn publish(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> Result<(), BrokerError>;
+
+    /// Where the sequence stands now and, when `from` is given, the messages each of `rooms`
+    /// has after `from`, oldest first: `None` for a room whose history no longer has all of
+    /// them (trimmed, expired, or `from` is of another epoch), so that nothing is replayed
+    /// rather than part.
+    ///
+    /// The server asks once the rooms were created on this node ([`Broker::room_created`]
+    /// called), and holds the rooms' live messages meanwhile: an implementation must answer
+    /// after this node receives every later message of those rooms, so that each message is in
+    /// the answer or arrives live (or both: the server drops what it replayed already).
+    fn replay(
+        &self,
+        rooms: Vec<ReplayRoom>,
+        from: Option<Position>,
+    ) -> BoxFuture<Result<Replay, BrokerError>>;
+
+    /// Remembers where `client_id` stood when its stream closed, for `ttl`, so that its
+    /// reconnect resumes there on any node.
+    fn remember(&self, client_id: &str, at: Position, ttl: Duration);
+
+    /// Takes what [`SharedHistory::remember`] stored for `client_id`, if it has not expired.
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>>;
+}
+
+/// One room a connection joins, as [`SharedHistory::replay`] is asked about it.
+#[derive(Debug, Clone)]
+pub struct ReplayRoom {
+    /// The event of the room's handler.
+    pub event: Arc<str>,
+    /// The room id.
+    pub room: Arc<str>,
+    /// The handler's history settings.
+    pub history: History,
+}
+
+/// What [`SharedHistory::replay`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// The position of the last message recorded in the cluster.
+    pub now: Position,
+    /// For each room asked about, in order: the messages after the position asked for, as
+    /// `(offset, payload)`, oldest first; `None` when the gap cannot be filled. Empty when no
+    /// position was asked for.
+    pub rooms: Vec<Option<Vec<(u64, String)>>>,
 }
 
 /// A broker's handle on one server: how messages and commands that arrive from other nodes
@@ -183,6 +260,16 @@ impl Node {
             .upgrade()
             .and_then(|server| server.handler(event))
             .map_or(0, |handler| handler.deliver_local(room, payload))
+    }
+
+    /// Delivers `payload`, numbered `at` by the cluster's [`SharedHistory`], to this node's
+    /// connections in `room` of `event`: the frame carries `id: <at>`. Returns how many
+    /// connections it was queued on.
+    pub fn deliver_numbered(&self, event: &str, room: &str, at: Position, payload: &str) -> usize {
+        self.server
+            .upgrade()
+            .and_then(|server| server.handler(event))
+            .map_or(0, |handler| handler.deliver_numbered(room, at, payload))
     }
 
     /// Delivers `payload` as an `event` message to this node's connection with `client_id`, if
@@ -255,12 +342,21 @@ impl fmt::Debug for Node {
 /// (a clone serves one server). Delivery is immediate and cannot fail. When the same `clientId`
 /// connects to two of the servers at the same instant, both streams may be closed as replaced;
 /// the client's next reconnect settles it.
-#[derive(Default)]
+///
+/// It keeps one [`SharedHistory`] for all of them, so a client with history resumes on any of
+/// them.
 pub struct MemoryBroker {
     nodes: Arc<Mutex<Vec<(u64, Node)>>>,
     next: Arc<AtomicU64>,
     /// This clone's node, once attached.
     me: OnceLock<u64>,
+    history: Arc<MemoryHistory>,
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Clone for MemoryBroker {
@@ -270,14 +366,109 @@ impl Clone for MemoryBroker {
             nodes: self.nodes.clone(),
             next: self.next.clone(),
             me: OnceLock::new(),
+            history: self.history.clone(),
         }
+    }
+}
+
+/// The history of a [`MemoryBroker`]'s nodes: one [`Histories`], whose lock a publish holds
+/// while it numbers the message and delivers it to every node, so every node gets positions in
+/// order and a replay (under the same lock) never misses a message.
+struct MemoryHistory {
+    nodes: Weak<Mutex<Vec<(u64, Node)>>>,
+    histories: Mutex<Histories>,
+    /// The history settings of each event published so far, for the sweep.
+    settings: Mutex<std::collections::HashMap<String, History>>,
+}
+
+impl Default for MemoryHistory {
+    fn default() -> Self {
+        Self {
+            nodes: Weak::new(),
+            histories: Mutex::new(Histories::new(Duration::MAX)),
+            settings: Mutex::default(),
+        }
+    }
+}
+
+impl fmt::Debug for MemoryHistory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryHistory")
+            .field("now", &lock(&self.histories).now())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedHistory for MemoryHistory {
+    fn publish(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> Result<(), BrokerError> {
+        let known = {
+            let mut settings = lock(&self.settings);
+            let known = settings.contains_key(event);
+            settings.insert(event.to_owned(), history);
+            known
+        };
+        let mut histories = lock(&self.histories);
+        if !known || histories.now().offset.is_multiple_of(1024) {
+            let settings = lock(&self.settings);
+            histories.sweep(|event| settings.get(event).map(|h| h.ttl));
+        }
+        let at = histories.record_payload(&Arc::from(event), room, payload, history);
+        let nodes = self.nodes.upgrade().map(|nodes| lock(&nodes).clone());
+        for (_, node) in nodes.unwrap_or_default() {
+            node.deliver_numbered(event, room, at, payload);
+        }
+        Ok(())
+    }
+
+    fn replay(
+        &self,
+        rooms: Vec<ReplayRoom>,
+        from: Option<Position>,
+    ) -> BoxFuture<Result<Replay, BrokerError>> {
+        let histories = lock(&self.histories);
+        let replay = Replay {
+            now: histories.now(),
+            rooms: match from {
+                None => Vec::new(),
+                Some(from) => rooms
+                    .iter()
+                    .map(|r| histories.replay_payloads(&r.event, &r.room, from, r.history))
+                    .collect(),
+            },
+        };
+        Box::pin(std::future::ready(Ok(replay)))
+    }
+
+    fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
+        lock(&self.histories).left_for(client_id.into(), at, ttl);
+    }
+
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+        let at = lock(&self.histories).take_left(client_id);
+        Box::pin(std::future::ready(Ok(at)))
     }
 }
 
 impl MemoryBroker {
     /// A broker with no server attached yet.
     pub fn new() -> Self {
-        Self::default()
+        let nodes = Arc::new(Mutex::new(Vec::new()));
+        let history = Arc::new(MemoryHistory {
+            nodes: Arc::downgrade(&nodes),
+            ..MemoryHistory::default()
+        });
+        Self {
+            nodes,
+            next: Arc::default(),
+            me: OnceLock::new(),
+            history,
+        }
     }
 
     /// The live nodes, pruning dropped servers.
@@ -358,5 +549,9 @@ impl Broker for MemoryBroker {
             node.disconnect(client_id);
         }
         Ok(())
+    }
+
+    fn history(&self) -> Option<&dyn SharedHistory> {
+        Some(&*self.history)
     }
 }

@@ -92,7 +92,7 @@ fn release(
     if let Some(error) = error {
         server.notify_error(error);
     }
-    if hold.release(sink, first) == Err(SinkError::Full) {
+    if hold.release(sink, first, None) == Err(SinkError::Full) {
         server.close_connection(serial, CloseReason::SlowConsumer);
     }
 }

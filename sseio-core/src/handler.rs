@@ -6,17 +6,16 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::auth::{IntoRoom, Refusal};
-use crate::broker::{Broker, BrokerError, Presence};
+use crate::broker::{Broker, BrokerError, Presence, SharedHistory};
 use crate::error::{BoxError, SendError};
 use crate::frame;
-use crate::history::{Histories, History};
+use crate::history::{Histories, History, Position};
 use crate::message;
 use crate::notify::{CloseReason, Notification, Notifier};
 use crate::request::Context;
@@ -194,13 +193,24 @@ impl EventHandler {
                 limit,
             });
         }
-        match &self.inner.broker {
-            Some(broker) => broker.publish(&self.inner.event, room, &payload)?,
-            None => {
+        match (&self.inner.broker, self.shared_history()) {
+            (Some(_), Some((shared, history))) => {
+                shared.publish(&self.inner.event, room, &payload, history)?;
+            }
+            (Some(broker), None) => broker.publish(&self.inner.event, room, &payload)?,
+            (None, _) => {
                 self.deliver_local(room, &payload);
             }
         }
         Ok(())
+    }
+
+    /// The broker's history, when this handler has history and its broker keeps one for the
+    /// cluster.
+    pub(crate) fn shared_history(&self) -> Option<(&dyn SharedHistory, History)> {
+        let history = self.inner.history?;
+        let shared = self.inner.broker.as_ref()?.history()?;
+        Some((shared, history))
     }
 
     /// The number of connections in `room` on this server (this node only; see
@@ -260,41 +270,69 @@ impl EventHandler {
     /// Encodes `payload` once and queues it on this server's connections in `room`; returns
     /// how many. With history, the message is numbered and recorded first, and queued under the
     /// history lock, so every connection gets the server's messages in offset order.
+    ///
+    /// When the broker keeps the cluster's history, messages are numbered there and arrive
+    /// through [`EventHandler::deliver_numbered`]; one that arrives here anyway (from a node
+    /// without history for this event) goes out without an `id:`.
     pub(crate) fn deliver_local(&self, room: &str, payload: &str) -> usize {
         let mut slow = Vec::new();
-        let delivered = match self.inner.history {
+        let local_history = self
+            .inner
+            .history
+            .filter(|_| self.shared_history().is_none());
+        let delivered = match local_history {
             None => self.fan_out(
                 room,
                 &frame::encode(&self.inner.event, payload),
-                0,
+                None,
                 &mut slow,
             ),
             Some(history) => {
                 let mut histories = lock(&self.inner.histories);
-                let (offset, frame) = histories.record(&self.inner.event, room, payload, history);
-                self.fan_out(room, &frame, offset, &mut slow)
+                let (at, frame) = histories.record(&self.inner.event, room, payload, history);
+                self.fan_out(room, &frame, Some(at), &mut slow)
             }
         };
+        self.close_slow(slow);
+        delivered
+    }
+
+    /// Encodes `payload` once with `id: <at>`, a position the broker's history gave it, and
+    /// queues it on this server's connections in `room`; returns how many.
+    pub(crate) fn deliver_numbered(&self, room: &str, at: Position, payload: &str) -> usize {
+        let mut slow = Vec::new();
+        let frame = frame::encode_with_id(&at.to_string(), &self.inner.event, payload);
+        let delivered = self.fan_out(room, &frame, Some(at), &mut slow);
+        self.close_slow(slow);
+        delivered
+    }
+
+    fn close_slow(&self, slow: Vec<u64>) {
         if let (false, Some(server)) = (slow.is_empty(), self.inner.server.upgrade()) {
             for serial in slow {
                 server.close_connection(serial, CloseReason::SlowConsumer);
             }
         }
-        delivered
     }
 
-    /// Queues `frame` on every member of `room`, noting `offset` (when not 0) as the last one
-    /// each has been given; collects the members whose buffer is full.
-    fn fan_out(&self, room: &str, frame: &Bytes, offset: u64, slow: &mut Vec<u64>) -> usize {
+    /// Queues `frame` on every member of `room`, noting its position `at` (with history) as
+    /// the last one each has been given; collects the members whose buffer is full.
+    fn fan_out(
+        &self,
+        room: &str,
+        frame: &Bytes,
+        at: Option<Position>,
+        slow: &mut Vec<u64>,
+    ) -> usize {
         let rooms = read(&self.inner.rooms);
         let Some(room) = rooms.get(room) else {
             return 0;
         };
         for (&serial, member) in &room.members {
-            if offset != 0 {
-                member.seen.store(offset, Ordering::Relaxed);
+            if let Some(at) = at {
+                member.seen.advance(at);
             }
-            if member.deliver(frame.clone()) == Err(SinkError::Full) {
+            if member.deliver(frame.clone(), at) == Err(SinkError::Full) {
                 slow.push(serial);
             }
         }
@@ -315,7 +353,7 @@ impl EventHandler {
         read(&self.inner.rooms)
             .get(room)
             .and_then(|room| room.members.get(&serial))
-            .map_or(Err(SinkError::Closed), |member| member.deliver(frame))
+            .map_or(Err(SinkError::Closed), |member| member.deliver(frame, None))
     }
 
     pub(crate) fn room_id(&self, ctx: &Context) -> Result<String, Refusal> {

@@ -8,7 +8,9 @@
 //! `EventSource`'s single `Last-Event-ID` needs.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +22,8 @@ use crate::frame;
 pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
 /// The default time a disconnected `clientId`'s position is kept for its reconnect.
 pub const DEFAULT_RESUME_TTL: Duration = Duration::from_secs(60);
+/// A resume TTL too long to add to an instant is this long instead (about 30 years).
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// How much history a room keeps: its last `capacity` messages, each for at most `ttl`.
 ///
@@ -46,23 +50,92 @@ impl History {
         self.ttl = ttl;
         self
     }
+
+    /// The number of messages a room keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How long a message stays in the history.
+    pub fn max_age(&self) -> Duration {
+        self.ttl
+    }
 }
 
-/// A position in the server's message sequence: what `Last-Event-ID` carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Position {
+/// A position in a message sequence: what a frame's `id:` and `Last-Event-ID` carry, as
+/// `<epoch>-<offset>`.
+///
+/// The epoch names one sequence (a server's run, or a cluster's history in its broker); the
+/// offset counts the messages of every room in it, from 1. Offset 0 is the position before the
+/// first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
     pub(crate) epoch: u64,
     pub(crate) offset: u64,
 }
 
 impl Position {
-    /// Reads `<epoch>-<offset>`; anything else is `None`.
-    pub(crate) fn parse(id: &str) -> Option<Self> {
+    /// The position `offset` of sequence `epoch`.
+    pub fn new(epoch: u64, offset: u64) -> Self {
+        Self { epoch, offset }
+    }
+
+    /// The sequence this position belongs to.
+    pub fn epoch(self) -> u64 {
+        self.epoch
+    }
+
+    /// The number of messages before and at this position in its sequence.
+    pub fn offset(self) -> u64 {
+        self.offset
+    }
+
+    /// Reads `<epoch>-<offset>`, as [`Display`](fmt::Display) writes it; anything else is `None`.
+    pub fn parse(id: &str) -> Option<Self> {
         let (epoch, offset) = id.trim().split_once('-')?;
         Some(Self {
             epoch: epoch.parse().ok()?,
             offset: offset.parse().ok()?,
         })
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.offset)
+    }
+}
+
+/// The position of the last message with history queued to one connection, shared by all its
+/// memberships.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    epoch: AtomicU64,
+    offset: AtomicU64,
+}
+
+impl Seen {
+    pub(crate) fn set(&self, at: Position) {
+        self.epoch.store(at.epoch, Ordering::Relaxed);
+        self.offset.store(at.offset, Ordering::Relaxed);
+    }
+
+    /// Moves to `at` unless the connection stands later in the same sequence already.
+    pub(crate) fn advance(&self, at: Position) {
+        if self.epoch.load(Ordering::Relaxed) != at.epoch
+            || self.offset.load(Ordering::Relaxed) < at.offset
+        {
+            self.set(at);
+        }
+    }
+
+    /// Where the connection stands; `None` before it was given any position.
+    pub(crate) fn get(&self) -> Option<Position> {
+        let at = Position {
+            epoch: self.epoch.load(Ordering::Relaxed),
+            offset: self.offset.load(Ordering::Relaxed),
+        };
+        (at.epoch != 0).then_some(at)
     }
 }
 
@@ -74,6 +147,9 @@ pub(crate) enum Joined {
     Fresh,
     /// The missed messages were replayed; `fetch` does not run.
     Resumed,
+    /// The broker's history is being asked for the missed messages; the room's live messages
+    /// are held back meanwhile, and it becomes `Resumed` or `Resync` when the broker answers.
+    Replaying,
     /// A position was given but the gap cannot be filled (trimmed, expired, or another epoch):
     /// nothing was replayed, and `fetch` runs as a resync.
     Resync,
@@ -89,6 +165,7 @@ pub(crate) struct Histories {
     rooms: HashMap<(Arc<str>, Arc<str>), RoomLog>,
     /// The highest offset that was in a room log since dropped whole (expired).
     forgotten_upto: u64,
+    /// Where each `clientId` that left stood, until when.
     left: HashMap<Arc<str>, (Position, Instant)>,
     resume_ttl: Duration,
 }
@@ -104,7 +181,10 @@ struct RoomLog {
 struct Entry {
     offset: u64,
     at: Instant,
+    /// The encoded frame, for a server's own history.
     frame: Bytes,
+    /// The payload, for a broker's history (each node encodes its own frame).
+    payload: Option<Arc<str>>,
 }
 
 impl Histories {
@@ -114,7 +194,7 @@ impl Histories {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let epoch = (nanos ^ u64::from(std::process::id()).rotate_left(32)) >> 12;
+        let epoch = ((nanos ^ u64::from(std::process::id()).rotate_left(32)) >> 12).max(1);
         Self {
             epoch,
             offset: 0,
@@ -140,10 +220,51 @@ impl Histories {
         room: &str,
         payload: &str,
         history: History,
-    ) -> (u64, Bytes) {
+    ) -> (Position, Bytes) {
+        let at = self.next();
+        let frame = frame::encode_with_id(&at.to_string(), event, payload);
+        self.push(event, room, at.offset, frame.clone(), None, history);
+        (at, frame)
+    }
+
+    /// Numbers a message and records its payload in the room's log, for a broker whose nodes
+    /// encode their own frames.
+    pub(crate) fn record_payload(
+        &mut self,
+        event: &Arc<str>,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> Position {
+        let at = self.next();
+        self.push(
+            event,
+            room,
+            at.offset,
+            Bytes::new(),
+            Some(payload.into()),
+            history,
+        );
+        at
+    }
+
+    fn next(&mut self) -> Position {
         self.offset += 1;
-        let offset = self.offset;
-        let frame = frame::encode_with_id(&format!("{}-{offset}", self.epoch), event, payload);
+        Position {
+            epoch: self.epoch,
+            offset: self.offset,
+        }
+    }
+
+    fn push(
+        &mut self,
+        event: &Arc<str>,
+        room: &str,
+        offset: u64,
+        frame: Bytes,
+        payload: Option<Arc<str>>,
+        history: History,
+    ) {
         let now = Instant::now();
         let log = self
             .rooms
@@ -152,7 +273,8 @@ impl Histories {
         log.entries.push_back(Entry {
             offset,
             at: now,
-            frame: frame.clone(),
+            frame,
+            payload,
         });
         while log.entries.len() > history.capacity
             || log
@@ -164,7 +286,6 @@ impl Histories {
                 log.trimmed_upto = dropped.offset;
             }
         }
-        (offset, frame)
     }
 
     /// The frames of `room` after `from`, if the log still has all of them; `None` when the gap
@@ -176,11 +297,44 @@ impl Histories {
         from: Position,
         history: History,
     ) -> Option<Vec<Bytes>> {
+        self.missed(event, room, from, history)
+            .map(|missed| missed.map(|e| e.frame.clone()).collect())
+    }
+
+    /// As [`Histories::replay`], as `(offset, payload)` for messages recorded with
+    /// [`Histories::record_payload`].
+    pub(crate) fn replay_payloads(
+        &self,
+        event: &Arc<str>,
+        room: &str,
+        from: Position,
+        history: History,
+    ) -> Option<Vec<(u64, String)>> {
+        self.missed(event, room, from, history).map(|missed| {
+            missed
+                .map(|e| {
+                    (
+                        e.offset,
+                        e.payload.as_deref().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// The entries of `room` after `from`, if the log still has all of them.
+    fn missed(
+        &self,
+        event: &Arc<str>,
+        room: &str,
+        from: Position,
+        history: History,
+    ) -> Option<impl Iterator<Item = &Entry>> {
         if from.epoch != self.epoch || from.offset > self.offset {
             return None;
         }
         let now = Instant::now();
-        match self.rooms.get(&(event.clone(), Arc::from(room))) {
+        let entries = match self.rooms.get(&(event.clone(), Arc::from(room))) {
             Some(log) => {
                 let expired_upto = log
                     .entries
@@ -191,41 +345,43 @@ impl Histories {
                 if log.trimmed_upto.max(expired_upto) > from.offset {
                     return None;
                 }
-                Some(
-                    log.entries
-                        .iter()
-                        .filter(|e| e.offset > from.offset)
-                        .map(|e| e.frame.clone())
-                        .collect(),
-                )
+                Some(log.entries.iter())
             }
             // No log: either the room never had a message (nothing to replay), or its log
             // expired whole, which is only harmless if that happened before `from`.
-            None => (self.forgotten_upto <= from.offset).then(Vec::new),
-        }
+            None if self.forgotten_upto <= from.offset => None,
+            None => return None,
+        };
+        Some(
+            entries
+                .into_iter()
+                .flatten()
+                .filter(move |e| e.offset > from.offset),
+        )
     }
 
-    /// Remembers where a `clientId` stood when its connection closed.
-    pub(crate) fn left(&mut self, client_id: Arc<str>, offset: u64) {
-        let position = Position {
-            epoch: self.epoch,
-            offset,
-        };
-        self.left.insert(client_id, (position, Instant::now()));
+    /// Remembers where a `clientId` stood when its connection closed, for the resume TTL.
+    pub(crate) fn left(&mut self, client_id: Arc<str>, position: Position) {
+        self.left_for(client_id, position, self.resume_ttl);
+    }
+
+    /// Remembers where a `clientId` stood when its connection closed, for `ttl`.
+    pub(crate) fn left_for(&mut self, client_id: Arc<str>, position: Position, ttl: Duration) {
+        let now = Instant::now();
+        let until = now.checked_add(ttl).unwrap_or(now + FAR);
+        self.left.insert(client_id, (position, until));
     }
 
     /// Takes the position a `clientId` left at, if it is recent enough.
     pub(crate) fn take_left(&mut self, client_id: &str) -> Option<Position> {
-        let (position, at) = self.left.remove(client_id)?;
-        (at.elapsed() <= self.resume_ttl).then_some(position)
+        let (position, until) = self.left.remove(client_id)?;
+        (Instant::now() <= until).then_some(position)
     }
 
     /// Drops expired messages, room logs and positions; called on every heartbeat tick.
     pub(crate) fn sweep(&mut self, ttl_of: impl Fn(&str) -> Option<Duration>) {
         let now = Instant::now();
-        let resume_ttl = self.resume_ttl;
-        self.left
-            .retain(|_, (_, at)| now.duration_since(*at) <= resume_ttl);
+        self.left.retain(|_, (_, until)| now <= *until);
         let mut forgotten = self.forgotten_upto;
         self.rooms.retain(|(event, _), log| {
             let ttl = ttl_of(event).unwrap_or(Duration::ZERO);
@@ -317,8 +473,8 @@ mod tests {
     #[test]
     fn frames_carry_their_position_as_id() {
         let mut h = Histories::new(DEFAULT_RESUME_TTL);
-        let (offset, frame) = h.record(&event(), "a", "x", History::new(1));
-        let expected = format!("id: {}-{offset}\nevent: e\ndata: x\n\n", h.now().epoch);
+        let (at, frame) = h.record(&event(), "a", "x", History::new(1));
+        let expected = format!("id: {at}\nevent: e\ndata: x\n\n");
         assert_eq!(frame, expected.as_bytes());
     }
 }

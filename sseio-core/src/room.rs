@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::history::{Position, Seen};
 use crate::sink::{SinkError, SseSink};
 use crate::sync::lock;
 
@@ -21,39 +22,48 @@ pub(crate) struct Room {
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) client_id: Arc<str>,
-    /// The offset of the last message with history queued to this connection (shared by all
-    /// its memberships).
-    pub(crate) seen: Arc<AtomicU64>,
+    /// The position of the last message with history queued to this connection (shared by
+    /// all its memberships).
+    pub(crate) seen: Arc<Seen>,
     pub(crate) sink: Arc<dyn SseSink>,
-    /// Present while, or because, the handler has a `fetch` for this connection.
+    /// Present while, or because, the connection's `fetch` or replay for this room runs.
     pub(crate) hold: Option<Arc<Hold>>,
 }
 
 impl Member {
-    /// Delivers one frame: straight to the sink, or into the hold-back queue while the
-    /// connection's `fetch` runs.
-    pub(crate) fn deliver(&self, frame: Bytes) -> Result<(), SinkError> {
+    /// Delivers one frame, numbered `at` when it has history: straight to the sink, or into
+    /// the hold-back queue while the connection's `fetch` or replay runs.
+    pub(crate) fn deliver(&self, frame: Bytes, at: Option<Position>) -> Result<(), SinkError> {
         match &self.hold {
-            Some(hold) => hold.deliver(&*self.sink, frame),
+            Some(hold) => hold.deliver(&*self.sink, frame, at),
             None => self.sink.send(frame),
         }
     }
 }
 
-/// Messages held back while one connection's `fetch` for one event runs.
+/// Messages held back while one connection's `fetch`, or its replay from a broker's history,
+/// for one event runs.
 ///
-/// While `holding` is set, frames go to `held`; [`Hold::release`] sends the fetch result and then
-/// the held frames to the sink and clears `holding`, all under the `held` lock, so a frame sent
-/// concurrently lands either in `held` (and goes out in order) or after everything released.
+/// While `holding` is set, frames go to `held`; [`Hold::release`] sends the fetch result (or the
+/// replayed frames) and then the held frames to the sink and clears `holding`, all under the
+/// `held` lock, so a frame sent concurrently lands either in `held` (and goes out in order) or
+/// after everything released.
+///
+/// A replay also sets a *floor*: the position of the last frame it replayed. A live frame at or
+/// before it in the same sequence was in the replay already (it was published while the replay
+/// was read), so it is dropped, whether it was held or arrives later.
 pub(crate) struct Hold {
     holding: AtomicBool,
     held: Mutex<Held>,
     max_bytes: usize,
+    /// Written once, before `holding` is cleared; epoch 0 means no floor.
+    floor_epoch: AtomicU64,
+    floor_offset: AtomicU64,
 }
 
 #[derive(Default)]
 struct Held {
-    frames: Vec<Bytes>,
+    frames: Vec<(Bytes, Option<Position>)>,
     bytes: usize,
 }
 
@@ -64,10 +74,17 @@ impl Hold {
             holding: AtomicBool::new(true),
             held: Mutex::new(Held::default()),
             max_bytes,
+            floor_epoch: AtomicU64::new(0),
+            floor_offset: AtomicU64::new(0),
         }
     }
 
-    fn deliver(&self, sink: &dyn SseSink, frame: Bytes) -> Result<(), SinkError> {
+    fn deliver(
+        &self,
+        sink: &dyn SseSink,
+        frame: Bytes,
+        at: Option<Position>,
+    ) -> Result<(), SinkError> {
         if self.holding.load(Ordering::Acquire) {
             let mut held = lock(&self.held);
             if self.holding.load(Ordering::Acquire) {
@@ -76,26 +93,47 @@ impl Hold {
                     return Err(SinkError::Full);
                 }
                 held.bytes += frame.len();
-                held.frames.push(frame);
+                held.frames.push((frame, at));
                 return Ok(());
             }
+        }
+        if self.replayed(at) {
+            return Ok(());
         }
         sink.send(frame)
     }
 
-    /// Sends `first` (the fetch result, if any) and then every held frame, in order, and lets
-    /// later frames go straight to the sink.
+    /// Whether a frame at `at` is at or before the floor, so was replayed already.
+    fn replayed(&self, at: Option<Position>) -> bool {
+        at.is_some_and(|at| {
+            at.epoch == self.floor_epoch.load(Ordering::Relaxed)
+                && at.offset <= self.floor_offset.load(Ordering::Relaxed)
+        })
+    }
+
+    /// Sends `first` (the fetch result or the replayed frames) and then every held frame not
+    /// at or before `floor`, in order, and lets later frames go straight to the sink (except
+    /// those at or before `floor`).
     pub(crate) fn release(
         &self,
         sink: &dyn SseSink,
-        first: Option<Bytes>,
+        first: impl IntoIterator<Item = Bytes>,
+        floor: Option<Position>,
     ) -> Result<(), SinkError> {
         let mut held = lock(&self.held);
+        if let Some(floor) = floor {
+            self.floor_epoch.store(floor.epoch, Ordering::Relaxed);
+            self.floor_offset.store(floor.offset, Ordering::Relaxed);
+        }
         let frames = std::mem::take(&mut held.frames);
         held.bytes = 0;
+        let live = frames
+            .into_iter()
+            .filter(|(_, at)| !self.replayed(*at))
+            .map(|(frame, _)| frame);
         let result = first
             .into_iter()
-            .chain(frames)
+            .chain(live)
             .try_for_each(|frame| sink.send(frame));
         self.holding.store(false, Ordering::Release);
         result
@@ -108,5 +146,56 @@ impl fmt::Debug for Hold {
             .field("holding", &self.holding.load(Ordering::Relaxed))
             .field("held_frames", &lock(&self.held).frames.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Poll, Waker};
+
+    use super::*;
+    use crate::sink::QueueSink;
+
+    fn at(offset: u64) -> Option<Position> {
+        Some(Position::new(7, offset))
+    }
+
+    fn text(sink: &QueueSink) -> String {
+        match sink.poll_chunk(Waker::noop()) {
+            Poll::Ready(Some(chunk)) => String::from_utf8_lossy(&chunk).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn live_frames_already_replayed_are_dropped_held_or_late() {
+        let sink = QueueSink::new(Bytes::new(), 1024, 64);
+        let hold = Hold::new(1024);
+        // Published while the replay was read: live and in the replay.
+        hold.deliver(&sink, Bytes::from_static(b"2"), at(2))
+            .unwrap();
+        hold.deliver(&sink, Bytes::from_static(b"4"), at(4))
+            .unwrap();
+        let replayed = [Bytes::from_static(b"1"), Bytes::from_static(b"2")];
+        hold.release(&sink, replayed, at(2)).unwrap();
+        // A live copy of a replayed frame that arrives after the release.
+        hold.deliver(&sink, Bytes::from_static(b"1"), at(1))
+            .unwrap();
+        hold.deliver(&sink, Bytes::from_static(b"5"), at(5))
+            .unwrap();
+        assert_eq!(text(&sink), "1245");
+    }
+
+    #[test]
+    fn the_floor_holds_only_in_its_own_sequence() {
+        let sink = QueueSink::new(Bytes::new(), 1024, 64);
+        let hold = Hold::new(1024);
+        hold.release(&sink, None, at(9)).unwrap();
+        // The history was lost (say, Redis restarted empty): a new epoch starts again at 1.
+        let new_epoch = Some(Position::new(8, 1));
+        hold.deliver(&sink, Bytes::from_static(b"a"), new_epoch)
+            .unwrap();
+        hold.deliver(&sink, Bytes::from_static(b"b"), None).unwrap();
+        assert_eq!(text(&sink), "ab");
     }
 }

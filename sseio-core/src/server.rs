@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, RwLock};
+use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 use serde::Serialize;
 
 use crate::auth::{AuthorizeFn, Refusal};
-use crate::broker::{Broker, BrokerError, ConnectionId, Node};
+use crate::broker::{Broker, BrokerError, ConnectionId, Node, Replay, ReplayRoom};
 use crate::builder::{Limits, ServerBuilder};
 use crate::connection::{Connection, ConnectionStream};
 use crate::cors::Cors;
@@ -23,7 +23,7 @@ use crate::error::{BuildError, ConnectionError, RegisterError, SendError};
 use crate::fetch::{CatchUnwind, panic_message, run_fetch};
 use crate::frame;
 use crate::handler::{EventHandler, HandlerOptions};
-use crate::history::{Histories, History, Joined, Position};
+use crate::history::{Histories, History, Joined, Position, Seen};
 use crate::message;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::rejection::ConnectRejection;
@@ -71,6 +71,7 @@ pub(crate) struct ServerInner {
     pub(crate) broker: Option<Arc<dyn Broker>>,
     pub(crate) history: Option<History>,
     pub(crate) histories: Arc<Mutex<Histories>>,
+    resume_ttl: Duration,
 }
 
 /// Live connections, keyed by a serial unique to each connection (not by `clientId`, so the close
@@ -87,8 +88,8 @@ struct LiveConnection {
     sink: Arc<dyn SseSink>,
     rooms: Vec<(EventHandler, Arc<str>)>,
     fetches: Vec<AbortHandle>,
-    /// The offset of the last message with history queued to it.
-    seen: Arc<AtomicU64>,
+    /// The position of the last message with history queued to it.
+    seen: Arc<Seen>,
 }
 
 /// A validated connection request.
@@ -124,6 +125,7 @@ impl Server {
                 broker: builder.broker,
                 history: builder.history,
                 histories: Arc::new(Mutex::new(Histories::new(builder.resume_ttl))),
+                resume_ttl: builder.resume_ttl,
             }),
         };
         if let Some(broker) = &server.inner.broker {
@@ -470,9 +472,23 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .or_else(|| context.query("lastEventId"))
             .map(Position::parse);
+        // With a broker that keeps the cluster's history, positions come from it, and so does
+        // where the official client's clientId left off, on whichever node that was.
+        let shared = self
+            .inner
+            .broker
+            .as_ref()
+            .and_then(|broker| broker.history())
+            .filter(|_| rooms.iter().any(|(handler, _)| handler.history().is_some()));
+        let recalled = match (shared, named) {
+            (Some(shared), None) => shared.recall(&client_id).await.ok().flatten(),
+            _ => None,
+        };
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
-        let seen = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Seen::default());
         let mut holds = Vec::new();
+        let mut replaying = Vec::new();
+        let resume_at;
         {
             // Joining, replacing and announcing happen under the connections lock, as every
             // close does, so notifications about one clientId are always raised in order.
@@ -495,24 +511,26 @@ impl Server {
             {
                 return Err(ConnectRejection::TooManyConnections);
             }
-            // With history, joining happens under the history lock: no message can be numbered
-            // between the replay and the join.
-            let mut histories = rooms
-                .iter()
-                .any(|(handler, _)| handler.history().is_some())
-                .then(|| lock(&self.inner.histories));
-            let from = histories.as_mut().and_then(|histories| {
-                let left = histories.take_left(&client_id);
-                let replaced = replacing
-                    .and_then(|old| connections.live.get(&old))
-                    .map(|old| Position {
-                        epoch: histories.now().epoch,
-                        offset: old.seen.load(Ordering::Relaxed),
-                    });
-                named.or(replaced.or(left).map(Some))
-            });
+            // With this server's own history, joining happens under the history lock: no
+            // message can be numbered between the replay and the join.
+            let mut histories = (shared.is_none()
+                && rooms.iter().any(|(handler, _)| handler.history().is_some()))
+            .then(|| lock(&self.inner.histories));
+            let history_on = shared.is_some() || histories.is_some();
+            let replaced = replacing
+                .and_then(|old| connections.live.get(&old))
+                .and_then(|old| old.seen.get());
+            let left = match histories.as_mut() {
+                Some(histories) => histories.take_left(&client_id),
+                None => recalled,
+            };
+            let from = match history_on {
+                true => named.or(replaced.or(left).map(Some)),
+                false => None,
+            };
+            resume_at = from.flatten();
             if let Some(histories) = &histories {
-                seen.store(histories.now().offset, Ordering::Relaxed);
+                seen.set(histories.now());
             }
             for (handler, room) in &rooms {
                 let joined = match (handler.history(), &histories, from) {
@@ -527,13 +545,22 @@ impl Server {
                             None => Joined::Resync,
                         }
                     }
+                    // Decided when the broker answers; held back meanwhile.
+                    (Some(_), None, Some(Some(_))) => Joined::Replaying,
                     (Some(_), _, Some(None)) => Joined::Resync,
                     _ => Joined::Fresh,
                 };
-                let hold = (handler.fetch().is_some() && joined != Joined::Resumed)
+                let hold = (joined == Joined::Replaying
+                    || (handler.fetch().is_some() && joined != Joined::Resumed))
                     .then(|| Arc::new(Hold::new(self.inner.limits.max_buffer_bytes)));
-                if let Some(hold) = &hold {
-                    holds.push((handler.clone(), hold.clone(), joined == Joined::Resync));
+                match (&hold, joined) {
+                    (Some(hold), Joined::Replaying) => {
+                        replaying.push((handler.clone(), room.clone(), hold.clone()));
+                    }
+                    (Some(hold), _) => {
+                        holds.push((handler.clone(), hold.clone(), joined == Joined::Resync));
+                    }
+                    (None, _) => {}
                 }
                 let member = Member {
                     client_id: client_id.clone(),
@@ -559,7 +586,7 @@ impl Server {
                     sink: sink.clone(),
                     rooms,
                     fetches: Vec::new(),
-                    seen,
+                    seen: seen.clone(),
                 },
             );
             self.inner.notifier.notify(Notification::ConnCreate {
@@ -574,28 +601,136 @@ impl Server {
         }
         self.inner.start_heartbeat();
 
-        if !holds.is_empty() {
-            let fetches: Vec<AbortHandle> = holds
-                .into_iter()
-                .map(|(handler, hold, resync)| {
-                    let task = run_fetch(
-                        Arc::downgrade(&self.inner),
-                        handler,
-                        context.for_fetch(resync),
-                        serial,
-                        sink.clone(),
-                        hold,
-                    );
-                    tokio::spawn(task).abort_handle()
+        let mut tasks: Vec<AbortHandle> = holds
+            .into_iter()
+            .map(|(handler, hold, resync)| {
+                let task = run_fetch(
+                    Arc::downgrade(&self.inner),
+                    handler,
+                    context.for_fetch(resync),
+                    serial,
+                    sink.clone(),
+                    hold,
+                );
+                tokio::spawn(task).abort_handle()
+            })
+            .collect();
+        if let Some(shared) = shared {
+            let asked = replaying
+                .iter()
+                .filter_map(|(handler, room, _)| {
+                    Some(ReplayRoom {
+                        event: handler.event_arc().clone(),
+                        room: room.clone(),
+                        history: handler.history()?,
+                    })
                 })
                 .collect();
+            let from = resume_at.filter(|_| !replaying.is_empty());
+            let answer = shared.replay(asked, from);
+            let resume = resume_from_broker(
+                Arc::downgrade(&self.inner),
+                answer,
+                from,
+                replaying,
+                Resuming {
+                    context: context.clone(),
+                    serial,
+                    sink: sink.clone(),
+                    seen,
+                },
+            );
+            tasks.push(tokio::spawn(resume).abort_handle());
+        }
+        if !tasks.is_empty() {
             let mut connections = lock(&self.inner.connections);
             match connections.live.get_mut(&serial) {
-                Some(live) => live.fetches = fetches,
-                None => fetches.iter().for_each(AbortHandle::abort),
+                Some(live) => live.fetches = tasks,
+                None => tasks.iter().for_each(AbortHandle::abort),
             }
         }
         Ok(Connection::new(self.inner.clone(), serial, client_id))
+    }
+}
+
+/// The connection a replay from the broker's history is for.
+struct Resuming {
+    context: Context,
+    serial: u64,
+    sink: Arc<dyn SseSink>,
+    seen: Arc<Seen>,
+}
+
+/// Finishes joining a connection's rooms with the broker's history, once it answers: each room
+/// held back for a replay gets its missed messages and then the held live ones, or (when its
+/// gap cannot be filled, or the broker cannot answer) its `fetch` as a resync. The connection
+/// stands where the cluster's sequence stood at the answer.
+async fn resume_from_broker(
+    server: Weak<ServerInner>,
+    answer: crate::broker::BoxFuture<Result<Replay, BrokerError>>,
+    from: Option<Position>,
+    replaying: Vec<(EventHandler, Arc<str>, Arc<Hold>)>,
+    resuming: Resuming,
+) {
+    let answer = answer.await;
+    let Some(inner) = server.upgrade() else {
+        return;
+    };
+    let replay = match answer {
+        Ok(replay) => {
+            resuming.seen.advance(replay.now);
+            replay.rooms
+        }
+        Err(error) => {
+            if !replaying.is_empty() {
+                inner.notify_error(ConnectionError::Broker(error));
+            }
+            Vec::new()
+        }
+    };
+    let mut fetches = Vec::new();
+    let mut replay = replay.into_iter();
+    for (handler, _room, hold) in replaying {
+        let missed = replay.next().flatten();
+        let outcome = match (missed, from) {
+            (Some(missed), Some(from)) => {
+                let floor = Position {
+                    offset: missed.last().map_or(from.offset, |(offset, _)| *offset),
+                    ..from
+                };
+                let frames = missed.iter().map(|(offset, payload)| {
+                    let at = Position {
+                        offset: *offset,
+                        ..from
+                    };
+                    frame::encode_with_id(&at.to_string(), handler.event(), payload)
+                });
+                hold.release(&*resuming.sink, frames, Some(floor))
+            }
+            _ if handler.fetch().is_some() => {
+                let task = run_fetch(
+                    server.clone(),
+                    handler,
+                    resuming.context.for_fetch(true),
+                    resuming.serial,
+                    resuming.sink.clone(),
+                    hold,
+                );
+                fetches.push(tokio::spawn(task).abort_handle());
+                Ok(())
+            }
+            _ => hold.release(&*resuming.sink, None, None),
+        };
+        if outcome == Err(SinkError::Full) {
+            inner.close_connection(resuming.serial, CloseReason::SlowConsumer);
+        }
+    }
+    if !fetches.is_empty() {
+        let mut connections = lock(&inner.connections);
+        match connections.live.get_mut(&resuming.serial) {
+            Some(live) => live.fetches.extend(fetches),
+            None => fetches.iter().for_each(AbortHandle::abort),
+        }
     }
 }
 
@@ -738,12 +873,12 @@ impl ServerInner {
         // Where it stood, for the official client's reconnect with the same clientId. A replaced
         // stream's successor has taken over its position already.
         if reason != CloseReason::Replaced
-            && live
-                .rooms
-                .iter()
-                .any(|(handler, _)| handler.history().is_some())
+            && let Some(at) = live.seen.get()
         {
-            lock(&self.histories).left(live.client_id.clone(), live.seen.load(Ordering::Relaxed));
+            match self.broker.as_ref().and_then(|broker| broker.history()) {
+                Some(shared) => shared.remember(&live.client_id, at, self.resume_ttl),
+                None => lock(&self.histories).left(live.client_id.clone(), at),
+            }
         }
         if reason == CloseReason::SlowConsumer {
             self.notify_error(ConnectionError::SlowConsumer {

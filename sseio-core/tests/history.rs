@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use common::RecordingSink;
 use http::Request;
-use sseio_core::{Connection, Context, EventHandler, HandlerOptions, History, Server};
+use sseio_core::{
+    Connection, Context, EventHandler, HandlerOptions, History, MemoryBroker, Server, ServerBuilder,
+};
 
 /// The `id:` lines and data lines of what a sink received, in order.
 fn ids_and_data(sink: &RecordingSink) -> Vec<(Option<String>, String)> {
@@ -35,11 +37,19 @@ fn data(sink: &RecordingSink) -> Vec<String> {
 /// A server with history on, and handler `e` in rooms by path; its `fetch` records whether it
 /// ran as a resync and sends `snapshot`.
 fn server(history: History) -> (Server, EventHandler, Arc<Mutex<Vec<bool>>>) {
-    let server = Server::builder()
-        .path("/r/:room")
-        .history(history)
-        .build()
-        .unwrap();
+    server_on(Server::builder(), history)
+}
+
+/// One node of a cluster on `broker`, as [`server`] makes it.
+fn node(broker: &MemoryBroker, history: History) -> (Server, EventHandler, Arc<Mutex<Vec<bool>>>) {
+    server_on(Server::builder().broker(broker.clone()), history)
+}
+
+fn server_on(
+    builder: ServerBuilder,
+    history: History,
+) -> (Server, EventHandler, Arc<Mutex<Vec<bool>>>) {
+    let server = builder.path("/r/:room").history(history).build().unwrap();
     let fetches = Arc::new(Mutex::new(Vec::new()));
     let seen = fetches.clone();
     let handler = server
@@ -183,4 +193,84 @@ async fn without_history_frames_have_no_id() {
     let (_c, sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
     handler.send("x", "1").unwrap();
     assert_eq!(sink.text(), "event: e\ndata: 1\n\n");
+}
+
+#[tokio::test]
+async fn the_official_client_resumes_on_another_node_by_its_client_id() {
+    let broker = MemoryBroker::new();
+    let (one, on_one, fetched_on_one) = node(&broker, History::new(100));
+    let (two, on_two, fetched_on_two) = node(&broker, History::new(100));
+    let (first, before) = connect(&one, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    on_one.send("x", "1").unwrap();
+    first.close();
+    on_two.send("x", "2").unwrap();
+    on_one.send("x", "3").unwrap();
+    assert_eq!(data(&before), ["snapshot", "1"]);
+
+    let (_again, resumed) = connect(&two, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    on_two.send("x", "4").unwrap();
+    assert_eq!(
+        data(&resumed),
+        ["2", "3", "4"],
+        "missed, then live, once each"
+    );
+    assert_eq!(*fetched_on_one.lock().unwrap(), [false]);
+    assert!(
+        fetched_on_two.lock().unwrap().is_empty(),
+        "a resume skips fetch"
+    );
+}
+
+#[tokio::test]
+async fn a_last_event_id_from_one_node_means_the_same_on_another() {
+    let broker = MemoryBroker::new();
+    let (one, on_one, _) = node(&broker, History::new(100));
+    let (two, on_two, _) = node(&broker, History::new(100));
+    let (_watching, on_node_one) = connect(&one, "/r/x?clientId=a&events=e", None).await;
+    let (_other, on_node_two) = connect(&two, "/r/x?clientId=b&events=e", None).await;
+    settle().await;
+    for n in 1..=3 {
+        on_one.send("x", &n.to_string()).unwrap();
+    }
+    let ids_one: Vec<_> = ids_and_data(&on_node_one)
+        .into_iter()
+        .filter_map(|(id, _)| id)
+        .collect();
+    let ids_two: Vec<_> = ids_and_data(&on_node_two)
+        .into_iter()
+        .filter_map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids_one.len(), 3);
+    assert_eq!(
+        ids_one, ids_two,
+        "every node frames a message with the same id"
+    );
+
+    let (_back, resumed) = connect(&two, "/r/x?clientId=z&events=e", Some(&ids_one[0])).await;
+    settle().await;
+    on_two.send("x", "4").unwrap();
+    assert_eq!(data(&resumed), ["2", "3", "4"]);
+}
+
+#[tokio::test]
+async fn a_gap_too_large_for_the_cluster_history_resyncs_on_the_other_node() {
+    let broker = MemoryBroker::new();
+    let (one, on_one, _) = node(&broker, History::new(2));
+    let (two, _, fetched_on_two) = node(&broker, History::new(2));
+    let (first, _) = connect(&one, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    first.close();
+    for n in 1..=3 {
+        on_one.send("x", &n.to_string()).unwrap();
+    }
+    let (_again, resumed) = connect(&two, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    assert_eq!(data(&resumed), ["snapshot"], "no partial replay");
+    assert_eq!(
+        *fetched_on_two.lock().unwrap(),
+        [true],
+        "fetch ran as a resync"
+    );
 }
