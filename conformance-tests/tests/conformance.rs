@@ -142,6 +142,17 @@ cluster_suite!(cluster_redis, Cluster::redis(&[super::HYPER, super::WARP, super:
     redis_restart_keeps_streams_and_resumes_delivery,
 );
 
+cluster_suite!(cluster_history_memory, Cluster::memory_with_history(super::HYPER.1);
+    official_client_resumes_on_another_node,
+    last_event_id_resumes_on_another_node,
+);
+
+cluster_suite!(cluster_history_redis, Cluster::redis_with_history(&[super::HYPER, super::WARP, super::POEM]);
+    official_client_resumes_on_another_node,
+    last_event_id_resumes_on_another_node,
+    history_in_redis_is_one_capped_stream_per_room,
+);
+
 cluster_suite!(cluster_redis_sharded, Cluster::redis_sharded(&[super::POEM, super::HYPER]);
     send_reaches_every_node_once_in_order,
     presence_counts_every_node,

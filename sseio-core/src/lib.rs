@@ -199,7 +199,10 @@ mod sink;
 mod sync;
 
 pub use auth::{Grant, IntoRoom, Refusal};
-pub use broker::{BoxFuture, Broker, BrokerError, ConnectionId, MemoryBroker, Node, Presence};
+pub use broker::{
+    BoxFuture, Broker, BrokerError, ConnectionId, MemoryBroker, Node, Presence, Replay, ReplayRoom,
+    SharedHistory,
+};
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_BUFFER_FRAMES, DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS,
@@ -209,7 +212,7 @@ pub use connection::{Connection, ConnectionStream};
 pub use cors::Cors;
 pub use error::{BoxError, BuildError, ConnectionError, RegisterError, SendError};
 pub use handler::{EventHandler, HandlerOptions};
-pub use history::{DEFAULT_HISTORY_TTL, DEFAULT_RESUME_TTL, History};
+pub use history::{DEFAULT_HISTORY_TTL, DEFAULT_RESUME_TTL, History, Position};
 pub use listener::{LISTEN_BACKLOG, bind};
 pub use notify::{CloseReason, Notification, Notifications};
 pub use rejection::ConnectRejection;

@@ -6,11 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use redis::{PushInfo, PushKind, RedisError, Value};
-use sseio_core::{BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, Node, Presence};
+use redis::{Cmd, PushInfo, PushKind, RedisError, RedisResult, Value};
+use sseio_core::{
+    BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, History, Node, Position, Presence,
+    Replay, ReplayRoom, SharedHistory,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::link::{Link, Target};
+use crate::history::{self, Keys, Scripts};
+use crate::link::{Link, Outgoing, Target};
 use crate::wire::{self, Answer, Control, Query, RoomMessage};
 
 /// The default prefix of every channel name.
@@ -28,6 +32,8 @@ pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two reconnection attempts.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
+/// How long a replay or a resume lookup waits for Redis before the connection resyncs instead.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the connection is checked with a `PING`, so that a silent loss is noticed.
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// The most commands handled in one round (one pipeline of publishes).
@@ -116,6 +122,8 @@ impl RedisBrokerBuilder {
             next_query: AtomicU64::new(1),
             queries: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            keys: Keys::new(&self.prefix),
+            scripts: Scripts::new(),
             config: self,
         });
         let (link, pushes) = Link::open(&shared.config.target).await?;
@@ -128,6 +136,10 @@ impl RedisBrokerBuilder {
         let (link, lost) = keeper.start(link, pushes).await?;
         tokio::spawn(keeper.run(link, lost));
         Ok(RedisBroker {
+            history: RedisHistory {
+                shared: shared.clone(),
+                commands: commands_tx.clone(),
+            },
             shared,
             commands: commands_tx,
         })
@@ -137,6 +149,14 @@ impl RedisBrokerBuilder {
 /// A [`Broker`] on Redis Pub/Sub: servers (nodes) given brokers on the same Redis and prefix
 /// form one cluster. See the crate docs for what it guarantees and how it fails.
 pub struct RedisBroker {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+    history: RedisHistory,
+}
+
+/// The cluster's history in Redis (see the `history` module): what
+/// [`Broker::history`] gives the server.
+struct RedisHistory {
     shared: Arc<Shared>,
     commands: mpsc::UnboundedSender<Command>,
 }
@@ -159,6 +179,8 @@ struct Shared {
     /// This node's connections by `clientId`, and whether their announcement came back on the
     /// control channel (see [`Keeper::on_control`]).
     clients: Mutex<HashMap<String, Announced>>,
+    keys: Keys,
+    scripts: Scripts,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -168,13 +190,18 @@ struct Announced {
 }
 
 enum Command {
+    /// Sent in a pipeline with the publishes around it; counts against `max_queued`.
     Publish {
-        channel: String,
-        body: Vec<u8>,
+        outgoing: Outgoing,
         receivers: Option<oneshot::Sender<usize>>,
     },
     Subscribe(String),
     Unsubscribe(String),
+    /// A command whose answer is awaited, run in order with the others.
+    Ask {
+        cmd: Cmd,
+        reply: oneshot::Sender<RedisResult<Value>>,
+    },
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -220,9 +247,7 @@ impl RedisBroker {
     }
 
     fn unavailable(&self) -> BrokerError {
-        BrokerError::Unavailable {
-            reason: lock(&self.shared.last_error).clone(),
-        }
+        unavailable(&self.shared)
     }
 
     /// Queues a publish, if the broker is up and its queue has room.
@@ -232,23 +257,12 @@ impl RedisBroker {
         body: Vec<u8>,
         receivers: Option<oneshot::Sender<usize>>,
     ) -> Result<(), BrokerError> {
-        if !self.is_connected() {
-            return Err(self.unavailable());
-        }
-        let limit = self.shared.max_queued;
-        if self.shared.queued.fetch_add(1, Ordering::SeqCst) >= limit {
-            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(BrokerError::Backlog { limit });
-        }
-        let command = Command::Publish {
-            channel,
-            body,
+        enqueue(
+            &self.shared,
+            &self.commands,
+            Outgoing::Publish { channel, body },
             receivers,
-        };
-        self.commands.send(command).map_err(|_| {
-            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
-            BrokerError::Failed("the broker's task has stopped".to_owned())
-        })
+        )
     }
 
     fn control(&self, control: &Control) -> Result<(), BrokerError> {
@@ -258,6 +272,124 @@ impl RedisBroker {
 
     fn room_channel(&self, event: &str, room: &str) -> String {
         wire::room_channel(&self.shared.config.prefix, event, room)
+    }
+}
+
+/// Queues a command for the next pipeline, if the broker is up and its queue has room.
+fn enqueue(
+    shared: &Shared,
+    commands: &mpsc::UnboundedSender<Command>,
+    outgoing: Outgoing,
+    receivers: Option<oneshot::Sender<usize>>,
+) -> Result<(), BrokerError> {
+    if !shared.up.load(Ordering::SeqCst) {
+        return Err(unavailable(shared));
+    }
+    let limit = shared.max_queued;
+    if shared.queued.fetch_add(1, Ordering::SeqCst) >= limit {
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        return Err(BrokerError::Backlog { limit });
+    }
+    let command = Command::Publish {
+        outgoing,
+        receivers,
+    };
+    commands.send(command).map_err(|_| {
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        stopped()
+    })
+}
+
+fn unavailable(shared: &Shared) -> BrokerError {
+    BrokerError::Unavailable {
+        reason: lock(&shared.last_error).clone(),
+    }
+}
+
+fn stopped() -> BrokerError {
+    BrokerError::Failed("the broker's task has stopped".to_owned())
+}
+
+/// Runs `cmd` in order with the broker's other commands and waits for its answer.
+fn ask(
+    shared: &Shared,
+    commands: &mpsc::UnboundedSender<Command>,
+    cmd: Cmd,
+) -> BoxFuture<Result<Value, BrokerError>> {
+    if !shared.up.load(Ordering::SeqCst) {
+        return history::failed(unavailable(shared));
+    }
+    let (reply, answer) = oneshot::channel();
+    if commands.send(Command::Ask { cmd, reply }).is_err() {
+        return history::failed(stopped());
+    }
+    let lost = unavailable(shared);
+    Box::pin(async move {
+        match tokio::time::timeout(ASK_TIMEOUT, answer).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(error))) => Err(BrokerError::Failed(error.to_string())),
+            Ok(Err(_)) => Err(lost),
+            Err(_) => Err(BrokerError::TimedOut {
+                timeout: ASK_TIMEOUT,
+            }),
+        }
+    })
+}
+
+impl SharedHistory for RedisHistory {
+    fn publish(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> Result<(), BrokerError> {
+        let channel = wire::room_channel(&self.shared.config.prefix, event, room);
+        let body = wire::encode_message(event, room, payload);
+        let record = self.shared.keys.record(
+            &self.shared.scripts,
+            &channel,
+            (event, room, payload),
+            // The script puts the position in front of the message, after its own tag.
+            &body[1..],
+            history,
+        );
+        enqueue(&self.shared, &self.commands, Outgoing::Cmd(record), None)
+    }
+
+    fn replay(
+        &self,
+        rooms: Vec<ReplayRoom>,
+        from: Option<Position>,
+    ) -> BoxFuture<Result<Replay, BrokerError>> {
+        let cmd = self.shared.keys.replay(&self.shared.scripts, &rooms, from);
+        let answer = ask(&self.shared, &self.commands, cmd);
+        Box::pin(async move { history::parse_replay(&answer.await?, rooms.len()) })
+    }
+
+    fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.shared.keys.resume(client_id))
+            .arg(at.to_string())
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        // Best effort: while Redis is down the client will resync on its return.
+        let _ = enqueue(&self.shared, &self.commands, Outgoing::Cmd(cmd), None);
+    }
+
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(self.shared.keys.resume(client_id));
+        let answer = ask(&self.shared, &self.commands, cmd);
+        Box::pin(async move { Ok(history::parse_resume(&answer.await?)) })
+    }
+}
+
+impl fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisHistory")
+            .field("prefix", &self.shared.config.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -385,6 +517,13 @@ impl Broker for RedisBroker {
             client: client_id.to_owned(),
         })
     }
+
+    /// The history in Redis, shared by every node; none with sharded Pub/Sub, where each node
+    /// keeps its own (one sequence for the whole cluster would put every send through one
+    /// shard).
+    fn history(&self) -> Option<&dyn SharedHistory> {
+        (!self.shared.config.target.sharded).then_some(&self.history as &dyn SharedHistory)
+    }
 }
 
 /// Forgets a presence query when its future ends, answered or not.
@@ -420,6 +559,11 @@ impl Keeper {
         while let Ok(command) = self.commands.try_recv() {
             if let Command::Publish { .. } = command {
                 self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if !self.shared.config.target.sharded {
+            for load in Scripts::load_commands() {
+                link.ask(&load).await?;
             }
         }
         let (lost_tx, lost) = oneshot::channel();
@@ -558,16 +702,15 @@ async fn run_commands(
     while let Some(command) = commands.next() {
         match command {
             Command::Publish {
-                channel,
-                body,
+                outgoing,
                 receivers: receiver,
             } => {
-                publishes.push((channel, body));
+                publishes.push(outgoing);
                 receivers.push(receiver);
                 if matches!(commands.peek(), Some(Command::Publish { .. })) {
                     continue;
                 }
-                let counts = link.publish(&publishes).await;
+                let counts = link.send(&publishes).await;
                 shared.queued.fetch_sub(publishes.len(), Ordering::SeqCst);
                 publishes.clear();
                 for (receiver, count) in receivers.drain(..).zip(counts?) {
@@ -578,6 +721,19 @@ async fn run_commands(
             }
             Command::Subscribe(channel) => link.subscribe(&[channel]).await?,
             Command::Unsubscribe(channel) => link.unsubscribe(&[channel]).await?,
+            Command::Ask { cmd, reply } => match link.ask(&cmd).await {
+                // The connection is gone: the asker hears so when its reply is dropped.
+                Err(error)
+                    if error.is_io_error()
+                        || error.is_timeout()
+                        || error.is_unrecoverable_error() =>
+                {
+                    return Err(error);
+                }
+                answer => {
+                    let _ = reply.send(answer);
+                }
+            },
         }
     }
     Ok(())
@@ -628,6 +784,14 @@ fn on_message(shared: &Shared, replies: &mpsc::WeakUnboundedSender<Command>, dat
             }) => {
                 node.deliver(event, room, payload);
             }
+            Some(RoomMessage::Numbered {
+                at,
+                event,
+                room,
+                payload,
+            }) => {
+                node.deliver_numbered(event, room, at, payload);
+            }
             Some(RoomMessage::Query(query)) => answer(shared, node, replies, &query),
             None => {}
         }
@@ -650,8 +814,10 @@ fn answer(
     };
     shared.queued.fetch_add(1, Ordering::SeqCst);
     let _ = replies.send(Command::Publish {
-        channel: wire::node_channel(&shared.config.prefix, &query.reply_to),
-        body,
+        outgoing: Outgoing::Publish {
+            channel: wire::node_channel(&shared.config.prefix, &query.reply_to),
+            body,
+        },
         receivers: None,
     });
 }

@@ -86,6 +86,7 @@
 //! behaviour.
 
 mod broker;
+mod history;
 mod link;
 mod wire;
 

@@ -9,7 +9,8 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{
-    AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, RedisResult,
+    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, ProtocolVersion, PushInfo, RedisResult,
+    Value,
 };
 use tokio::sync::mpsc;
 
@@ -23,6 +24,15 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Target {
     pub(crate) url: String,
     pub(crate) sharded: bool,
+}
+
+/// One command of a batch sent to Redis in order.
+pub(crate) enum Outgoing {
+    /// A message on a channel (`PUBLISH`, or `SPUBLISH` when sharded).
+    Publish { channel: String, body: Vec<u8> },
+    /// Any other command whose answer nobody waits for: a history script that records and
+    /// publishes, a resume record.
+    Cmd(Cmd),
 }
 
 /// One open connection, plain or to a Redis Cluster (for sharded Pub/Sub).
@@ -92,31 +102,58 @@ impl Link {
         }
     }
 
-    /// Publishes each `(channel, body)` in order; returns how many nodes received each.
-    pub(crate) async fn publish(&mut self, items: &[(String, Vec<u8>)]) -> RedisResult<Vec<usize>> {
-        match self {
+    /// Sends each command in order; returns, for each, how many nodes received it (the
+    /// integer reply of a publish, 0 for anything else).
+    pub(crate) async fn send(&mut self, items: &[Outgoing]) -> RedisResult<Vec<usize>> {
+        let replies: Vec<Value> = match self {
             // One pipeline: one write, in order, however many messages queued meanwhile.
             Link::Plain(conn) => {
                 let mut pipe = redis::pipe();
-                for (channel, body) in items {
-                    pipe.cmd("PUBLISH").arg(channel).arg(body);
+                for item in items {
+                    match item {
+                        Outgoing::Publish { channel, body } => {
+                            pipe.cmd("PUBLISH").arg(channel).arg(body);
+                        }
+                        Outgoing::Cmd(cmd) => {
+                            pipe.add_command(cmd.clone());
+                        }
+                    }
                 }
-                pipe.query_async(conn).await
+                pipe.query_async(conn).await?
             }
             // Each channel lives on its shard; one after the other keeps every room in order.
             Link::Sharded(conn) => {
-                let mut receivers = Vec::with_capacity(items.len());
-                for (channel, body) in items {
-                    receivers.push(
-                        redis::cmd("SPUBLISH")
-                            .arg(channel)
-                            .arg(body)
-                            .query_async(conn)
-                            .await?,
-                    );
+                let mut replies = Vec::with_capacity(items.len());
+                for item in items {
+                    let reply = match item {
+                        Outgoing::Publish { channel, body } => {
+                            redis::cmd("SPUBLISH")
+                                .arg(channel)
+                                .arg(body)
+                                .query_async(conn)
+                                .await?
+                        }
+                        Outgoing::Cmd(cmd) => cmd.query_async(conn).await?,
+                    };
+                    replies.push(reply);
                 }
-                Ok(receivers)
+                replies
             }
+        };
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                Value::Int(n) => usize::try_from(n).unwrap_or(0),
+                _ => 0,
+            })
+            .collect())
+    }
+
+    /// Runs one command and returns its answer.
+    pub(crate) async fn ask(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Link::Plain(conn) => cmd.query_async(conn).await,
+            Link::Sharded(conn) => cmd.query_async(conn).await,
         }
     }
 

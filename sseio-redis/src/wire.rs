@@ -1,9 +1,10 @@
 //! What goes over Redis: channel names, and the messages on them.
 //!
-//! A room's channel carries its messages (`M`, binary: event, room, payload) and presence
-//! queries (`Q`, JSON). The cluster's control channel and each node's own channel carry JSON.
+//! A room's channel carries its messages (`M`, binary: event, room, payload; or, numbered by the
+//! cluster's history, `N<epoch>:<offset>:` then the same) and presence queries (`Q`, JSON). The cluster's control channel and each node's own channel carry JSON.
 
 use serde::{Deserialize, Serialize};
+use sseio_core::Position;
 
 /// The channel of room `room` of `event`.
 pub(crate) fn room_channel(prefix: &str, event: &str, room: &str) -> String {
@@ -51,26 +52,36 @@ pub(crate) enum RoomMessage<'a> {
         room: &'a str,
         payload: &'a str,
     },
+    /// A message numbered by the history script, which writes the position in front.
+    Numbered {
+        at: Position,
+        event: &'a str,
+        room: &'a str,
+        payload: &'a str,
+    },
     Query(Query),
 }
 
 /// Decodes what arrived on a room's channel; `None` for anything malformed (another program
 /// publishing on our prefix), which is dropped.
 pub(crate) fn decode_room(body: &[u8]) -> Option<RoomMessage<'_>> {
-    let (&tag, mut rest) = body.split_first()?;
+    let (&tag, rest) = body.split_first()?;
     match tag {
         b'M' => {
-            let mut part = || -> Option<&str> {
-                let (len, tail) = rest.split_first_chunk::<4>()?;
-                let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-                let (text, tail) = (tail.get(..len)?, tail.get(len..)?);
-                rest = tail;
-                std::str::from_utf8(text).ok()
-            };
-            let event = part()?;
-            let room = part()?;
-            let payload = std::str::from_utf8(rest).ok()?;
+            let (event, room, payload) = decode_parts(rest)?;
             Some(RoomMessage::Message {
+                event,
+                room,
+                payload,
+            })
+        }
+        b'N' => {
+            let mut fields = rest.splitn(3, |&b| b == b':');
+            let mut number = || std::str::from_utf8(fields.next()?).ok()?.parse().ok();
+            let at = Position::new(number()?, number()?);
+            let (event, room, payload) = decode_parts(fields.next()?)?;
+            Some(RoomMessage::Numbered {
+                at,
                 event,
                 room,
                 payload,
@@ -79,6 +90,21 @@ pub(crate) fn decode_room(body: &[u8]) -> Option<RoomMessage<'_>> {
         b'Q' => serde_json::from_slice(rest).ok().map(RoomMessage::Query),
         _ => None,
     }
+}
+
+/// The event, room and payload of a message, after its tag.
+fn decode_parts(mut rest: &[u8]) -> Option<(&str, &str, &str)> {
+    let mut part = || -> Option<&str> {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        let (text, tail) = (tail.get(..len)?, tail.get(len..)?);
+        rest = tail;
+        std::str::from_utf8(text).ok()
+    };
+    let event = part()?;
+    let room = part()?;
+    let payload = std::str::from_utf8(rest).ok()?;
+    Some((event, room, payload))
 }
 
 /// "Who is in this room?", asked by node `reply_to`.
@@ -132,6 +158,24 @@ mod tests {
                 payload: "data\nwith: lines",
             })
         );
+    }
+
+    #[test]
+    fn a_numbered_message_carries_its_position() {
+        let mut body = b"N17:42:".to_vec();
+        body.extend_from_slice(&encode_message("e", "r:1", "x\ny")[1..]);
+        assert_eq!(
+            decode_room(&body),
+            Some(RoomMessage::Numbered {
+                at: Position::new(17, 42),
+                event: "e",
+                room: "r:1",
+                payload: "x\ny",
+            })
+        );
+        for bad in [&b"N17:"[..], b"N:1:", b"Nx:1:", b"N1:2:\0"] {
+            assert_eq!(decode_room(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

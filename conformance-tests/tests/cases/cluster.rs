@@ -17,6 +17,9 @@ use conformance_tests::sse::{SseItem, SseStream};
 
 use super::*;
 
+/// The history each node of a history cluster keeps (`SSEIO_HISTORY`).
+const HISTORY: usize = 100;
+
 /// The nodes of a cluster under test, and its Redis when it has one.
 #[derive(Debug)]
 pub struct Cluster {
@@ -33,26 +36,48 @@ impl Cluster {
         }
     }
 
+    /// As [`Cluster::memory`], with history on.
+    pub async fn memory_with_history(bin: &str) -> Cluster {
+        let history = HISTORY.to_string();
+        Cluster {
+            nodes: vec![Harness::start("hyper", bin, &[("SSEIO_HISTORY", &history)]).await],
+            redis: None,
+        }
+    }
+
     /// A fresh `redis-server` and one harness per `(adapter, binary)` on it.
     pub async fn redis(bins: &[(&'static str, &str)]) -> Cluster {
-        Self::on(RedisServer::start().await, bins, false).await
+        Self::on(RedisServer::start().await, bins, false, &[]).await
+    }
+
+    /// As [`Cluster::redis`], with history on: kept in Redis, for the whole cluster.
+    pub async fn redis_with_history(bins: &[(&'static str, &str)]) -> Cluster {
+        let history = HISTORY.to_string();
+        let env = [("SSEIO_HISTORY", history.as_str())];
+        Self::on(RedisServer::start().await, bins, false, &env).await
     }
 
     /// A fresh one-node Redis Cluster and one harness per `(adapter, binary)` using sharded
     /// Pub/Sub on it.
     pub async fn redis_sharded(bins: &[(&'static str, &str)]) -> Cluster {
-        Self::on(RedisServer::start_cluster().await, bins, true).await
+        Self::on(RedisServer::start_cluster().await, bins, true, &[]).await
     }
 
-    async fn on(redis: RedisServer, bins: &[(&'static str, &str)], sharded: bool) -> Cluster {
+    async fn on(
+        redis: RedisServer,
+        bins: &[(&'static str, &str)],
+        sharded: bool,
+        extra: &[(&str, &str)],
+    ) -> Cluster {
         let url = redis.url();
         let sharded = if sharded { "1" } else { "0" };
         let mut nodes = Vec::new();
         for (adapter, bin) in bins {
-            let env = [
+            let mut env = vec![
                 ("REDIS_URL", url.as_str()),
                 ("SSEIO_REDIS_SHARDED", sharded),
             ];
+            env.extend_from_slice(extra);
             nodes.push(Harness::start(adapter, bin, &env).await);
         }
         Cluster {
@@ -394,4 +419,127 @@ async fn wait_send_status(cluster: &Cluster, i: usize, status: u16) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Leaves node `i` of the cluster: closes `stream`, waits for its `conn:close` there and, on
+/// Redis, for the resume record of `client` that its close wrote, so a reconnect on any node
+/// finds it.
+async fn leave_node(cluster: &Cluster, i: usize, stream: SseStream, client: &str) {
+    stream.close().await;
+    wait_log(cluster.node(i), &format!("conn:close of {client}"), |log| {
+        control::count_conn(log, "conn:close", client) > 0
+    })
+    .await;
+    if let Some(redis) = &cluster.redis {
+        let key = format!("sseio:resume:{client}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while redis.command(&["EXISTS", &key]).await.ok().as_deref() != Some("1") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no resume record {key} in Redis after {client} left"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The official client's way back, to another node: same `clientId`, no `Last-Event-ID`. It
+/// gets what was sent to its room while it was away, from any node, each message once and in
+/// order, then live messages; every node frames a message with the same `id:`.
+pub async fn official_client_resumes_on_another_node(cluster: &Cluster) {
+    let (room, client, watcher) = (new_id(), new_id(), new_id());
+    let mut first = join(cluster, 0, &room, &client).await;
+    let mut watching = join(cluster, 2, &room, &watcher).await;
+    wait_presence(cluster, 1, &room, &[&client, &watcher]).await;
+    send(cluster.node(1), "normal-event", &room, "1").await;
+    let seen = next_event(&mut first, "message 1 on node 0").await;
+    let watched = next_event(&mut watching, "message 1 on node 2").await;
+    assert_eq!(seen.data, "1");
+    assert!(seen.id.is_some(), "with history, frames carry an id");
+    assert_eq!(
+        seen.id, watched.id,
+        "every node frames a message with the same id"
+    );
+    leave_node(cluster, 0, first, &client).await;
+
+    for (n, message) in ["2", "3", "4"].iter().enumerate() {
+        send(cluster.node(n % 3), "normal-event", &room, message).await;
+    }
+    assert_eq!(next_data(&mut watching, &watcher, 3).await, ["2", "3", "4"]);
+    let mut back = join(cluster, 1, &room, &client).await;
+    assert_eq!(
+        next_data(&mut back, "the client back on node 1", 3).await,
+        ["2", "3", "4"],
+        "what it missed, once, in order"
+    );
+    send(cluster.node(2), "normal-event", &room, "5").await;
+    assert_eq!(
+        next_data(&mut back, "the client back on node 1", 1).await,
+        ["5"]
+    );
+}
+
+/// A native `EventSource` that comes back to another node with the `Last-Event-ID` one node
+/// gave it gets exactly the messages after it.
+pub async fn last_event_id_resumes_on_another_node(cluster: &Cluster) {
+    let (room, client) = (new_id(), new_id());
+    let mut first = join(cluster, 0, &room, &client).await;
+    wait_presence(cluster, 1, &room, &[&client]).await;
+    for message in ["1", "2", "3"] {
+        send(cluster.node(1), "normal-event", &room, message).await;
+    }
+    let one = next_event(&mut first, "message 1").await;
+    assert_eq!(next_data(&mut first, &client, 2).await, ["2", "3"]);
+    first.close().await;
+
+    // Another clientId: the position comes from the header alone.
+    let reader = new_id();
+    let id = one.id.expect("with history, frames carry an id");
+    let response = request(
+        cluster.node(2),
+        Request::get(sse_target(&room, &reader, &["normal-event"]))
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", &id),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut resumed = SseStream::http1(response);
+    assert_eq!(next_data(&mut resumed, &reader, 2).await, ["2", "3"]);
+    wait_presence(cluster, 0, &room, &[&reader]).await;
+    send(cluster.node(0), "normal-event", &room, "4").await;
+    assert_eq!(next_data(&mut resumed, &reader, 1).await, ["4"]);
+}
+
+/// The history lives in Redis, capped: one stream per room holding its last `SSEIO_HISTORY`
+/// messages, whichever nodes sent them.
+pub async fn history_in_redis_is_one_capped_stream_per_room(cluster: &Cluster) {
+    let room = new_id();
+    let sent = HISTORY + 20;
+    for n in 0..sent {
+        send(cluster.node(n % 3), "normal-event", &room, &n.to_string()).await;
+    }
+    let key = format!("sseio:history:{}:normal-event:{room}", "normal-event".len());
+    let redis = cluster.redis_server();
+    assert_eq!(
+        redis.command(&["XLEN", &key]).await.unwrap(),
+        HISTORY.to_string()
+    );
+    // Entries are numbered by the cluster's one sequence, whichever node sent: this fresh Redis
+    // numbered 1 to `sent`, and keeps the last `HISTORY` of them.
+    let oldest = redis
+        .command(&["XRANGE", &key, "-", "+", "COUNT", "1"])
+        .await
+        .unwrap();
+    let newest = redis
+        .command(&["XREVRANGE", &key, "+", "-", "COUNT", "1"])
+        .await
+        .unwrap();
+    assert!(
+        oldest.starts_with(&format!("{}-1\n", sent - HISTORY + 1)),
+        "the oldest entry kept: {oldest}"
+    );
+    assert!(
+        newest.starts_with(&format!("{sent}-1\n")),
+        "the newest entry: {newest}"
+    );
 }
