@@ -150,8 +150,15 @@
 //! a message the server had queued or written when the connection dropped counts as given to
 //! the client, so frames lost in kernel buffers or in the server's queue at the moment of a
 //! drop are not replayed to the official client (an `EventSource`'s `Last-Event-ID` names the
-//! last frame it really parsed, so it loses nothing). With a broker, history is kept per node
-//! for now: a client resumes on the node it left.
+//! last frame it really parsed, so it loses nothing).
+//!
+//! With a [`Broker`] that keeps a [`SharedHistory`] (`sseio-redis` on a plain Redis, and
+//! [`MemoryBroker`]), the history is the cluster's: one sequence for every node, so a frame has
+//! the same `id:` on every node, and a client resumes on any node, by `Last-Event-ID` or by
+//! `clientId`. A joining connection's rooms are held back while the broker answers its replay;
+//! the missed messages go out first, then the held live ones, without the live copies of what
+//! was replayed. With a broker that keeps none (sharded Redis Pub/Sub), each node numbers what
+//! it delivers and a client resumes only on the node it left; elsewhere it resyncs.
 //!
 //! Cost: a send with history takes one server-wide lock while it numbers, records and queues
 //! its message (that is what keeps every stream in offset order), and keeps a reference to the

@@ -57,6 +57,31 @@
 //!   `clientId` on two nodes, the one announced last on the control channel survives, the
 //!   other is closed with `conn:close` ([`CloseReason::Replaced`](sseio_core::CloseReason)).
 //!
+//! # History in Redis
+//!
+//! With history on (`ServerBuilder::history` or a handler's own, see sseio-core's "History and
+//! resume"), the broker keeps it in Redis for the whole cluster, so a client resumes on any
+//! node, by `Last-Event-ID` or (the official client) by its `clientId`:
+//!
+//! - A send runs one Lua script that gives the message the next offset of one sequence per
+//!   prefix (`<prefix>:history`, with an epoch taken from Redis's clock when the sequence
+//!   starts), appends it to its room's stream (`<prefix>:history:<event length>:<event>:<room>`),
+//!   trims the stream to the history's capacity and TTL, and publishes it with its position, all
+//!   atomically: a message is in the history exactly when it is published, and every node sees
+//!   positions in increasing order.
+//! - A reconnecting client's replay is a second script, sent on the node's connection after
+//!   its rooms' `SUBSCRIBE`s, so every message it missed is in the answer or arrives live (the
+//!   server drops what arrives twice). Replay is all or nothing per room: trimmed, expired, or
+//!   another epoch gives a `fetch` resync instead.
+//! - Where the official client stood is a resume record, `<prefix>:resume:<clientId>`, written
+//!   when its stream closes (`SET .. PX resume_ttl`) and taken when it reconnects (`GETDEL`).
+//! - A Redis that restarts without its data starts a new sequence with a new epoch: clients
+//!   that come back with an older position resync. While Redis is down, sends fail as above,
+//!   and a reconnecting client resyncs (or starts fresh, if its resume record cannot be read).
+//! - Needs Redis 6.2 or later (`GETDEL`, `XTRIM MINID`). Not with
+//!   [`sharded`](RedisBrokerBuilder::sharded): one sequence would put every send through one
+//!   shard, so there each node keeps its own history and a client resumes on the node it left.
+//!
 //! # When Redis goes away
 //!
 //! - Open streams stay open and keep their heartbeats: clients do not notice and do not
