@@ -14,6 +14,14 @@
 //! curl -X POST 'http://127.0.0.1:3002/rooms/lobby/messages' -d 'hello from 3002'
 //! curl 'http://127.0.0.1:3002/rooms/lobby/presence'
 //! ```
+//! Messages carry ids, and the history (last 100 per room) lives in Redis, so a client that
+//! comes back to either node gets what it missed: stop the first `curl`, post twice more, then
+//! resume on the other node with the last id it printed (or with the same `clientId` alone,
+//! within a minute, as the official client does):
+//! ```text
+//! curl -N -H 'Last-Event-ID: <the last id: line>' \
+//!   'http://127.0.0.1:3002/sseio?clientId=bob&events=chat&room=lobby'
+//! ```
 //! Stop Redis for a while: the streams stay open, posts answer `503` until the nodes have
 //! reconnected, then everything flows again without any client reconnecting.
 
@@ -22,7 +30,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::json;
-use sseio_hyper::{Context, EventHandler, HandlerOptions, Notification, SendError, Server};
+use sseio_hyper::{
+    Context, EventHandler, HandlerOptions, History, Notification, SendError, Server,
+};
 use sseio_redis::RedisBroker;
 
 #[tokio::main]
@@ -33,7 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The broker connects now, so a wrong URL fails here rather than at the first send.
     let broker = RedisBroker::connect(url.as_str()).await?;
     println!("node {} on Redis {url}", broker.node_id());
-    let server = Server::builder().path("/sseio").broker(broker).build()?;
+    let server = Server::builder()
+        .path("/sseio")
+        .broker(broker)
+        .history(History::new(100))
+        .build()?;
     let chat = server.register_event_handler(
         "chat",
         HandlerOptions::new(|ctx: &Context| ctx.query("room").unwrap_or("lobby").to_owned()),
