@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::history::{Histories, History, Position};
+use crate::history::{Histories, History, Position, Resumes};
 use crate::notify::CloseReason;
 use crate::server::ServerInner;
 use crate::sync::lock;
@@ -373,10 +373,12 @@ impl Clone for MemoryBroker {
 
 /// The history of a [`MemoryBroker`]'s nodes: one [`Histories`], whose lock a publish holds
 /// while it numbers the message and delivers it to every node, so every node gets positions in
-/// order and a replay (under the same lock) never misses a message.
+/// order and a replay (under the same lock) never misses a message. The resume records have a
+/// lock of their own: a delivery may close a slow connection, which records where it stood.
 struct MemoryHistory {
     nodes: Weak<Mutex<Vec<(u64, Node)>>>,
     histories: Mutex<Histories>,
+    resumes: Mutex<Resumes>,
     /// The history settings of each event published so far, for the sweep.
     settings: Mutex<std::collections::HashMap<String, History>>,
 }
@@ -385,7 +387,8 @@ impl Default for MemoryHistory {
     fn default() -> Self {
         Self {
             nodes: Weak::new(),
-            histories: Mutex::new(Histories::new(Duration::MAX)),
+            histories: Mutex::new(Histories::new(Duration::ZERO)),
+            resumes: Mutex::default(),
             settings: Mutex::default(),
         }
     }
@@ -417,6 +420,7 @@ impl SharedHistory for MemoryHistory {
         if !known || histories.now().offset.is_multiple_of(1024) {
             let settings = lock(&self.settings);
             histories.sweep(|event| settings.get(event).map(|h| h.ttl));
+            lock(&self.resumes).sweep();
         }
         let at = histories.record_payload(&Arc::from(event), room, payload, history);
         let nodes = self.nodes.upgrade().map(|nodes| lock(&nodes).clone());
@@ -446,11 +450,11 @@ impl SharedHistory for MemoryHistory {
     }
 
     fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
-        lock(&self.histories).left_for(client_id.into(), at, ttl);
+        lock(&self.resumes).insert(client_id.into(), at, ttl);
     }
 
     fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
-        let at = lock(&self.histories).take_left(client_id);
+        let at = lock(&self.resumes).take(client_id);
         Box::pin(std::future::ready(Ok(at)))
     }
 }

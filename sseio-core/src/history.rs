@@ -165,9 +165,36 @@ pub(crate) struct Histories {
     rooms: HashMap<(Arc<str>, Arc<str>), RoomLog>,
     /// The highest offset that was in a room log since dropped whole (expired).
     forgotten_upto: u64,
-    /// Where each `clientId` that left stood, until when.
-    left: HashMap<Arc<str>, (Position, Instant)>,
+    left: Resumes,
     resume_ttl: Duration,
+}
+
+/// Where each `clientId` that left stood, until when: what the official client's reconnect
+/// resumes from.
+#[derive(Debug, Default)]
+pub(crate) struct Resumes {
+    left: HashMap<Arc<str>, (Position, Instant)>,
+}
+
+impl Resumes {
+    /// Remembers where `client_id` stood, for `ttl`.
+    pub(crate) fn insert(&mut self, client_id: Arc<str>, position: Position, ttl: Duration) {
+        let now = Instant::now();
+        let until = now.checked_add(ttl).unwrap_or(now + FAR);
+        self.left.insert(client_id, (position, until));
+    }
+
+    /// Takes where `client_id` stood, if it has not expired.
+    pub(crate) fn take(&mut self, client_id: &str) -> Option<Position> {
+        let (position, until) = self.left.remove(client_id)?;
+        (Instant::now() <= until).then_some(position)
+    }
+
+    /// Forgets the expired positions.
+    pub(crate) fn sweep(&mut self) {
+        let now = Instant::now();
+        self.left.retain(|_, (_, until)| now <= *until);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -200,7 +227,7 @@ impl Histories {
             offset: 0,
             rooms: HashMap::new(),
             forgotten_upto: 0,
-            left: HashMap::new(),
+            left: Resumes::default(),
             resume_ttl,
         }
     }
@@ -362,26 +389,18 @@ impl Histories {
 
     /// Remembers where a `clientId` stood when its connection closed, for the resume TTL.
     pub(crate) fn left(&mut self, client_id: Arc<str>, position: Position) {
-        self.left_for(client_id, position, self.resume_ttl);
-    }
-
-    /// Remembers where a `clientId` stood when its connection closed, for `ttl`.
-    pub(crate) fn left_for(&mut self, client_id: Arc<str>, position: Position, ttl: Duration) {
-        let now = Instant::now();
-        let until = now.checked_add(ttl).unwrap_or(now + FAR);
-        self.left.insert(client_id, (position, until));
+        self.left.insert(client_id, position, self.resume_ttl);
     }
 
     /// Takes the position a `clientId` left at, if it is recent enough.
     pub(crate) fn take_left(&mut self, client_id: &str) -> Option<Position> {
-        let (position, until) = self.left.remove(client_id)?;
-        (Instant::now() <= until).then_some(position)
+        self.left.take(client_id)
     }
 
     /// Drops expired messages, room logs and positions; called on every heartbeat tick.
     pub(crate) fn sweep(&mut self, ttl_of: impl Fn(&str) -> Option<Duration>) {
         let now = Instant::now();
-        self.left.retain(|_, (_, until)| now <= *until);
+        self.left.sweep();
         let mut forgotten = self.forgotten_upto;
         self.rooms.retain(|(event, _), log| {
             let ttl = ttl_of(event).unwrap_or(Duration::ZERO);

@@ -274,3 +274,62 @@ async fn a_gap_too_large_for_the_cluster_history_resyncs_on_the_other_node() {
         "fetch ran as a resync"
     );
 }
+
+/// A sink whose client stops reading once `stalled` is set: from then on every frame finds
+/// it full.
+#[derive(Debug, Default)]
+struct StalledSink {
+    stalled: std::sync::atomic::AtomicBool,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+use sseio_core::SseSink as _;
+
+impl sseio_core::SseSink for StalledSink {
+    fn send(&self, _frame: bytes::Bytes) -> Result<(), sseio_core::SinkError> {
+        match self.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Err(sseio_core::SinkError::Full),
+            false => Ok(()),
+        }
+    }
+
+    fn close(&self, _reason: sseio_core::CloseReason) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Regression: with the cluster's history in a `MemoryBroker`, a send that found a full buffer
+/// closed that connection while the broker still held its history lock, and the close, which
+/// records where the connection stood, waited for that same lock forever: the send never
+/// returned. The slow connection must be closed, and the send return.
+#[tokio::test]
+async fn a_slow_consumer_on_a_cluster_with_history_is_closed_while_sending() {
+    let broker = MemoryBroker::new();
+    let (one, on_one, _) = node(&broker, History::new(10));
+    let (_fast, fast) = connect(&one, "/r/x?clientId=f&events=e", None).await;
+    let stalled = Arc::new(StalledSink::default());
+    let request = Request::get("/r/x?clientId=s&events=e").body(()).unwrap();
+    let _stalled = one
+        .connect((&request).into(), stalled.clone())
+        .await
+        .expect("the connection opens");
+    settle().await;
+    assert!(!stalled.is_closed());
+    stalled
+        .stalled
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // On a thread of its own, so that a deadlock fails the test instead of hanging it.
+    let (done, sent) = std::sync::mpsc::channel();
+    let sender = on_one.clone();
+    std::thread::spawn(move || done.send(sender.send("x", "1")));
+    sent.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the send returns")
+        .unwrap();
+    assert!(stalled.is_closed());
+    assert_eq!(one.connection_count(), 1);
+    assert_eq!(data(&fast), ["snapshot", "1"]);
+}
