@@ -18,6 +18,7 @@ use crate::error::{BoxError, SendError};
 use crate::frame;
 use crate::history::{Histories, History};
 use crate::message;
+use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifier};
 use crate::request::Context;
 use crate::room::{Member, Room};
@@ -142,6 +143,7 @@ struct HandlerInner {
     broker: Option<Arc<dyn Broker>>,
     history: Option<History>,
     histories: Arc<Mutex<Histories>>,
+    metrics: Arc<Metrics>,
 }
 
 impl EventHandler {
@@ -159,6 +161,7 @@ impl EventHandler {
                 server: Arc::downgrade(server),
                 max_message_bytes: server.limits.max_message_bytes,
                 broker: server.broker.clone(),
+                metrics: server.metrics.clone(),
             }),
         }
     }
@@ -290,14 +293,18 @@ impl EventHandler {
         let Some(room) = rooms.get(room) else {
             return 0;
         };
+        let mut queued = 0;
         for (&serial, member) in &room.members {
             if offset != 0 {
                 member.seen.store(offset, Ordering::Relaxed);
             }
-            if member.deliver(frame.clone()) == Err(SinkError::Full) {
-                slow.push(serial);
+            match member.deliver(frame.clone()) {
+                Ok(()) => queued += 1,
+                Err(SinkError::Full) => slow.push(serial),
+                Err(_) => {}
             }
         }
+        self.inner.metrics.sent(queued, frame.len());
         room.members.len() - slow.len()
     }
 
@@ -339,6 +346,7 @@ impl EventHandler {
             }
             Entry::Vacant(entry) => {
                 entry.insert(Room::default()).members.insert(serial, member);
+                self.inner.metrics.rooms.increment(1.0);
                 if let Some(broker) = &self.inner.broker {
                     broker.room_created(&self.inner.event, room);
                 }
@@ -359,6 +367,7 @@ impl EventHandler {
         };
         if members.members.remove(&serial).is_some() && members.members.is_empty() {
             rooms.remove(room);
+            self.inner.metrics.rooms.decrement(1.0);
             if let Some(broker) = &self.inner.broker {
                 broker.room_emptied(&self.inner.event, room);
             }

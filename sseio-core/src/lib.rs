@@ -190,6 +190,7 @@ mod handler;
 mod history;
 mod listener;
 mod message;
+mod metrics;
 mod notify;
 mod rejection;
 mod request;

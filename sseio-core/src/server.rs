@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, Version, header};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use serde::Serialize;
 
@@ -25,6 +26,7 @@ use crate::frame;
 use crate::handler::{EventHandler, HandlerOptions};
 use crate::history::{Histories, History, Joined, Position};
 use crate::message;
+use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::rejection::ConnectRejection;
 use crate::request::{Context, PathPattern, RequestHead, parse_query};
@@ -71,6 +73,7 @@ pub(crate) struct ServerInner {
     pub(crate) broker: Option<Arc<dyn Broker>>,
     pub(crate) history: Option<History>,
     pub(crate) histories: Arc<Mutex<Histories>>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Live connections, keyed by a serial unique to each connection (not by `clientId`, so the close
@@ -89,6 +92,8 @@ struct LiveConnection {
     fetches: Vec<AbortHandle>,
     /// The offset of the last message with history queued to it.
     seen: Arc<AtomicU64>,
+    /// `sseio.connection`: the close and its notifications are raised inside it.
+    span: tracing::Span,
 }
 
 /// A validated connection request.
@@ -124,6 +129,7 @@ impl Server {
                 broker: builder.broker,
                 history: builder.history,
                 histories: Arc::new(Mutex::new(Histories::new(builder.resume_ttl))),
+                metrics: Arc::new(Metrics::new()),
             }),
         };
         if let Some(broker) = &server.inner.broker {
@@ -326,9 +332,7 @@ impl Server {
             None if request.method == Method::OPTIONS => return Outcome::NotOurs,
             None => None,
             Some(cors) => match cors.check(request.headers) {
-                Err(()) => {
-                    return Outcome::Reply(ConnectRejection::OriginNotAllowed.into_response());
-                }
+                Err(()) => return self.inner.reject(ConnectRejection::OriginNotAllowed),
                 Ok(Some(origin)) if request.method == Method::OPTIONS => {
                     return Outcome::Reply(cors.preflight(origin, request.headers));
                 }
@@ -345,8 +349,7 @@ impl Server {
                 method: request.method.to_string(),
             }),
         };
-        let mut outcome =
-            result.unwrap_or_else(|rejection| Outcome::Reply(rejection.into_response()));
+        let mut outcome = result.unwrap_or_else(|rejection| self.inner.reject(rejection));
         if let Some((cors, origin)) = origin {
             let headers = match &mut outcome {
                 Outcome::Reply(response) => response.headers_mut(),
@@ -471,6 +474,7 @@ impl Server {
             .or_else(|| context.query("lastEventId"))
             .map(Position::parse);
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("sseio.connection", client_id = &*client_id, serial);
         let seen = Arc::new(AtomicU64::new(0));
         let mut holds = Vec::new();
         {
@@ -520,6 +524,7 @@ impl Server {
                         match histories.replay(handler.event_arc(), room, from, history) {
                             Some(frames) => {
                                 for frame in frames {
+                                    self.inner.metrics.sent(1, frame.len());
                                     let _ = sink.send(frame);
                                 }
                                 Joined::Resumed
@@ -530,6 +535,7 @@ impl Server {
                     (Some(_), _, Some(None)) => Joined::Resync,
                     _ => Joined::Fresh,
                 };
+                self.inner.metrics.joined(joined);
                 let hold = (handler.fetch().is_some() && joined != Joined::Resumed)
                     .then(|| Arc::new(Hold::new(self.inner.limits.max_buffer_bytes)));
                 if let Some(hold) = &hold {
@@ -560,8 +566,11 @@ impl Server {
                     rooms,
                     fetches: Vec::new(),
                     seen,
+                    span: span.clone(),
                 },
             );
+            self.inner.metrics.opened();
+            span.in_scope(|| tracing::debug!("sseio connection opened"));
             self.inner.notifier.notify(Notification::ConnCreate {
                 client_id: client_id.clone(),
                 principal,
@@ -586,7 +595,7 @@ impl Server {
                         sink.clone(),
                         hold,
                     );
-                    tokio::spawn(task).abort_handle()
+                    tokio::spawn(task.instrument(span.clone())).abort_handle()
                 })
                 .collect();
             let mut connections = lock(&self.inner.connections);
@@ -631,7 +640,12 @@ impl ServerInner {
                 return false;
             };
             let frame = frame::encode(handler.event(), payload);
-            (serial, handler.deliver_to(room, serial, frame))
+            let frame_len = frame.len();
+            let delivered = handler.deliver_to(room, serial, frame);
+            if delivered.is_ok() {
+                self.metrics.sent(1, frame_len);
+            }
+            (serial, delivered)
         };
         if delivered == Err(SinkError::Full) {
             self.close_connection(serial, CloseReason::SlowConsumer);
@@ -725,6 +739,10 @@ impl ServerInner {
     /// The rest of a close, once the connection is out of the table (so it runs once). Called
     /// with the connections lock held, so that it is ordered with every join.
     fn finish_close(&self, serial: u64, live: LiveConnection, reason: CloseReason) {
+        let _span = live.span.clone().entered();
+        let draining = self.shutting_down.load(Ordering::Relaxed);
+        self.metrics.closed(reason, draining);
+        tracing::debug!(%reason, "sseio connection closed");
         live.sink.close(reason);
         for fetch in &live.fetches {
             fetch.abort();
@@ -756,6 +774,12 @@ impl ServerInner {
             principal: live.principal,
             reason,
         });
+    }
+
+    /// The answer to a refused request, counted by status.
+    fn reject(&self, rejection: ConnectRejection) -> Outcome {
+        self.metrics.rejected(rejection.status());
+        Outcome::Reply(rejection.into_response())
     }
 
     pub(crate) fn notify_error(&self, error: ConnectionError) {
@@ -799,6 +823,8 @@ impl ServerInner {
                     slow.push(serial);
                 }
             }
+            let beats = connections.live.len() - slow.len();
+            self.metrics.heartbeats_sent.increment(beats as u64);
         }
         for serial in slow {
             self.close_connection(serial, CloseReason::SlowConsumer);

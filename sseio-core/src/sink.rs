@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 use crate::notify::CloseReason;
 use crate::sync::lock;
@@ -61,6 +62,9 @@ pub(crate) struct QueueSink {
 struct QueueState {
     frames: VecDeque<Bytes>,
     queued_bytes: usize,
+    /// When the oldest frame still queued was sent, for the send-lag metric: set by the first
+    /// send into an empty queue, cleared when the queue is drained. The opening bytes have none.
+    since: Option<Instant>,
     closed: bool,
     waker: Option<Waker>,
 }
@@ -76,6 +80,7 @@ impl QueueSink {
             state: Mutex::new(QueueState {
                 frames,
                 queued_bytes,
+                since: None,
                 closed: false,
                 waker: None,
             }),
@@ -85,8 +90,12 @@ impl QueueSink {
     }
 
     /// The next chunk to write: every queued frame up to [`MAX_COALESCE`] bytes in one `Bytes`
-    /// (a single frame is handed over without copying); `None` once closed.
-    pub(crate) fn poll_chunk(&self, waker: &Waker) -> Poll<Option<Bytes>> {
+    /// (a single frame is handed over without copying), with when its oldest frame was sent
+    /// (`None` for the opening bytes alone); `None` once closed.
+    ///
+    /// When frames remain queued past the chunk, the instant stays, so the next chunk's lag is
+    /// an upper bound: one timestamp per connection, none per frame.
+    pub(crate) fn poll_chunk(&self, waker: &Waker) -> Poll<Option<(Bytes, Option<Instant>)>> {
         let mut state = lock(&self.state);
         if state.closed {
             return Poll::Ready(None);
@@ -113,7 +122,12 @@ impl QueueSink {
             _ => first,
         };
         state.queued_bytes -= chunk.len();
-        Poll::Ready(Some(chunk))
+        let since = if state.frames.is_empty() {
+            state.since.take()
+        } else {
+            state.since
+        };
+        Poll::Ready(Some((chunk, since)))
     }
 }
 
@@ -145,6 +159,9 @@ impl SseSink for QueueSink {
         }
         state.queued_bytes += frame.len();
         state.frames.push_back(frame);
+        if state.since.is_none() {
+            state.since = Some(Instant::now());
+        }
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -197,6 +214,7 @@ mod tests {
 
     fn chunk(sink: &QueueSink) -> Poll<Option<Bytes>> {
         sink.poll_chunk(Waker::noop())
+            .map(|chunk| chunk.map(|(bytes, _since)| bytes))
     }
 
     #[test]
@@ -239,6 +257,31 @@ mod tests {
         let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 2);
         sink.send(Bytes::from_static(b"a")).unwrap();
         assert_eq!(sink.send(Bytes::from_static(b"b")), Err(SinkError::Full));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunk_carries_when_its_oldest_frame_was_sent() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let since = |sink: &QueueSink| match sink.poll_chunk(Waker::noop()) {
+            Poll::Ready(Some((_, since))) => since,
+            other => panic!("expected a chunk, got {other:?}"),
+        };
+        assert_eq!(
+            since(&sink),
+            None,
+            "the opening bytes were not sent by anyone"
+        );
+        let first = Instant::now();
+        sink.send(Bytes::from_static(b"a")).unwrap();
+        tokio::time::advance(std::time::Duration::from_millis(5)).await;
+        sink.send(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(since(&sink), Some(first), "the oldest frame's instant");
+        sink.send(Bytes::from_static(b"c")).unwrap();
+        assert_eq!(
+            since(&sink),
+            Some(Instant::now()),
+            "a drained queue starts afresh"
+        );
     }
 
     #[test]
