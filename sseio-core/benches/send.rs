@@ -95,11 +95,13 @@ fn fanout(c: &mut Criterion) {
 }
 
 /// A server whose room `r` of event `e` has `members` production streams (the bounded queue
-/// behind [`ConnectionStream`]), as an adapter would get them from `Server::handle`.
-fn streams_of(members: usize) -> (Server, EventHandler, Vec<ConnectionStream>) {
+/// behind [`ConnectionStream`]), as an adapter would get them from `Server::handle`; with
+/// `send_lag`, measuring `sseio_send_lag_seconds`.
+fn streams_of(members: usize, send_lag: bool) -> (Server, EventHandler, Vec<ConnectionStream>) {
     let server = Server::builder()
         .path("/s")
         .heartbeat_interval(std::time::Duration::ZERO)
+        .send_lag_metric(send_lag)
         .build()
         .unwrap();
     let handler = server
@@ -139,11 +141,21 @@ fn drain(streams: &mut [ConnectionStream]) {
 /// The send path through the production sink and stream: a send queues the frame on every
 /// member, then every stream hands its queue to the (absent) transport. Two sends per drain,
 /// so each stream goes from empty to non-empty once and coalesces two frames.
+/// The same with the send-lag metric on: two clock reads per stream and batch.
 fn fanout_streams(c: &mut Criterion) {
-    let mut group = c.benchmark_group("fanout_streams_100B");
+    for (name, send_lag) in [
+        ("fanout_streams_100B", false),
+        ("fanout_streams_100B_send_lag", true),
+    ] {
+        fanout_streams_group(c, name, send_lag);
+    }
+}
+
+fn fanout_streams_group(c: &mut Criterion, name: &str, send_lag: bool) {
+    let mut group = c.benchmark_group(name);
     let payload = "x".repeat(100);
     for members in [100, 1_000] {
-        let (_server, handler, mut streams) = streams_of(members);
+        let (_server, handler, mut streams) = streams_of(members, send_lag);
         drain(&mut streams);
         group.throughput(Throughput::Elements(2 * members as u64));
         group.bench_function(BenchmarkId::from_parameter(members), |b| {

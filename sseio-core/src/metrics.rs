@@ -68,14 +68,15 @@ pub(crate) struct Metrics {
     disconnects: [Counter; DISCONNECT_REASONS.len()],
     resumes_replayed: Counter,
     resumes_resync: Counter,
-    send_lag: Histogram,
+    send_lag: Option<Histogram>,
     rejections: [Counter; REJECTION_STATUSES.len()],
 }
 
 impl Metrics {
     /// Describes and registers every metric with the recorder installed now (global, or local
     /// through `metrics::with_local_recorder`).
-    pub(crate) fn new() -> Self {
+    /// `send_lag`: whether to register (and measure) `sseio_send_lag_seconds`.
+    pub(crate) fn new(send_lag: bool) -> Self {
         describe();
         Self {
             connections: ::metrics::gauge!(CONNECTIONS),
@@ -88,7 +89,7 @@ impl Metrics {
                 .map(|reason| ::metrics::counter!(DISCONNECTS, "reason" => reason)),
             resumes_replayed: ::metrics::counter!(RESUMES, "result" => "replayed"),
             resumes_resync: ::metrics::counter!(RESUMES, "result" => "resync"),
-            send_lag: ::metrics::histogram!(SEND_LAG),
+            send_lag: send_lag.then(|| ::metrics::histogram!(SEND_LAG)),
             rejections: REJECTION_STATUSES.map(
                 |status| ::metrics::counter!(REJECTIONS, "status" => status.as_str().to_owned()),
             ),
@@ -139,7 +140,14 @@ impl Metrics {
 
     /// A batch whose oldest frame was queued `lag` ago was handed to the transport.
     pub(crate) fn send_lag(&self, lag: Duration) {
-        self.send_lag.record(lag);
+        if let Some(histogram) = &self.send_lag {
+            histogram.record(lag);
+        }
+    }
+
+    /// Whether connection queues should note when their oldest frame was sent.
+    pub(crate) fn tracks_send_lag(&self) -> bool {
+        self.send_lag.is_some()
     }
 
     /// A request on the SSE path was refused with `status`.
@@ -309,6 +317,10 @@ mod tests {
         let values = values(&recorder);
         let frame_len = "event: e\ndata: hi\n\n".len() as f64;
         assert_eq!(count(&values, "sseio_frames_sent_total"), 6.0);
+        assert!(
+            !values.contains_key("sseio_send_lag_seconds"),
+            "off by default"
+        );
         assert_eq!(count(&values, "sseio_bytes_sent_total"), 6.0 * frame_len);
         assert_eq!(count(&values, "sseio_connections_opened_total"), 3.0);
         assert_eq!(count(&values, "sseio_connections"), 2.0);
@@ -386,7 +398,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn send_lag_is_the_age_of_the_oldest_frame_of_a_batch() {
         let recorder = DebuggingRecorder::new();
-        let server = server(&recorder, Server::builder());
+        let server = server(&recorder, Server::builder().send_lag_metric(true));
         let handler = server.handler("e").unwrap();
         let mut stream = open(&server, "a", "r").await;
         assert_eq!(drain(&mut stream).len(), 1, "the opening bytes");

@@ -129,7 +129,7 @@ impl Server {
                 broker: builder.broker,
                 history: builder.history,
                 histories: Arc::new(Mutex::new(Histories::new(builder.resume_ttl))),
-                metrics: Arc::new(Metrics::new()),
+                metrics: Arc::new(Metrics::new(builder.send_lag_metric)),
             }),
         };
         if let Some(broker) = &server.inner.broker {
@@ -370,6 +370,7 @@ impl Server {
             frame::OPENING,
             limits.max_buffer_bytes,
             limits.max_buffer_frames,
+            self.inner.metrics.tracks_send_lag(),
         ));
         let connection = self.connect(request, sink.clone()).await?;
         Ok(stream_response(

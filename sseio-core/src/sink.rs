@@ -57,6 +57,8 @@ pub(crate) struct QueueSink {
     state: Mutex<QueueState>,
     max_bytes: usize,
     max_frames: usize,
+    /// Whether sends note [`QueueState::since`].
+    track_lag: bool,
 }
 
 struct QueueState {
@@ -71,8 +73,8 @@ struct QueueState {
 
 impl QueueSink {
     /// A sink holding `first` (the opening bytes), accepting up to `max_bytes` in at most
-    /// `max_frames` frames queued.
-    pub(crate) fn new(first: Bytes, max_bytes: usize, max_frames: usize) -> Self {
+    /// `max_frames` frames queued; with `track_lag`, noting when its oldest frame was sent.
+    pub(crate) fn new(first: Bytes, max_bytes: usize, max_frames: usize, track_lag: bool) -> Self {
         let mut frames = VecDeque::new();
         let queued_bytes = first.len();
         frames.push_back(first);
@@ -86,6 +88,7 @@ impl QueueSink {
             }),
             max_bytes,
             max_frames,
+            track_lag,
         }
     }
 
@@ -159,7 +162,7 @@ impl SseSink for QueueSink {
         }
         state.queued_bytes += frame.len();
         state.frames.push_back(frame);
-        if state.since.is_none() {
+        if self.track_lag && state.since.is_none() {
             state.since = Some(Instant::now());
         }
         let waker = state.waker.take();
@@ -219,14 +222,14 @@ mod tests {
 
     #[test]
     fn opening_bytes_come_first() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\n"))));
         assert_eq!(chunk(&sink), Poll::Pending);
     }
 
     #[test]
     fn queued_frames_are_coalesced_into_one_chunk() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         sink.send(Bytes::from_static(b"a")).unwrap();
         sink.send(Bytes::from_static(b"b")).unwrap();
         assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\nab"))));
@@ -234,7 +237,7 @@ mod tests {
 
     #[test]
     fn full_buffer_refuses_the_frame() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 4, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 4, 64, false);
         sink.send(Bytes::from_static(b"abc")).unwrap();
         assert_eq!(sink.send(Bytes::from_static(b"d")), Err(SinkError::Full));
         assert_eq!(
@@ -246,7 +249,7 @@ mod tests {
 
     #[test]
     fn poll_closed_is_ready_only_once_closed() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         assert_eq!(sink.poll_closed(Waker::noop()), Poll::Pending);
         sink.close(CloseReason::SlowConsumer);
         assert_eq!(sink.poll_closed(Waker::noop()), Poll::Ready(()));
@@ -254,14 +257,14 @@ mod tests {
 
     #[test]
     fn too_many_frames_refuses_the_frame() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 2);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 2, false);
         sink.send(Bytes::from_static(b"a")).unwrap();
         assert_eq!(sink.send(Bytes::from_static(b"b")), Err(SinkError::Full));
     }
 
     #[tokio::test(start_paused = true)]
     async fn chunk_carries_when_its_oldest_frame_was_sent() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, true);
         let since = |sink: &QueueSink| match sink.poll_chunk(Waker::noop()) {
             Poll::Ready(Some((_, since))) => since,
             other => panic!("expected a chunk, got {other:?}"),
@@ -285,8 +288,18 @@ mod tests {
     }
 
     #[test]
+    fn without_lag_tracking_no_instant_is_taken() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
+        sink.send(Bytes::from_static(b"a")).unwrap();
+        assert!(matches!(
+            sink.poll_chunk(Waker::noop()),
+            Poll::Ready(Some((_, None)))
+        ));
+    }
+
+    #[test]
     fn closed_sink_ends_the_stream_and_refuses_frames() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         sink.close(CloseReason::ServerClosed);
         sink.close(CloseReason::ServerClosed);
         assert!(sink.is_closed());
