@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use sseio_hyper::{
     Context, Cors, EventHandler, Grant, HandlerOptions, History, Notification, Refusal, SendError,
@@ -20,6 +21,15 @@ use tokio::sync::{mpsc, oneshot};
 /// The SSE path of the harness contract.
 pub const PATH: &str = "/files/:guid/pull";
 
+/// The content type of `GET /metrics`: the Prometheus text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// The buckets of `sseio_send_lag_seconds`, from 100 µs to 10 s (without buckets the exporter
+/// renders a histogram as a summary).
+const SEND_LAG_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
+];
+
 /// The harness application: its SSE-IO server, handlers by event, and the lifecycle log.
 #[derive(Debug, Clone)]
 pub struct HarnessApp {
@@ -30,6 +40,8 @@ pub struct HarnessApp {
     log: Arc<Mutex<String>>,
     /// Asks the log's task to record every notification already raised, then answer.
     flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// The process's Prometheus recorder, for `GET /metrics`.
+    metrics: PrometheusHandle,
 }
 
 impl HarnessApp {
@@ -42,6 +54,8 @@ impl HarnessApp {
     /// If Redis cannot be reached at start, or the contract's path or event names were
     /// rejected (a bug in sseio).
     pub async fn new() -> Self {
+        // Before the server is built: it registers its metrics with the recorder it finds.
+        let metrics = install_metrics();
         let mut builder = builder_from_env();
         if let Ok(url) = std::env::var("REDIS_URL") {
             let sharded = std::env::var("SSEIO_REDIS_SHARDED").is_ok_and(|v| v == "1");
@@ -118,6 +132,7 @@ impl HarnessApp {
             handlers: Arc::new(handlers),
             log,
             flush,
+            metrics,
         }
     }
 
@@ -204,6 +219,14 @@ impl HarnessApp {
             .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("unknown event '{event}'")))
     }
 
+    /// `GET /metrics`: the Prometheus text exposition of the library's metrics, served as
+    /// [`METRICS_CONTENT_TYPE`].
+    pub fn metrics(&self) -> String {
+        // `install_recorder` starts no upkeep task; a scrape is a good moment for it.
+        self.metrics.run_upkeep();
+        self.metrics.render()
+    }
+
     /// `GET /_control/log`: every notification so far, as a JSON array.
     pub fn log_json(&self) -> String {
         format!("[{}]", self.log.lock().expect("log lock"))
@@ -222,6 +245,27 @@ impl HarnessApp {
         let _ = writeln!(stdout, "log {}", self.log_json());
         let _ = stdout.flush();
     }
+}
+
+/// Installs the process's Prometheus recorder, once; the handle to render it.
+///
+/// # Panics
+///
+/// When another recorder was installed first (not by this function).
+fn install_metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("sseio_send_lag_seconds".to_owned()),
+                    &SEND_LAG_BUCKETS,
+                )
+                .expect("the buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
 }
 
 /// A control request's body, as it is to be sent.
@@ -264,7 +308,8 @@ fn send_error(e: SendError) -> (StatusCode, String) {
 /// credentials allowed, and with `SSEIO_AUTH_TOKEN` an `authorize` hook that wants that token
 /// as a bearer token or the cookie `sseio_token`.
 fn builder_from_env() -> ServerBuilder {
-    let mut builder = Server::builder().path(PATH);
+    // `GET /metrics` shows every metric of the library, the opt-in send lag included.
+    let mut builder = Server::builder().path(PATH).send_lag_metric(true);
     let var = |name: &str| -> Option<usize> {
         let value = std::env::var(name).ok()?;
         Some(

@@ -66,6 +66,8 @@ macro_rules! conformance_suite {
             limits::connection_limit_is_503_with_retry_after,
             limits::oversized_message_is_413,
             limits::slow_reader_is_cut_off_and_the_others_get_everything,
+            metrics::metrics_follow_streams_sends_and_closes,
+            metrics::metrics_count_resumes,
             js_client::official_js_client,
             js_client::js_clients_resume_with_history,
         );

@@ -5,13 +5,16 @@
 //! cost per send and per delivery, without sockets.
 
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sseio_core::{
-    CloseReason, Connection, Context, EventHandler, HandlerOptions, Server, SinkError, SseSink,
+    CloseReason, Connection, ConnectionStream, Context, EventHandler, HandlerOptions, Outcome,
+    Server, SinkError, SseSink,
 };
 
 /// Counts frames and drops them.
@@ -91,5 +94,80 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, fanout);
+/// A server whose room `r` of event `e` has `members` production streams (the bounded queue
+/// behind [`ConnectionStream`]), as an adapter would get them from `Server::handle`; with
+/// `send_lag`, measuring `sseio_send_lag_seconds`.
+fn streams_of(members: usize, send_lag: bool) -> (Server, EventHandler, Vec<ConnectionStream>) {
+    let server = Server::builder()
+        .path("/s")
+        .heartbeat_interval(std::time::Duration::ZERO)
+        .send_lag_metric(send_lag)
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "r"))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let streams = runtime.block_on(async {
+        let mut streams = Vec::with_capacity(members);
+        for i in 0..members {
+            let request = http::Request::get(format!("/s?clientId={i}&events=e"))
+                .body(())
+                .unwrap();
+            let Outcome::Stream(response) = server.handle((&request).into()).await else {
+                panic!("the stream should open");
+            };
+            streams.push(response.into_body());
+        }
+        streams
+    });
+    (server, handler, streams)
+}
+
+/// Takes whatever each stream has queued, as the HTTP layer would on its next poll.
+fn drain(streams: &mut [ConnectionStream]) {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    for stream in streams {
+        while let Poll::Ready(Some(chunk)) =
+            futures_core::Stream::poll_next(Pin::new(&mut *stream), &mut cx)
+        {
+            black_box(chunk.unwrap());
+        }
+    }
+}
+
+/// The send path through the production sink and stream: a send queues the frame on every
+/// member, then every stream hands its queue to the (absent) transport. Two sends per drain,
+/// so each stream goes from empty to non-empty once and coalesces two frames.
+/// The same with the send-lag metric on: two clock reads per stream and batch.
+fn fanout_streams(c: &mut Criterion) {
+    for (name, send_lag) in [
+        ("fanout_streams_100B", false),
+        ("fanout_streams_100B_send_lag", true),
+    ] {
+        fanout_streams_group(c, name, send_lag);
+    }
+}
+
+fn fanout_streams_group(c: &mut Criterion, name: &str, send_lag: bool) {
+    let mut group = c.benchmark_group(name);
+    let payload = "x".repeat(100);
+    for members in [100, 1_000] {
+        let (_server, handler, mut streams) = streams_of(members, send_lag);
+        drain(&mut streams);
+        group.throughput(Throughput::Elements(2 * members as u64));
+        group.bench_function(BenchmarkId::from_parameter(members), |b| {
+            b.iter(|| {
+                handler.send("r", payload.as_str()).unwrap();
+                handler.send("r", payload.as_str()).unwrap();
+                drain(&mut streams);
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, fanout, fanout_streams);
 criterion_main!(benches);

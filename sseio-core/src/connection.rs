@@ -92,6 +92,18 @@ impl ConnectionStream {
     pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.sink.poll_closed(cx.waker())
     }
+
+    /// The next chunk for the transport, recording the send lag of its oldest frame.
+    fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.sink.poll_chunk(cx.waker()).map(|chunk| {
+            chunk.map(|(bytes, since)| {
+                if let Some(since) = since {
+                    self.connection.server.metrics.send_lag(since.elapsed());
+                }
+                bytes
+            })
+        })
+    }
 }
 
 impl futures_core::Stream for ConnectionStream {
@@ -99,7 +111,7 @@ impl futures_core::Stream for ConnectionStream {
     type Item = Result<Bytes, io::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.sink.poll_chunk(cx.waker()).map(|chunk| chunk.map(Ok))
+        self.poll_chunk(cx).map(|chunk| chunk.map(Ok))
     }
 }
 
@@ -111,8 +123,7 @@ impl Body for ConnectionStream {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.sink
-            .poll_chunk(cx.waker())
+        self.poll_chunk(cx)
             .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 

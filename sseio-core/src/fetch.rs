@@ -92,8 +92,13 @@ fn release(
     if let Some(error) = error {
         server.notify_error(error);
     }
-    if hold.release(sink, first, None) == Err(SinkError::Full) {
-        server.close_connection(serial, CloseReason::SlowConsumer);
+    let first_len = first.as_ref().map(Bytes::len);
+    match hold.release(sink, first, None) {
+        Ok(()) => server
+            .metrics
+            .sent(usize::from(first_len.is_some()), first_len.unwrap_or(0)),
+        Err(SinkError::Full) => server.close_connection(serial, CloseReason::SlowConsumer),
+        Err(_) => {}
     }
 }
 

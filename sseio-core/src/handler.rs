@@ -17,6 +17,7 @@ use crate::error::{BoxError, SendError};
 use crate::frame;
 use crate::history::{Histories, History, Position};
 use crate::message;
+use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifier};
 use crate::request::Context;
 use crate::room::{Member, Room};
@@ -141,6 +142,7 @@ struct HandlerInner {
     broker: Option<Arc<dyn Broker>>,
     history: Option<History>,
     histories: Arc<Mutex<Histories>>,
+    metrics: Arc<Metrics>,
 }
 
 impl EventHandler {
@@ -158,6 +160,7 @@ impl EventHandler {
                 server: Arc::downgrade(server),
                 max_message_bytes: server.limits.max_message_bytes,
                 broker: server.broker.clone(),
+                metrics: server.metrics.clone(),
             }),
         }
     }
@@ -328,14 +331,18 @@ impl EventHandler {
         let Some(room) = rooms.get(room) else {
             return 0;
         };
+        let mut queued = 0;
         for (&serial, member) in &room.members {
             if let Some(at) = at {
                 member.seen.advance(at);
             }
-            if member.deliver(frame.clone(), at) == Err(SinkError::Full) {
-                slow.push(serial);
+            match member.deliver(frame.clone(), at) {
+                Ok(()) => queued += 1,
+                Err(SinkError::Full) => slow.push(serial),
+                Err(_) => {}
             }
         }
+        self.inner.metrics.sent(queued, frame.len());
         room.members.len() - slow.len()
     }
 
@@ -377,6 +384,7 @@ impl EventHandler {
             }
             Entry::Vacant(entry) => {
                 entry.insert(Room::default()).members.insert(serial, member);
+                self.inner.metrics.rooms.increment(1.0);
                 if let Some(broker) = &self.inner.broker {
                     broker.room_created(&self.inner.event, room);
                 }
@@ -397,6 +405,7 @@ impl EventHandler {
         };
         if members.members.remove(&serial).is_some() && members.members.is_empty() {
             rooms.remove(room);
+            self.inner.metrics.rooms.decrement(1.0);
             if let Some(broker) = &self.inner.broker {
                 broker.room_emptied(&self.inner.event, room);
             }

@@ -174,6 +174,61 @@
 //! connects to another node closes its stream on the first. `sseio-redis` links processes
 //! through Redis; [`MemoryBroker`] links servers in one process.
 //!
+//! # Metrics and tracing
+//!
+//! The server reports through the [`metrics`](https://docs.rs/metrics) facade and the
+//! [`tracing`](https://docs.rs/tracing) API; with no recorder and no subscriber installed both
+//! cost next to nothing. Install a recorder (for Prometheus, `metrics-exporter-prometheus`)
+//! **before building the [`Server`]**: each server registers its metric handles once, when it is
+//! built, so that a send adds its member count to a counter instead of looking a metric up per
+//! delivery; a server built before any recorder was installed reports nothing. Values are per
+//! process (the servers of one process add up into the same series); sum them across nodes.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `sseio_connections` | gauge | | open streams |
+//! | `sseio_connections_opened_total` | counter | | streams opened (joined their rooms) |
+//! | `sseio_rooms` | gauge | | rooms with at least one connection on this node, counted per handler (room `42` of two events is two rooms) |
+//! | `sseio_frames_sent_total` | counter | | message frames queued to connections: a send to a room adds its number of members on this node; a `send_to_client`, a `fetch` result and each replayed history message add one. A frame held back behind a `fetch` counts when it is held. Heartbeats and the opening line are not counted; a frame counts once queued, even if its connection closes before it is written |
+//! | `sseio_bytes_sent_total` | counter | | the encoded bytes of those frames (members × frame length), what the transport is handed for messages |
+//! | `sseio_heartbeats_sent_total` | counter | | heartbeat comments (`:\n\n`, 3 bytes) queued, one per open stream per beat |
+//! | `sseio_disconnects_total` | counter | `reason`: `client_gone`, `replaced`, `slow_consumer`, `server_closed`, `shutdown`, `disconnected` | closed streams, exactly one per stream, by its [`CloseReason`]; `shutdown` is a [`CloseReason::ServerClosed`] by [`Server::shutdown`]'s drain |
+//! | `sseio_resumes_total` | counter | `result`: `replayed`, `resync` | rooms (of handlers with history) that a connection joined from a position: the missed messages were replayed, or the gap could not be filled and `fetch` ran as a resync |
+//! | `sseio_send_lag_seconds` | histogram | | opt-in, with [`ServerBuilder::send_lag_metric`]: from a frame being queued to the connection stream handing its batch to the transport, recorded once per batch for the batch's oldest frame (heartbeats included), so it shows how far behind writing a connection is. Only for streams from [`Server::handle`] (a custom sink's queue is its own) |
+//! | `sseio_rejections_total` | counter | `status`: `400`, `401`, `403`, `404`, `405`, `500`, `503` | requests on the SSE path that [`Server::handle`] refused without a stream |
+//!
+//! `metrics-exporter-prometheus` renders a histogram as a summary unless it is given buckets;
+//! for the send lag, `PrometheusBuilder::set_buckets_for_metric` with buckets from about 100 µs
+//! to 10 s fits.
+//!
+//! ```
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//! use sseio_core::{Context, HandlerOptions, Outcome, Server};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let prometheus = PrometheusBuilder::new().install_recorder()?; // first, then the server
+//! let server = Server::new("/files/:guid/pull")?;
+//! let files = server.register_event_handler("file-changed", HandlerOptions::new(|_: &Context| "all"))?;
+//! let request = http::Request::get("/files/42/pull?clientId=c1&events=file-changed").body(())?;
+//! let Outcome::Stream(_stream) = server.handle((&request).into()).await else { panic!() };
+//! files.send("all", "saved")?;
+//!
+//! // Serve this on `GET /metrics`, as `text/plain; version=0.0.4`.
+//! let text = prometheus.render();
+//! assert!(text.lines().any(|line| line == "sseio_connections 1"));
+//! assert!(text.lines().any(|line| line == "sseio_frames_sent_total 1"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each connection has a span, `sseio.connection` at level `INFO`, with the fields `client_id`
+//! and `serial` (unique per connection, also across a `clientId`'s reconnects). Its `fetch`
+//! tasks run in it, and its close is handled in it, so what is logged about one connection
+//! (the `DEBUG` events `sseio connection opened` / `sseio connection closed` with the `reason`,
+//! and with no notification subscriber the `WARN` for a slow consumer or a failed `fetch`)
+//! carries those fields. The span is never entered to deliver or write a frame.
+//!
 //! # Runtime
 //!
 //! The public API uses the ecosystem types that stay put: `http` 1.x for requests and responses,
@@ -183,7 +238,8 @@
 //!
 //! # Feature flags
 //!
-//! None yet: everything described here is always on.
+//! None yet: everything described here is always on, metrics and tracing included (they cost
+//! nothing measurable on the send path; see "Metrics and tracing").
 
 mod auth;
 mod broker;
@@ -197,6 +253,7 @@ mod handler;
 mod history;
 mod listener;
 mod message;
+mod metrics;
 mod notify;
 mod rejection;
 mod request;

@@ -162,14 +162,14 @@ mod tests {
 
     fn text(sink: &QueueSink) -> String {
         match sink.poll_chunk(Waker::noop()) {
-            Poll::Ready(Some(chunk)) => String::from_utf8_lossy(&chunk).into_owned(),
+            Poll::Ready(Some((chunk, _))) => String::from_utf8_lossy(&chunk).into_owned(),
             _ => String::new(),
         }
     }
 
     #[test]
     fn live_frames_already_replayed_are_dropped_held_or_late() {
-        let sink = QueueSink::new(Bytes::new(), 1024, 64);
+        let sink = QueueSink::new(Bytes::new(), 1024, 64, false);
         let hold = Hold::new(1024);
         // Published while the replay was read: live and in the replay.
         hold.deliver(&sink, Bytes::from_static(b"2"), at(2))
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn the_floor_holds_only_in_its_own_sequence() {
-        let sink = QueueSink::new(Bytes::new(), 1024, 64);
+        let sink = QueueSink::new(Bytes::new(), 1024, 64, false);
         let hold = Hold::new(1024);
         hold.release(&sink, None, at(9)).unwrap();
         // The history was lost (say, Redis restarted empty): a new epoch starts again at 1.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, Version, header};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use serde::Serialize;
 
@@ -25,6 +26,7 @@ use crate::frame;
 use crate::handler::{EventHandler, HandlerOptions};
 use crate::history::{Histories, History, Joined, Position, Seen};
 use crate::message;
+use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::rejection::ConnectRejection;
 use crate::request::{Context, PathPattern, RequestHead, parse_query};
@@ -72,6 +74,7 @@ pub(crate) struct ServerInner {
     pub(crate) history: Option<History>,
     pub(crate) histories: Arc<Mutex<Histories>>,
     resume_ttl: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Live connections, keyed by a serial unique to each connection (not by `clientId`, so the close
@@ -90,6 +93,8 @@ struct LiveConnection {
     fetches: Vec<AbortHandle>,
     /// The position of the last message with history queued to it.
     seen: Arc<Seen>,
+    /// `sseio.connection`: the close and its notifications are raised inside it.
+    span: tracing::Span,
 }
 
 /// A validated connection request.
@@ -126,6 +131,7 @@ impl Server {
                 history: builder.history,
                 histories: Arc::new(Mutex::new(Histories::new(builder.resume_ttl))),
                 resume_ttl: builder.resume_ttl,
+                metrics: Arc::new(Metrics::new(builder.send_lag_metric)),
             }),
         };
         if let Some(broker) = &server.inner.broker {
@@ -328,9 +334,7 @@ impl Server {
             None if request.method == Method::OPTIONS => return Outcome::NotOurs,
             None => None,
             Some(cors) => match cors.check(request.headers) {
-                Err(()) => {
-                    return Outcome::Reply(ConnectRejection::OriginNotAllowed.into_response());
-                }
+                Err(()) => return self.inner.reject(ConnectRejection::OriginNotAllowed),
                 Ok(Some(origin)) if request.method == Method::OPTIONS => {
                     return Outcome::Reply(cors.preflight(origin, request.headers));
                 }
@@ -347,8 +351,7 @@ impl Server {
                 method: request.method.to_string(),
             }),
         };
-        let mut outcome =
-            result.unwrap_or_else(|rejection| Outcome::Reply(rejection.into_response()));
+        let mut outcome = result.unwrap_or_else(|rejection| self.inner.reject(rejection));
         if let Some((cors, origin)) = origin {
             let headers = match &mut outcome {
                 Outcome::Reply(response) => response.headers_mut(),
@@ -369,6 +372,7 @@ impl Server {
             frame::OPENING,
             limits.max_buffer_bytes,
             limits.max_buffer_frames,
+            self.inner.metrics.tracks_send_lag(),
         ));
         let connection = self.connect(request, sink.clone()).await?;
         Ok(stream_response(
@@ -485,6 +489,7 @@ impl Server {
             _ => None,
         };
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("sseio.connection", client_id = &*client_id, serial);
         let seen = Arc::new(Seen::default());
         let mut holds = Vec::new();
         let mut replaying = Vec::new();
@@ -538,6 +543,7 @@ impl Server {
                         match histories.replay(handler.event_arc(), room, from, history) {
                             Some(frames) => {
                                 for frame in frames {
+                                    self.inner.metrics.sent(1, frame.len());
                                     let _ = sink.send(frame);
                                 }
                                 Joined::Resumed
@@ -550,6 +556,7 @@ impl Server {
                     (Some(_), _, Some(None)) => Joined::Resync,
                     _ => Joined::Fresh,
                 };
+                self.inner.metrics.joined(joined);
                 let hold = (joined == Joined::Replaying
                     || (handler.fetch().is_some() && joined != Joined::Resumed))
                     .then(|| Arc::new(Hold::new(self.inner.limits.max_buffer_bytes)));
@@ -587,8 +594,11 @@ impl Server {
                     rooms,
                     fetches: Vec::new(),
                     seen: seen.clone(),
+                    span: span.clone(),
                 },
             );
+            self.inner.metrics.opened();
+            span.in_scope(|| tracing::debug!("sseio connection opened"));
             self.inner.notifier.notify(Notification::ConnCreate {
                 client_id: client_id.clone(),
                 principal,
@@ -612,7 +622,7 @@ impl Server {
                     sink.clone(),
                     hold,
                 );
-                tokio::spawn(task).abort_handle()
+                tokio::spawn(task.instrument(span.clone())).abort_handle()
             })
             .collect();
         if let Some(shared) = shared {
@@ -640,7 +650,7 @@ impl Server {
                     seen,
                 },
             );
-            tasks.push(tokio::spawn(resume).abort_handle());
+            tasks.push(tokio::spawn(resume.instrument(span)).abort_handle());
         }
         if !tasks.is_empty() {
             let mut connections = lock(&self.inner.connections);
@@ -698,16 +708,24 @@ async fn resume_from_broker(
                     offset: missed.last().map_or(from.offset, |(offset, _)| *offset),
                     ..from
                 };
-                let frames = missed.iter().map(|(offset, payload)| {
-                    let at = Position {
-                        offset: *offset,
-                        ..from
-                    };
-                    frame::encode_with_id(&at.to_string(), handler.event(), payload)
-                });
+                let frames: Vec<Bytes> = missed
+                    .iter()
+                    .map(|(offset, payload)| {
+                        let at = Position {
+                            offset: *offset,
+                            ..from
+                        };
+                        frame::encode_with_id(&at.to_string(), handler.event(), payload)
+                    })
+                    .collect();
+                inner.metrics.joined(Joined::Resumed);
+                for frame in &frames {
+                    inner.metrics.sent(1, frame.len());
+                }
                 hold.release(&*resuming.sink, frames, Some(floor))
             }
             _ if handler.fetch().is_some() => {
+                inner.metrics.joined(Joined::Resync);
                 let task = run_fetch(
                     server.clone(),
                     handler,
@@ -716,10 +734,14 @@ async fn resume_from_broker(
                     resuming.sink.clone(),
                     hold,
                 );
-                fetches.push(tokio::spawn(task).abort_handle());
+                let span = tracing::Span::current();
+                fetches.push(tokio::spawn(task.instrument(span)).abort_handle());
                 Ok(())
             }
-            _ => hold.release(&*resuming.sink, None, None),
+            _ => {
+                inner.metrics.joined(Joined::Resync);
+                hold.release(&*resuming.sink, None, None)
+            }
         };
         if outcome == Err(SinkError::Full) {
             inner.close_connection(resuming.serial, CloseReason::SlowConsumer);
@@ -766,7 +788,12 @@ impl ServerInner {
                 return false;
             };
             let frame = frame::encode(handler.event(), payload);
-            (serial, handler.deliver_to(room, serial, frame))
+            let frame_len = frame.len();
+            let delivered = handler.deliver_to(room, serial, frame);
+            if delivered.is_ok() {
+                self.metrics.sent(1, frame_len);
+            }
+            (serial, delivered)
         };
         if delivered == Err(SinkError::Full) {
             self.close_connection(serial, CloseReason::SlowConsumer);
@@ -860,6 +887,10 @@ impl ServerInner {
     /// The rest of a close, once the connection is out of the table (so it runs once). Called
     /// with the connections lock held, so that it is ordered with every join.
     fn finish_close(&self, serial: u64, live: LiveConnection, reason: CloseReason) {
+        let _span = live.span.clone().entered();
+        let draining = self.shutting_down.load(Ordering::Relaxed);
+        self.metrics.closed(reason, draining);
+        tracing::debug!(%reason, "sseio connection closed");
         live.sink.close(reason);
         for fetch in &live.fetches {
             fetch.abort();
@@ -891,6 +922,12 @@ impl ServerInner {
             principal: live.principal,
             reason,
         });
+    }
+
+    /// The answer to a refused request, counted by status.
+    fn reject(&self, rejection: ConnectRejection) -> Outcome {
+        self.metrics.rejected(rejection.status());
+        Outcome::Reply(rejection.into_response())
     }
 
     pub(crate) fn notify_error(&self, error: ConnectionError) {
@@ -934,6 +971,8 @@ impl ServerInner {
                     slow.push(serial);
                 }
             }
+            let beats = connections.live.len() - slow.len();
+            self.metrics.heartbeats_sent.increment(beats as u64);
         }
         for serial in slow {
             self.close_connection(serial, CloseReason::SlowConsumer);

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 use crate::notify::CloseReason;
 use crate::sync::lock;
@@ -56,19 +57,24 @@ pub(crate) struct QueueSink {
     state: Mutex<QueueState>,
     max_bytes: usize,
     max_frames: usize,
+    /// Whether sends note [`QueueState::since`].
+    track_lag: bool,
 }
 
 struct QueueState {
     frames: VecDeque<Bytes>,
     queued_bytes: usize,
+    /// When the oldest frame still queued was sent, for the send-lag metric: set by the first
+    /// send into an empty queue, cleared when the queue is drained. The opening bytes have none.
+    since: Option<Instant>,
     closed: bool,
     waker: Option<Waker>,
 }
 
 impl QueueSink {
     /// A sink holding `first` (the opening bytes), accepting up to `max_bytes` in at most
-    /// `max_frames` frames queued.
-    pub(crate) fn new(first: Bytes, max_bytes: usize, max_frames: usize) -> Self {
+    /// `max_frames` frames queued; with `track_lag`, noting when its oldest frame was sent.
+    pub(crate) fn new(first: Bytes, max_bytes: usize, max_frames: usize, track_lag: bool) -> Self {
         let mut frames = VecDeque::new();
         let queued_bytes = first.len();
         frames.push_back(first);
@@ -76,17 +82,23 @@ impl QueueSink {
             state: Mutex::new(QueueState {
                 frames,
                 queued_bytes,
+                since: None,
                 closed: false,
                 waker: None,
             }),
             max_bytes,
             max_frames,
+            track_lag,
         }
     }
 
     /// The next chunk to write: every queued frame up to [`MAX_COALESCE`] bytes in one `Bytes`
-    /// (a single frame is handed over without copying); `None` once closed.
-    pub(crate) fn poll_chunk(&self, waker: &Waker) -> Poll<Option<Bytes>> {
+    /// (a single frame is handed over without copying), with when its oldest frame was sent
+    /// (`None` for the opening bytes alone); `None` once closed.
+    ///
+    /// When frames remain queued past the chunk, the instant stays, so the next chunk's lag is
+    /// an upper bound: one timestamp per connection, none per frame.
+    pub(crate) fn poll_chunk(&self, waker: &Waker) -> Poll<Option<(Bytes, Option<Instant>)>> {
         let mut state = lock(&self.state);
         if state.closed {
             return Poll::Ready(None);
@@ -113,7 +125,12 @@ impl QueueSink {
             _ => first,
         };
         state.queued_bytes -= chunk.len();
-        Poll::Ready(Some(chunk))
+        let since = if state.frames.is_empty() {
+            state.since.take()
+        } else {
+            state.since
+        };
+        Poll::Ready(Some((chunk, since)))
     }
 }
 
@@ -145,6 +162,9 @@ impl SseSink for QueueSink {
         }
         state.queued_bytes += frame.len();
         state.frames.push_back(frame);
+        if self.track_lag && state.since.is_none() {
+            state.since = Some(Instant::now());
+        }
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -197,18 +217,19 @@ mod tests {
 
     fn chunk(sink: &QueueSink) -> Poll<Option<Bytes>> {
         sink.poll_chunk(Waker::noop())
+            .map(|chunk| chunk.map(|(bytes, _since)| bytes))
     }
 
     #[test]
     fn opening_bytes_come_first() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\n"))));
         assert_eq!(chunk(&sink), Poll::Pending);
     }
 
     #[test]
     fn queued_frames_are_coalesced_into_one_chunk() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         sink.send(Bytes::from_static(b"a")).unwrap();
         sink.send(Bytes::from_static(b"b")).unwrap();
         assert_eq!(chunk(&sink), Poll::Ready(Some(Bytes::from_static(b"\nab"))));
@@ -216,7 +237,7 @@ mod tests {
 
     #[test]
     fn full_buffer_refuses_the_frame() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 4, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 4, 64, false);
         sink.send(Bytes::from_static(b"abc")).unwrap();
         assert_eq!(sink.send(Bytes::from_static(b"d")), Err(SinkError::Full));
         assert_eq!(
@@ -228,7 +249,7 @@ mod tests {
 
     #[test]
     fn poll_closed_is_ready_only_once_closed() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         assert_eq!(sink.poll_closed(Waker::noop()), Poll::Pending);
         sink.close(CloseReason::SlowConsumer);
         assert_eq!(sink.poll_closed(Waker::noop()), Poll::Ready(()));
@@ -236,14 +257,49 @@ mod tests {
 
     #[test]
     fn too_many_frames_refuses_the_frame() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 2);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 2, false);
         sink.send(Bytes::from_static(b"a")).unwrap();
         assert_eq!(sink.send(Bytes::from_static(b"b")), Err(SinkError::Full));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn chunk_carries_when_its_oldest_frame_was_sent() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, true);
+        let since = |sink: &QueueSink| match sink.poll_chunk(Waker::noop()) {
+            Poll::Ready(Some((_, since))) => since,
+            other => panic!("expected a chunk, got {other:?}"),
+        };
+        assert_eq!(
+            since(&sink),
+            None,
+            "the opening bytes were not sent by anyone"
+        );
+        let first = Instant::now();
+        sink.send(Bytes::from_static(b"a")).unwrap();
+        tokio::time::advance(std::time::Duration::from_millis(5)).await;
+        sink.send(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(since(&sink), Some(first), "the oldest frame's instant");
+        sink.send(Bytes::from_static(b"c")).unwrap();
+        assert_eq!(
+            since(&sink),
+            Some(Instant::now()),
+            "a drained queue starts afresh"
+        );
+    }
+
+    #[test]
+    fn without_lag_tracking_no_instant_is_taken() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
+        sink.send(Bytes::from_static(b"a")).unwrap();
+        assert!(matches!(
+            sink.poll_chunk(Waker::noop()),
+            Poll::Ready(Some((_, None)))
+        ));
+    }
+
     #[test]
     fn closed_sink_ends_the_stream_and_refuses_frames() {
-        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64);
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         sink.close(CloseReason::ServerClosed);
         sink.close(CloseReason::ServerClosed);
         assert!(sink.is_closed());

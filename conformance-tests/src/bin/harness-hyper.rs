@@ -10,7 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::routing::{any, get};
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
+    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
+    shutdown_signal,
 };
 use std::collections::HashMap;
 
@@ -22,6 +23,15 @@ async fn main() -> std::io::Result<()> {
     let routes = Router::new()
         .route("/hello", get(|| async { "hello" }))
         .route("/_control/{action}", any(control))
+        .route(
+            "/metrics",
+            get(|State(app): State<HarnessApp>| async move {
+                (
+                    [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+                    app.metrics(),
+                )
+            }),
+        )
         .with_state(app.clone());
 
     let listener = bind_from_env()?;

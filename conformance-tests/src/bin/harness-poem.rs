@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
+    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
+    shutdown_signal,
 };
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -37,6 +38,7 @@ async fn main() -> std::io::Result<()> {
     let server = app.server();
     let routes = Route::new()
         .at("/hello", get(hello))
+        .at("/metrics", get(metrics))
         .at("/_control/:action", control)
         .data(app.clone())
         .with(SseioMiddleware::new(server.clone()));
@@ -94,6 +96,13 @@ async fn main() -> std::io::Result<()> {
 #[handler]
 fn hello() -> &'static str {
     "hello"
+}
+
+#[handler]
+fn metrics(Data(app): Data<&HarnessApp>) -> Response {
+    Response::builder()
+        .content_type(METRICS_CONTENT_TYPE)
+        .body(app.metrics())
 }
 
 /// poem reads a `Bytes` body whole, without a size limit (unless `SizeLimit` is added).

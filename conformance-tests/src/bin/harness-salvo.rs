@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
+    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
+    shutdown_signal,
 };
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::http::{StatusCode, header};
@@ -25,6 +26,7 @@ async fn main() -> std::io::Result<()> {
     let sseio = app.server();
     let router = Router::new()
         .push(Router::with_path("hello").get(hello))
+        .push(Router::with_path("metrics").get(Metrics(app.clone())))
         .push(Router::with_path("_control/{action}").goal(Control(app.clone())));
     let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
 
@@ -45,6 +47,18 @@ async fn main() -> std::io::Result<()> {
 #[handler]
 async fn hello() -> &'static str {
     "hello"
+}
+
+/// `GET /metrics`.
+struct Metrics(HarnessApp);
+
+#[handler]
+impl Metrics {
+    async fn handle(&self, res: &mut Response) {
+        res.add_header(header::CONTENT_TYPE, METRICS_CONTENT_TYPE, true)
+            .expect("a valid header value");
+        res.body(self.0.metrics());
+    }
 }
 
 /// `/_control/<action>`.

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
+    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
+    shutdown_signal,
 };
 use warp::Filter;
 use warp::http::{Method, StatusCode};
@@ -25,6 +26,12 @@ async fn main() -> std::io::Result<()> {
     let with_app = warp::any().map(move || app.clone());
 
     let hello = warp::path!("hello").and(warp::get()).map(|| "hello");
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app.clone())
+        .map(|app: HarnessApp| {
+            warp::reply::with_header(app.metrics(), "content-type", METRICS_CONTENT_TYPE)
+        });
     let control = warp::path!("_control" / String)
         .and(warp::method())
         .and(with_app)
@@ -33,7 +40,10 @@ async fn main() -> std::io::Result<()> {
         // warp sets no body limit unless `content_length_limit` is added.
         .and(warp::body::bytes())
         .then(control);
-    let routes = sseio_warp::filter(server.clone()).or(hello).or(control);
+    let routes = sseio_warp::filter(server.clone())
+        .or(hello)
+        .or(metrics)
+        .or(control);
 
     let listener = bind_from_env()?;
     announce(listener.local_addr()?);

@@ -16,6 +16,7 @@ pub mod js_client;
 pub mod lifecycle;
 pub mod limits;
 pub mod malformed;
+pub mod metrics;
 pub mod rooms;
 pub mod routing;
 pub mod stream;

@@ -3,14 +3,16 @@
 //! Run: `cargo run -p examples --bin axum-app`
 //! Listen: `curl -N 'http://127.0.0.1:3000/user/ada/events?clientId=tab-1&events=inbox'`
 //! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
+//! Metrics: `curl http://127.0.0.1:3000/metrics` (Prometheus text: `sseio_connections`, ...)
 //!
 //! `SseioLayer` serves the SSE path (`/user/:userId/events`) and passes every other request to
 //! the router, so the app keeps its routes, extractors and middleware.
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::Deserialize;
 use sseio_hyper::{Context, EventHandler, HandlerOptions, Server, SseioLayer};
 
@@ -23,6 +25,9 @@ struct Mail {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The metrics recorder first: a server registers its metrics with the recorder installed
+    // when it is built.
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
     let sseio = Server::new("/user/:userId/events")?;
     // Each user's connections share one room, named after the path parameter.
     let inbox = sseio.register_event_handler(
@@ -38,6 +43,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/", get(|| async { "an ordinary route of the app" }))
         .route("/users/{user}/inbox", post(deliver))
+        .route(
+            "/metrics",
+            get(move || {
+                prometheus.run_upkeep();
+                let text = prometheus.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
         .with_state(inbox)
         .layer(SseioLayer::new(sseio));
 
