@@ -470,11 +470,19 @@ pub async fn official_client_resumes_on_another_node(cluster: &Cluster) {
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(sorted, ["2", "3", "4"]);
+    let replayed = r#"sseio_resumes_total{result="replayed"}"#;
+    let before = super::metrics::scrape(cluster.node(1)).await.get(replayed);
     let mut back = join(cluster, 1, &room, &client).await;
     assert_eq!(
         next_data(&mut back, "the client back on node 1", 3).await,
         order,
         "what it missed, once, in the room's order"
+    );
+    let after = super::metrics::scrape(cluster.node(1)).await.get(replayed);
+    assert_eq!(
+        after - before,
+        1.0,
+        "node 1 counts the resume in {replayed}"
     );
     send(cluster.node(2), "normal-event", &room, "5").await;
     assert_eq!(

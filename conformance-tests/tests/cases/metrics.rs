@@ -17,17 +17,17 @@ use super::*;
 
 /// One scrape: every sample by its series as written (`name` or `name{label="value"}`).
 #[derive(Debug)]
-struct Scrape(HashMap<String, f64>);
+pub struct Scrape(HashMap<String, f64>);
 
 impl Scrape {
     /// The sample of `series`; 0 when it is absent (a counter not yet incremented).
-    fn get(&self, series: &str) -> f64 {
+    pub fn get(&self, series: &str) -> f64 {
         self.0.get(series).copied().unwrap_or(0.0)
     }
 }
 
 /// `GET /metrics`, asserting `200` and the exposition format's content type, parsed.
-async fn scrape(h: &Harness) -> Scrape {
+pub async fn scrape(h: &Harness) -> Scrape {
     let (response, body) = get_body(h, "/metrics").await;
     assert_eq!(response.status(), 200, "GET /metrics");
     let content_type = response.header("content-type").unwrap_or_default();
