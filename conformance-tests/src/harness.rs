@@ -30,6 +30,9 @@ const SEND_LAG_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
 ];
 
+/// How often the recorder's histogram samples are drained into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(1);
+
 /// The harness application: its SSE-IO server, handlers by event, and the lifecycle log.
 #[derive(Debug, Clone)]
 pub struct HarnessApp {
@@ -256,14 +259,26 @@ fn install_metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("sseio_send_lag_seconds".to_owned()),
                     &SEND_LAG_BUCKETS,
                 )
                 .expect("the buckets are not empty")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            // The recorder keeps every histogram sample until it is drained, which only upkeep
+            // (or a render) does: without it the send lag's samples would grow the harness's
+            // memory for as long as nobody scrapes.
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(METRICS_UPKEEP);
+                loop {
+                    every.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
         })
         .clone()
 }
@@ -308,8 +323,10 @@ fn send_error(e: SendError) -> (StatusCode, String) {
 /// credentials allowed, and with `SSEIO_AUTH_TOKEN` an `authorize` hook that wants that token
 /// as a bearer token or the cookie `sseio_token`.
 fn builder_from_env() -> ServerBuilder {
-    // `GET /metrics` shows every metric of the library, the opt-in send lag included.
-    let mut builder = Server::builder().path(PATH).send_lag_metric(true);
+    // The send lag is opt-in, as in the library: `SSEIO_SEND_LAG_METRIC=1` adds it to
+    // `GET /metrics`, and benchmarks measure the library's default.
+    let send_lag = std::env::var("SSEIO_SEND_LAG_METRIC").is_ok_and(|v| v == "1");
+    let mut builder = Server::builder().path(PATH).send_lag_metric(send_lag);
     let var = |name: &str| -> Option<usize> {
         let value = std::env::var(name).ok()?;
         Some(

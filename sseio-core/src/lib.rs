@@ -199,7 +199,10 @@
 //!
 //! `metrics-exporter-prometheus` renders a histogram as a summary unless it is given buckets;
 //! for the send lag, `PrometheusBuilder::set_buckets_for_metric` with buckets from about 100 µs
-//! to 10 s fits.
+//! to 10 s fits. Its recorder keeps each histogram sample until a render or
+//! `PrometheusHandle::run_upkeep` drains it (its own HTTP listener runs upkeep every 5 s; a
+//! recorder from `install_recorder` does not): with the send lag on, call `run_upkeep` from a
+//! timer, or the samples grow with every write until the next scrape.
 //!
 //! ```
 //! use metrics_exporter_prometheus::PrometheusBuilder;

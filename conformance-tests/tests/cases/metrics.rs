@@ -90,6 +90,10 @@ pub async fn metrics_follow_streams_sends_and_closes(h: &Harness) {
     if !own_server(h, "metrics_follow_streams_sends_and_closes") {
         return;
     }
+    let h = &h
+        .with_env(&[("SSEIO_SEND_LAG_METRIC", "1")])
+        .await
+        .expect("a harness of its own");
     let before = scrape(h).await;
     let (room, other_room) = (new_id(), new_id());
     let (a, b, c) = (new_id(), new_id(), new_id());
