@@ -93,7 +93,8 @@ struct LiveConnection {
     fetches: Vec<AbortHandle>,
     /// The position of the last message with history queued to it.
     seen: Arc<Seen>,
-    /// `sseio.connection`: the close and its notifications are raised inside it.
+    /// `sseio.connection` (with the `connection-spans` feature): the close and its
+    /// notifications are raised inside it.
     span: tracing::Span,
 }
 
@@ -489,7 +490,10 @@ impl Server {
             _ => None,
         };
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("sseio.connection", client_id = &*client_id, serial);
+        let span = match cfg!(feature = "connection-spans") {
+            true => tracing::info_span!("sseio.connection", client_id = &*client_id, serial),
+            false => tracing::Span::none(),
+        };
         let seen = Arc::new(Seen::default());
         let mut holds = Vec::new();
         let mut replaying = Vec::new();
