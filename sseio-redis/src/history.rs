@@ -57,7 +57,7 @@ redis.call('XADD', stream, seq .. '-1', 'p', ARGV[3], 't', now)
 redis.call('ZADD', expiry, now + ttl, stream)
 local excess = redis.call('XLEN', stream) - capacity
 local upto = nil
-for i, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', math.max(excess, 0) + 4)) do
+for i, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', math.max(excess, 0) + 1)) do
   if i <= excess or tonumber(entry[2][4]) < now - ttl then
     upto = tonumber(string.match(entry[1], '^%d+'))
   else
