@@ -23,22 +23,33 @@ use std::time::Duration;
 use redis::{Cmd, Script, Value};
 use sseio_core::{BoxFuture, BrokerError, History, Position, Replay, ReplayRoom};
 
-/// Numbers a message, records it in its room's stream (trimmed to its capacity and TTL),
-/// forgets a few room logs that expired whole, and publishes the numbered message.
-///
-/// KEYS: meta, room stream, expiry set, trimmed hash. ARGV: channel, message body after its
-/// tag, payload, capacity, TTL in ms. Returns the number of nodes that received it.
-pub(crate) const RECORD: &str = r"
-local meta, stream, expiry, trimmed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local capacity, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local time = redis.call('TIME')
+/// The start of both scripts: `now` in milliseconds from Redis's clock, and the sequence's
+/// `epoch` from hash `meta`, set from the clock (in microseconds) when the sequence begins.
+macro_rules! clock_and_epoch {
+    () => {
+        r"local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = time[1] .. string.format('%06d', tonumber(time[2]))
   redis.call('HSET', meta, 'epoch', epoch)
 end
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
+"
+    };
+}
+
+/// Numbers a message, records it in its room's stream (trimmed to its capacity and TTL),
+/// forgets a few room logs that expired whole, and publishes the numbered message.
+///
+/// KEYS: meta, room stream, expiry set, trimmed hash. ARGV: channel, message body after its
+/// tag, payload, capacity, TTL in ms. Returns the number of nodes that received it.
+pub(crate) const RECORD: &str = concat!(
+    r"
+local meta, stream, expiry, trimmed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local capacity, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+",
+    clock_and_epoch!(),
+    r"local seq = redis.call('HINCRBY', meta, 'seq', 1)
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 8)) do
   if key ~= stream then
     local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
@@ -69,23 +80,20 @@ if upto then
   redis.call('HSET', trimmed, stream, upto)
 end
 return redis.call('PUBLISH', ARGV[1], 'N' .. epoch .. ':' .. seq .. ':' .. ARGV[2])
-";
+"
+);
 
 /// Where the sequence stands and, given a position, what each room has after it.
 ///
 /// KEYS: meta, trimmed hash, then one stream per room. ARGV: the position's epoch (empty for
 /// none) and offset, then each room's TTL in ms. Returns the epoch, the last offset, then per
 /// room either nil (the gap cannot be filled) or a flat list of entry id and payload.
-pub(crate) const REPLAY: &str = r"
+pub(crate) const REPLAY: &str = concat!(
+    r"
 local meta, trimmed = KEYS[1], KEYS[2]
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then
-  epoch = time[1] .. string.format('%06d', tonumber(time[2]))
-  redis.call('HSET', meta, 'epoch', epoch)
-end
-local seq = tonumber(redis.call('HGET', meta, 'seq')) or 0
+",
+    clock_and_epoch!(),
+    r"local seq = tonumber(redis.call('HGET', meta, 'seq')) or 0
 local answer = {epoch, tostring(seq)}
 if ARGV[1] == '' then
   return answer
@@ -114,7 +122,8 @@ for i = 3, #KEYS do
   table.insert(answer, room)
 end
 return answer
-";
+"
+);
 
 /// The scripts, with their SHA1s for `EVALSHA`.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use conformance_tests::Harness;
 use conformance_tests::control::{self, Presence};
 use conformance_tests::redis_server::RedisServer;
-use conformance_tests::sse::{SseItem, SseStream};
+use conformance_tests::sse::{SseEvent, SseItem, SseStream};
 
 use super::*;
 
@@ -369,16 +369,7 @@ pub async fn redis_restart_keeps_streams_and_resumes_delivery(cluster: &mut Clus
     }
     send(cluster.node(0), "normal-event", &room, "after the restart").await;
     for (stream, client) in streams.iter_mut().zip(&clients) {
-        let event = within(WAIT, "the message after the restart", async {
-            loop {
-                match stream.next_item().await {
-                    Ok(Some(SseItem::Event(event))) => return event,
-                    Ok(Some(SseItem::Comment(_))) => {}
-                    Ok(None) | Err(_) => panic!("{client}: the stream ended"),
-                }
-            }
-        })
-        .await;
+        let event = after_heartbeats(stream, client, "the message after the restart").await;
         assert_eq!(event.data, "after the restart", "{client}");
     }
     for (i, client) in clients.iter().enumerate() {
@@ -394,6 +385,20 @@ pub async fn redis_restart_keeps_streams_and_resumes_delivery(cluster: &mut Clus
             "{client}"
         );
     }
+}
+
+/// The next event on `client`'s stream, past any heartbeats (a Redis restart can take a few).
+async fn after_heartbeats(stream: &mut SseStream, client: &str, what: &str) -> SseEvent {
+    within(WAIT, what, async {
+        loop {
+            match stream.next_item().await {
+                Ok(Some(SseItem::Event(event))) => return event,
+                Ok(Some(SseItem::Comment(_))) => {}
+                Ok(None) | Err(_) => panic!("{client}: the stream ended"),
+            }
+        }
+    })
+    .await
 }
 
 /// Polls a send on node `i` (to a room nobody is in) until it answers `status`: `503` once the
@@ -581,16 +586,7 @@ pub async fn a_new_sequence_after_redis_restarts_reaches_resumed_clients(cluster
         wait_send_status(cluster, i, 200).await;
     }
     send(cluster.node(0), "normal-event", &room, "after the restart").await;
-    let after = within(WAIT, "the message after the restart", async {
-        loop {
-            match back.next_item().await {
-                Ok(Some(SseItem::Event(event))) => return event,
-                Ok(Some(SseItem::Comment(_))) => {}
-                Ok(None) | Err(_) => panic!("{client}: the stream ended"),
-            }
-        }
-    })
-    .await;
+    let after = after_heartbeats(&mut back, &client, "the message after the restart").await;
     assert_eq!(after.data, "after the restart");
     let epoch = |id: Option<String>| id.and_then(|id| id.split('-').next().map(str::to_owned));
     assert_ne!(
