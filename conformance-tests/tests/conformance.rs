@@ -154,6 +154,7 @@ cluster_suite!(cluster_history_redis, Cluster::redis_with_history(&[super::HYPER
     last_event_id_resumes_on_another_node,
     history_in_redis_is_one_capped_stream_per_room,
     a_new_sequence_after_redis_restarts_reaches_resumed_clients,
+    history_scripts_are_loaded_again_after_a_script_flush,
 );
 
 cluster_suite!(cluster_redis_sharded, Cluster::redis_sharded(&[super::POEM, super::HYPER]);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use redis::{Cmd, PushInfo, PushKind, RedisError, RedisResult, Value};
+use redis::{Cmd, ErrorKind, PushInfo, PushKind, RedisError, RedisResult, ServerErrorKind, Value};
 use sseio_core::{
     BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, History, Node, Position, Presence,
     Replay, ReplayRoom, SharedHistory,
@@ -197,7 +197,8 @@ enum Command {
     },
     Subscribe(String),
     Unsubscribe(String),
-    /// A command whose answer is awaited, run in order with the others.
+    /// A command whose answer is awaited, run in order with the others (in the same pipeline as
+    /// the publishes around it).
     Ask {
         cmd: Cmd,
         reply: oneshot::Sender<RedisResult<Value>>,
@@ -697,46 +698,80 @@ async fn run_commands(
     link: &mut Link,
     commands: &mut std::iter::Peekable<impl Iterator<Item = Command>>,
 ) -> Result<(), RedisError> {
-    let mut publishes = Vec::new();
-    let mut receivers = Vec::new();
+    let mut batch = Vec::new();
+    let mut replies = Vec::new();
     while let Some(command) = commands.next() {
         match command {
             Command::Publish {
                 outgoing,
-                receivers: receiver,
+                receivers,
             } => {
-                publishes.push(outgoing);
-                receivers.push(receiver);
-                if matches!(commands.peek(), Some(Command::Publish { .. })) {
-                    continue;
-                }
-                let counts = link.send(&publishes).await;
-                shared.queued.fetch_sub(publishes.len(), Ordering::SeqCst);
-                publishes.clear();
-                for (receiver, count) in receivers.drain(..).zip(counts?) {
-                    if let Some(receiver) = receiver {
-                        let _ = receiver.send(count);
-                    }
-                }
+                batch.push(outgoing);
+                replies.push(Reply::Receivers(receivers));
+            }
+            Command::Ask { cmd, reply } => {
+                batch.push(Outgoing::Cmd(cmd));
+                replies.push(Reply::Answer(reply));
             }
             Command::Subscribe(channel) => link.subscribe(&[channel]).await?,
             Command::Unsubscribe(channel) => link.unsubscribe(&[channel]).await?,
-            Command::Ask { cmd, reply } => match link.ask(&cmd).await {
-                // The connection is gone: the asker hears so when its reply is dropped.
-                Err(error)
-                    if error.is_io_error()
-                        || error.is_timeout()
-                        || error.is_unrecoverable_error() =>
-                {
-                    return Err(error);
-                }
-                answer => {
+        }
+        if batch.is_empty()
+            || matches!(
+                commands.peek(),
+                Some(Command::Publish { .. } | Command::Ask { .. })
+            )
+        {
+            continue;
+        }
+        let answers = link.send(&batch).await;
+        let published = replies
+            .iter()
+            .filter(|reply| matches!(reply, Reply::Receivers(_)))
+            .count();
+        shared.queued.fetch_sub(published, Ordering::SeqCst);
+        batch.clear();
+        // A lost connection drops the replies: the askers hear that it was lost.
+        let mut reload = false;
+        for (reply, answer) in replies.drain(..).zip(answers?) {
+            match reply {
+                Reply::Answer(reply) => {
                     let _ = reply.send(answer);
                 }
-            },
+                Reply::Receivers(receivers) => {
+                    let count = match answer {
+                        Ok(Value::Int(count)) => usize::try_from(count).unwrap_or(0),
+                        Ok(_) => 0,
+                        Err(error) => {
+                            // The scripts are gone from Redis's cache (`SCRIPT FLUSH`, or a
+                            // failover): reconnecting loads them again.
+                            reload |= error.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
+                            tracing::warn!(target: "sseio_redis", %error, "Redis refused a publish");
+                            0
+                        }
+                    };
+                    if let Some(receivers) = receivers {
+                        let _ = receivers.send(count);
+                    }
+                }
+            }
+        }
+        if reload {
+            return Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::NoScript),
+                "the history scripts are not loaded",
+            )));
         }
     }
     Ok(())
+}
+
+/// Who waits for the answer to one command of a pipeline.
+enum Reply {
+    /// A publish: how many nodes received it, for a presence query.
+    Receivers(Option<oneshot::Sender<usize>>),
+    /// A command whose whole answer is awaited.
+    Answer(oneshot::Sender<RedisResult<Value>>),
 }
 
 /// Reads what arrives on one connection until it is lost, then says why on `lost`.

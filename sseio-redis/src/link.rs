@@ -30,8 +30,8 @@ pub(crate) struct Target {
 pub(crate) enum Outgoing {
     /// A message on a channel (`PUBLISH`, or `SPUBLISH` when sharded).
     Publish { channel: String, body: Vec<u8> },
-    /// Any other command whose answer nobody waits for: a history script that records and
-    /// publishes, a resume record.
+    /// Any other command: a history script that records and publishes, a replay, a resume
+    /// record.
     Cmd(Cmd),
 }
 
@@ -102,13 +102,18 @@ impl Link {
         }
     }
 
-    /// Sends each command in order; returns, for each, how many nodes received it (the
-    /// integer reply of a publish, 0 for anything else).
-    pub(crate) async fn send(&mut self, items: &[Outgoing]) -> RedisResult<Vec<usize>> {
-        let replies: Vec<Value> = match self {
-            // One pipeline: one write, in order, however many messages queued meanwhile.
+    /// Sends each command in order, in one pipeline on a plain connection; returns each
+    /// command's answer. `Err` only when the connection failed: an error reply to one command
+    /// is that command's answer.
+    pub(crate) async fn send(
+        &mut self,
+        items: &[Outgoing],
+    ) -> RedisResult<Vec<RedisResult<Value>>> {
+        match self {
+            // One pipeline: one write, in order, however many commands queued meanwhile.
             Link::Plain(conn) => {
                 let mut pipe = redis::pipe();
+                pipe.ignore_errors();
                 for item in items {
                     match item {
                         Outgoing::Publish { channel, body } => {
@@ -119,7 +124,7 @@ impl Link {
                         }
                     }
                 }
-                pipe.query_async(conn).await?
+                pipe.query_async(conn).await
             }
             // Each channel lives on its shard; one after the other keeps every room in order.
             Link::Sharded(conn) => {
@@ -131,22 +136,18 @@ impl Link {
                                 .arg(channel)
                                 .arg(body)
                                 .query_async(conn)
-                                .await?
+                                .await
                         }
-                        Outgoing::Cmd(cmd) => cmd.query_async(conn).await?,
+                        Outgoing::Cmd(cmd) => cmd.query_async(conn).await,
                     };
-                    replies.push(reply);
+                    match reply {
+                        Err(error) if lost(&error) => return Err(error),
+                        reply => replies.push(reply),
+                    }
                 }
-                replies
+                Ok(replies)
             }
-        };
-        Ok(replies
-            .into_iter()
-            .map(|reply| match reply {
-                Value::Int(n) => usize::try_from(n).unwrap_or(0),
-                _ => 0,
-            })
-            .collect())
+        }
     }
 
     /// Runs one command and returns its answer.
@@ -163,6 +164,11 @@ impl Link {
             Link::Sharded(conn) => redis::cmd("PING").query_async(conn).await,
         }
     }
+}
+
+/// Whether `error` means the connection is gone (rather than one command refused).
+pub(crate) fn lost(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_timeout() || error.is_unrecoverable_error()
 }
 
 /// `channels` grouped by their cluster slot.

@@ -595,3 +595,29 @@ pub async fn a_new_sequence_after_redis_restarts_reaches_resumed_clients(cluster
         "the restarted Redis numbers from a new epoch"
     );
 }
+
+/// Redis forgets the history scripts (`SCRIPT FLUSH`, as after a failover to a replica that
+/// never loaded them): the send that finds its script gone is lost (at most once), the node
+/// says so, reconnects and loads the scripts again, and the next sends are delivered.
+pub async fn history_scripts_are_loaded_again_after_a_script_flush(cluster: &Cluster) {
+    let (room, client) = (new_id(), new_id());
+    let mut stream = join(cluster, 0, &room, &client).await;
+    wait_presence(cluster, 1, &room, &[&client]).await;
+    send(cluster.node(1), "normal-event", &room, "before").await;
+    assert_eq!(next_data(&mut stream, &client, 1).await, ["before"]);
+
+    cluster
+        .redis_server()
+        .command(&["SCRIPT", "FLUSH"])
+        .await
+        .unwrap();
+    send(cluster.node(1), "normal-event", &room, "lost").await;
+    wait_log(cluster.node(1), "an error saying Redis was lost", |log| {
+        log.iter()
+            .any(|r| r.is_error() && r.message.as_deref().is_some_and(|m| m.contains("Redis")))
+    })
+    .await;
+    wait_send_status(cluster, 1, 200).await;
+    send(cluster.node(1), "normal-event", &room, "after").await;
+    assert_eq!(next_data(&mut stream, &client, 1).await, ["after"]);
+}
