@@ -160,9 +160,11 @@
 //! was replayed. With a broker that keeps none (sharded Redis Pub/Sub), each node numbers what
 //! it delivers and a client resumes only on the node it left; elsewhere it resyncs.
 //!
-//! Cost: a send with history takes one server-wide lock while it numbers, records and queues
-//! its message (that is what keeps every stream in offset order), and keeps a reference to the
-//! frame in the room's history.
+//! Cost: a send with a server's own history takes one server-wide lock while it numbers,
+//! records and queues its message (that is what keeps every stream in offset order), and keeps
+//! a reference to the frame in the room's history. With a broker's history the numbering and
+//! recording happen in the broker instead (with `sseio-redis`, one script run in Redis per
+//! send), and a connect with history asks the broker for its resume record and its replay.
 //!
 //! # Several nodes
 //!
