@@ -107,22 +107,34 @@ fn parse_sse_get(buf: &[u8], server: &Server) -> Parse {
     Parse::Complete(request)
 }
 
-/// Answers a lean `GET` on the SSE path: the stream, or the core's rejection.
-pub(crate) async fn serve_stream(mut socket: TcpStream, server: Server, request: Request<()>) {
+/// Answers a lean `GET` on the SSE path: the stream, or the core's rejection. Returns the
+/// socket when the response ended complete on a connection that stays open (the server ended
+/// the stream with its last chunk), for the next request on it.
+pub(crate) async fn serve_stream(
+    mut socket: TcpStream,
+    server: &Server,
+    request: Request<()>,
+) -> Option<TcpStream> {
     // Boxed, so the state of accepting a connection is freed before the long streaming part.
+    let server = server.clone();
     let outcome = Box::pin(async move { server.handle((&request).into()).await }).await;
     let result = match outcome {
-        Outcome::Stream(response) => stream(socket, response).await,
-        Outcome::Reply(response) => reply(&mut socket, response).await,
+        Outcome::Stream(response) => stream(&mut socket, response).await,
+        Outcome::Reply(response) => reply(&mut socket, response).await.map(|()| false),
         // A GET on the SSE path is always the core's; answer like the standalone app would.
         Outcome::NotOurs => {
             let mut response = Response::new(Bytes::new());
             *response.status_mut() = http::StatusCode::NOT_FOUND;
-            reply(&mut socket, response).await
+            reply(&mut socket, response).await.map(|()| false)
         }
     };
-    if let Err(error) = result {
-        tracing::debug!(%error, "sseio: stream connection ended with an error");
+    match result {
+        Ok(true) => Some(socket),
+        Ok(false) => None,
+        Err(error) => {
+            tracing::debug!(%error, "sseio: stream connection ended with an error");
+            None
+        }
     }
 }
 
@@ -140,8 +152,11 @@ async fn reply(socket: &mut TcpStream, response: Response<Bytes>) -> io::Result<
 }
 
 /// Streams `response` with chunked framing until the core ends it or the client goes away.
-/// Whatever has queued up arrives as one chunk, written with one vectored write.
-async fn stream(mut socket: TcpStream, response: Response<ConnectionStream>) -> io::Result<()> {
+/// Whatever has queued up arrives as one chunk, written with one vectored write. `Ok(true)`
+/// when the core ended the stream and the response is complete: the response said
+/// `keep-alive`, so the client may send its next request (an `EventSource`'s reconnect, say) on
+/// this connection, and the caller must read it rather than close under it.
+async fn stream(socket: &mut TcpStream, response: Response<ConnectionStream>) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let mut head = encode_head(parts.status, &parts.headers);
     head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
@@ -155,7 +170,7 @@ async fn stream(mut socket: TcpStream, response: Response<ConnectionStream>) -> 
                 let prefix = head.take().unwrap_or_default();
                 let Some(data) = chunk else {
                     writer.write_all_buf(&mut prefix.chain(&b"0\r\n\r\n"[..])).await?;
-                    return Ok(());
+                    return Ok(true);
                 };
                 let mut size = [0u8; 20];
                 let size = chunk_size_line(&mut size, data.len());
@@ -164,12 +179,12 @@ async fn stream(mut socket: TcpStream, response: Response<ConnectionStream>) -> 
                     written = writer.write_all_buf(&mut out) => written?,
                     // A client that stopped reading blocks this write for good; once the core
                     // has closed it (its buffer filled up), drop the socket instead of waiting.
-                    () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(()),
+                    () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
                 }
             }
             read = reader.read(&mut probe) => match read {
                 // The client closed its side, or the connection broke: the stream is over.
-                Ok(0) | Err(_) => return Ok(()),
+                Ok(0) | Err(_) => return Ok(false),
                 // Nothing may follow an SSE request on its connection; ignore it.
                 Ok(_) => {}
             },

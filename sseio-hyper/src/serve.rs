@@ -180,25 +180,34 @@ where
                 let (server, builder, service) = (server.clone(), builder.clone(), service.clone());
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let first = tokio::time::timeout(
-                        HEADER_READ_TIMEOUT,
-                        lean::read_first(&mut socket, &server),
-                    );
-                    match first.await {
-                        Ok(Ok(First::SseGet(request))) => {
-                            lean::serve_stream(socket, server, request).await
-                        }
-                        Ok(Ok(First::Other(prefix))) => {
-                            let io = TokioIo::new(Replay::new(prefix, socket));
-                            let connection = builder
-                                .serve_connection(io, TowerToHyperService::new(service))
-                                .into_owned();
-                            // Boxed: a hyper connection is large, and most connections are lean streams.
-                            if let Err(error) = Box::pin(watcher.watch(connection)).await {
-                                tracing::debug!(%error, "sseio: connection ended with an error");
+                    // A lean stream that the server ended leaves the connection open for the
+                    // client's next request, which starts over here.
+                    loop {
+                        let first = tokio::time::timeout(
+                            HEADER_READ_TIMEOUT,
+                            lean::read_first(&mut socket, &server),
+                        );
+                        match first.await {
+                            Ok(Ok(First::SseGet(request))) => {
+                                match lean::serve_stream(socket, &server, request).await {
+                                    Some(open) => socket = open,
+                                    None => break,
+                                }
                             }
+                            Ok(Ok(First::Other(prefix))) => {
+                                let io = TokioIo::new(Replay::new(prefix, socket));
+                                let connection = builder
+                                    .serve_connection(io, TowerToHyperService::new(service))
+                                    .into_owned();
+                                // Boxed: a hyper connection is large, and most connections are
+                                // lean streams.
+                                if let Err(error) = Box::pin(watcher.watch(connection)).await {
+                                    tracing::debug!(%error, "sseio: connection ended with an error");
+                                }
+                                break;
+                            }
+                            Ok(Err(_)) | Err(_) => break,
                         }
-                        Ok(Err(_)) | Err(_) => {}
                     }
                 });
             }

@@ -65,3 +65,58 @@ async fn slow_consumer_socket_is_dropped_while_its_write_is_blocked() {
         "the blocked write was not abandoned"
     );
 }
+
+/// Reads from `client` until what it received ends with `end`.
+async fn read_until(client: &mut TcpStream, received: &mut Vec<u8>, end: &[u8]) {
+    let mut buf = [0u8; 4096];
+    while !received.ends_with(end) {
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("the server answers")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the server closed the connection after: {received:?}"
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Regression: when the server ended a stream (a disconnect, a replacement, a drain), the lean
+/// path wrote the response's last chunk and then closed the connection. The response had said
+/// `keep-alive` and was complete, so a client could send its next request on that connection,
+/// as a spec `EventSource` reconnecting through a pooled HTTP client does, and have it fail
+/// with "other side closed" (seen once in CI on the JS history case). The connection must stay
+/// open for the next request.
+#[tokio::test]
+async fn a_stream_the_server_ended_leaves_the_connection_open_for_the_next_request() {
+    let server = Server::builder().path("/sse").build().unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(std::future::IntoFuture::into_future(sseio_hyper::serve(
+        listener,
+        server.clone(),
+    )));
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = b"GET /sse?clientId=c&events=e HTTP/1.1\r\nhost: x\r\n\r\n";
+    client.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    read_until(&mut client, &mut received, b"\r\n\r\n1\r\n\n\r\n").await;
+    while !matches!(
+        notifications.recv().await,
+        Some(Notification::ConnCreate { .. })
+    ) {}
+    server.disconnect("c").unwrap();
+    read_until(&mut client, &mut received, b"\r\n0\r\n\r\n").await;
+
+    // The same connection, the next request: a new stream.
+    client.write_all(request).await.unwrap();
+    let mut again = Vec::new();
+    read_until(&mut client, &mut again, b"\r\n\r\n1\r\n\n\r\n").await;
+    assert!(again.starts_with(b"HTTP/1.1 200 OK\r\n"), "{again:?}");
+}
