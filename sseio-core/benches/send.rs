@@ -33,11 +33,13 @@ impl SseSink for CountingSink {
     }
 }
 
-/// A server whose room `r` of event `e` has `members` connections.
-fn room_of(members: usize) -> (Server, EventHandler, Vec<Connection>) {
+/// A server on `/s` without heartbeats, its handler `e` whose every connection joins room `r`,
+/// and a runtime to connect on; with `send_lag`, measuring `sseio_send_lag_seconds`.
+fn bench_server(send_lag: bool) -> (Server, EventHandler, tokio::runtime::Runtime) {
     let server = Server::builder()
         .path("/s")
         .heartbeat_interval(std::time::Duration::ZERO)
+        .send_lag_metric(send_lag)
         .build()
         .unwrap();
     let handler = server
@@ -46,6 +48,12 @@ fn room_of(members: usize) -> (Server, EventHandler, Vec<Connection>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    (server, handler, runtime)
+}
+
+/// A server whose room `r` of event `e` has `members` connections.
+fn room_of(members: usize) -> (Server, EventHandler, Vec<Connection>) {
+    let (server, handler, runtime) = bench_server(false);
     let connections = runtime.block_on(async {
         let mut connections = Vec::with_capacity(members);
         for i in 0..members {
@@ -98,18 +106,7 @@ fn fanout(c: &mut Criterion) {
 /// behind [`ConnectionStream`]), as an adapter would get them from `Server::handle`; with
 /// `send_lag`, measuring `sseio_send_lag_seconds`.
 fn streams_of(members: usize, send_lag: bool) -> (Server, EventHandler, Vec<ConnectionStream>) {
-    let server = Server::builder()
-        .path("/s")
-        .heartbeat_interval(std::time::Duration::ZERO)
-        .send_lag_metric(send_lag)
-        .build()
-        .unwrap();
-    let handler = server
-        .register_event_handler("e", HandlerOptions::new(|_: &Context| "r"))
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let (server, handler, runtime) = bench_server(send_lag);
     let streams = runtime.block_on(async {
         let mut streams = Vec::with_capacity(members);
         for i in 0..members {

@@ -387,7 +387,7 @@ impl Default for MemoryHistory {
     fn default() -> Self {
         Self {
             nodes: Weak::new(),
-            histories: Mutex::new(Histories::new(Duration::ZERO)),
+            histories: Mutex::new(Histories::new()),
             resumes: Mutex::default(),
             settings: Mutex::default(),
         }
@@ -412,8 +412,10 @@ impl SharedHistory for MemoryHistory {
     ) -> Result<(), BrokerError> {
         let known = {
             let mut settings = lock(&self.settings);
-            let known = settings.contains_key(event);
-            settings.insert(event.to_owned(), history);
+            let known = settings.get(event) == Some(&history);
+            if !known {
+                settings.insert(event.to_owned(), history);
+            }
             known
         };
         let mut histories = lock(&self.histories);

@@ -155,8 +155,7 @@ pub(crate) enum Joined {
     Resync,
 }
 
-/// The history of every room of a server, the sequence, and the positions of `clientId`s that
-/// left recently. Guarded by one lock, which a send with history holds while it numbers, records
+/// The history of every room of a server and the sequence. Guarded by one lock, which a send with history holds while it numbers, records
 /// and queues its message, so every connection gets its messages in offset order.
 #[derive(Debug)]
 pub(crate) struct Histories {
@@ -165,8 +164,6 @@ pub(crate) struct Histories {
     rooms: HashMap<(Arc<str>, Arc<str>), RoomLog>,
     /// The highest offset that was in a room log since dropped whole (expired).
     forgotten_upto: u64,
-    left: Resumes,
-    resume_ttl: Duration,
 }
 
 /// Where each `clientId` that left stood, until when: what the official client's reconnect
@@ -215,7 +212,7 @@ struct Entry {
 }
 
 impl Histories {
-    pub(crate) fn new(resume_ttl: Duration) -> Self {
+    pub(crate) fn new() -> Self {
         // The epoch only has to differ between two runs of a server: the start time will do,
         // mixed so that two servers started together differ too.
         let nanos = std::time::SystemTime::now()
@@ -227,8 +224,6 @@ impl Histories {
             offset: 0,
             rooms: HashMap::new(),
             forgotten_upto: 0,
-            left: Resumes::default(),
-            resume_ttl,
         }
     }
 
@@ -387,20 +382,9 @@ impl Histories {
         )
     }
 
-    /// Remembers where a `clientId` stood when its connection closed, for the resume TTL.
-    pub(crate) fn left(&mut self, client_id: Arc<str>, position: Position) {
-        self.left.insert(client_id, position, self.resume_ttl);
-    }
-
-    /// Takes the position a `clientId` left at, if it is recent enough.
-    pub(crate) fn take_left(&mut self, client_id: &str) -> Option<Position> {
-        self.left.take(client_id)
-    }
-
-    /// Drops expired messages, room logs and positions; called on every heartbeat tick.
+    /// Drops expired messages and room logs; called on every heartbeat tick.
     pub(crate) fn sweep(&mut self, ttl_of: impl Fn(&str) -> Option<Duration>) {
         let now = Instant::now();
-        self.left.sweep();
         let mut forgotten = self.forgotten_upto;
         self.rooms.retain(|(event, _), log| {
             let ttl = ttl_of(event).unwrap_or(Duration::ZERO);
@@ -448,7 +432,7 @@ mod tests {
     #[test]
     fn replay_gives_what_came_after_the_position_in_that_room() {
         let history = History::new(10);
-        let mut h = Histories::new(DEFAULT_RESUME_TTL);
+        let mut h = Histories::new();
         let start = h.now();
         h.record(&event(), "a", "1", history);
         h.record(&event(), "b", "other room", history);
@@ -468,7 +452,7 @@ mod tests {
     #[test]
     fn a_gap_past_the_capacity_or_another_epoch_cannot_be_filled() {
         let history = History::new(2);
-        let mut h = Histories::new(DEFAULT_RESUME_TTL);
+        let mut h = Histories::new();
         let start = h.now();
         for n in 0..3 {
             h.record(&event(), "a", &n.to_string(), history);
@@ -491,7 +475,7 @@ mod tests {
 
     #[test]
     fn frames_carry_their_position_as_id() {
-        let mut h = Histories::new(DEFAULT_RESUME_TTL);
+        let mut h = Histories::new();
         let (at, frame) = h.record(&event(), "a", "x", History::new(1));
         let expected = format!("id: {at}\nevent: e\ndata: x\n\n");
         assert_eq!(frame, expected.as_bytes());

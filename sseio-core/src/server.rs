@@ -24,7 +24,7 @@ use crate::error::{BuildError, ConnectionError, RegisterError, SendError};
 use crate::fetch::{CatchUnwind, panic_message, run_fetch};
 use crate::frame;
 use crate::handler::{EventHandler, HandlerOptions};
-use crate::history::{Histories, History, Joined, Position, Seen};
+use crate::history::{Histories, History, Joined, Position, Resumes, Seen};
 use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
@@ -73,6 +73,8 @@ pub(crate) struct ServerInner {
     pub(crate) broker: Option<Arc<dyn Broker>>,
     pub(crate) history: Option<History>,
     pub(crate) histories: Arc<Mutex<Histories>>,
+    /// Where `clientId`s that left stood, with this server's own history.
+    resumes: Mutex<Resumes>,
     resume_ttl: Duration,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -130,7 +132,8 @@ impl Server {
                 shutting_down: AtomicBool::new(false),
                 broker: builder.broker,
                 history: builder.history,
-                histories: Arc::new(Mutex::new(Histories::new(builder.resume_ttl))),
+                histories: Arc::new(Mutex::new(Histories::new())),
+                resumes: Mutex::default(),
                 resume_ttl: builder.resume_ttl,
                 metrics: Arc::new(Metrics::new(builder.send_lag_metric)),
             }),
@@ -479,12 +482,13 @@ impl Server {
             .map(Position::parse);
         // With a broker that keeps the cluster's history, positions come from it, and so does
         // where the official client's clientId left off, on whichever node that was.
+        let history_on = rooms.iter().any(|(handler, _)| handler.history().is_some());
         let shared = self
             .inner
             .broker
             .as_ref()
             .and_then(|broker| broker.history())
-            .filter(|_| rooms.iter().any(|(handler, _)| handler.history().is_some()));
+            .filter(|_| history_on);
         let recalled = match (shared, named) {
             (Some(shared), None) => shared.recall(&client_id).await.ok().flatten(),
             _ => None,
@@ -522,15 +526,12 @@ impl Server {
             }
             // With this server's own history, joining happens under the history lock: no
             // message can be numbered between the replay and the join.
-            let mut histories = (shared.is_none()
-                && rooms.iter().any(|(handler, _)| handler.history().is_some()))
-            .then(|| lock(&self.inner.histories));
-            let history_on = shared.is_some() || histories.is_some();
+            let histories = (history_on && shared.is_none()).then(|| lock(&self.inner.histories));
             let replaced = replacing
                 .and_then(|old| connections.live.get(&old))
                 .and_then(|old| old.seen.get());
-            let left = match histories.as_mut() {
-                Some(histories) => histories.take_left(&client_id),
+            let left = match &histories {
+                Some(_) => lock(&self.inner.resumes).take(&client_id),
                 None => recalled,
             };
             let from = match history_on {
@@ -912,7 +913,7 @@ impl ServerInner {
         {
             match self.broker.as_ref().and_then(|broker| broker.history()) {
                 Some(shared) => shared.remember(&live.client_id, at, self.resume_ttl),
-                None => lock(&self.histories).left(live.client_id.clone(), at),
+                None => lock(&self.resumes).insert(live.client_id.clone(), at, self.resume_ttl),
             }
         }
         if reason == CloseReason::SlowConsumer {
@@ -966,6 +967,7 @@ impl ServerInner {
         if self.history.is_some() || read(&self.handlers).values().any(|h| h.history().is_some()) {
             let handlers = read(&self.handlers);
             lock(&self.histories).sweep(|event| handlers.get(event)?.history().map(|h| h.ttl));
+            lock(&self.resumes).sweep();
         }
         let mut slow = Vec::new();
         {

@@ -116,8 +116,7 @@ pub(crate) async fn serve_stream(
     request: Request<()>,
 ) -> Option<TcpStream> {
     // Boxed, so the state of accepting a connection is freed before the long streaming part.
-    let server = server.clone();
-    let outcome = Box::pin(async move { server.handle((&request).into()).await }).await;
+    let outcome = Box::pin(server.handle((&request).into())).await;
     let result = match outcome {
         Outcome::Stream(response) => stream(&mut socket, response).await,
         Outcome::Reply(response) => reply(&mut socket, response).await.map(|()| false),

@@ -1,10 +1,21 @@
 //! The standalone server's lean path for SSE streams, over real sockets.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use sseio_hyper::{CloseReason, Context, HandlerOptions, Notification, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Serves `server` standalone on a free loopback port, in the background; its address.
+fn serve(server: Server) -> SocketAddr {
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(std::future::IntoFuture::into_future(sseio_hyper::serve(
+        listener, server,
+    )));
+    addr
+}
 
 /// A client that stops reading blocks the server's write to its socket for good. Once its
 /// buffer fills and the core closes the connection, the server must drop the socket instead of
@@ -21,11 +32,7 @@ async fn slow_consumer_socket_is_dropped_while_its_write_is_blocked() {
         .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
         .unwrap();
     let mut notifications = server.subscribe();
-    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(std::future::IntoFuture::into_future(sseio_hyper::serve(
-        listener, server,
-    )));
+    let addr = serve(server);
 
     let mut client = TcpStream::connect(addr).await.unwrap();
     client
@@ -95,12 +102,7 @@ async fn a_stream_the_server_ended_leaves_the_connection_open_for_the_next_reque
         .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
         .unwrap();
     let mut notifications = server.subscribe();
-    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(std::future::IntoFuture::into_future(sseio_hyper::serve(
-        listener,
-        server.clone(),
-    )));
+    let addr = serve(server.clone());
 
     let mut client = TcpStream::connect(addr).await.unwrap();
     let request = b"GET /sse?clientId=c&events=e HTTP/1.1\r\nhost: x\r\n\r\n";

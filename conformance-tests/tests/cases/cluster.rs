@@ -30,17 +30,17 @@ pub struct Cluster {
 impl Cluster {
     /// One harness without a broker: every node index is that one process.
     pub async fn memory(bin: &str) -> Cluster {
-        Cluster {
-            nodes: vec![Harness::start("hyper", bin, &[]).await],
-            redis: None,
-        }
+        Self::memory_on(bin, &[]).await
     }
 
     /// As [`Cluster::memory`], with history on.
     pub async fn memory_with_history(bin: &str) -> Cluster {
-        let history = HISTORY.to_string();
+        Self::memory_on(bin, &[("SSEIO_HISTORY", &HISTORY.to_string())]).await
+    }
+
+    async fn memory_on(bin: &str, env: &[(&str, &str)]) -> Cluster {
         Cluster {
-            nodes: vec![Harness::start("hyper", bin, &[("SSEIO_HISTORY", &history)]).await],
+            nodes: vec![Harness::start("hyper", bin, env).await],
             redis: None,
         }
     }
@@ -430,11 +430,7 @@ async fn wait_send_status(cluster: &Cluster, i: usize, status: u16) {
 /// Redis, for the resume record of `client` that its close wrote, so a reconnect on any node
 /// finds it.
 async fn leave_node(cluster: &Cluster, i: usize, stream: SseStream, client: &str) {
-    stream.close().await;
-    wait_log(cluster.node(i), &format!("conn:close of {client}"), |log| {
-        control::count_conn(log, "conn:close", client) > 0
-    })
-    .await;
+    super::history::leave(cluster.node(i), stream, client, 0).await;
     if let Some(redis) = &cluster.redis {
         let key = format!("sseio:resume:{client}");
         let deadline = tokio::time::Instant::now() + WAIT;

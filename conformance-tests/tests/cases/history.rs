@@ -30,7 +30,7 @@ async fn send_all(h: &Harness, event: &str, room: &str, messages: &[&str]) {
 }
 
 /// Closes `stream` and waits until the server has seen it go (its `conn:close`).
-async fn leave(h: &Harness, stream: SseStream, client: &str, closes_before: usize) {
+pub async fn leave(h: &Harness, stream: SseStream, client: &str, closes_before: usize) {
     stream.close().await;
     wait_log(h, &format!("conn:close of {client}"), |log| {
         control::count_conn(log, "conn:close", client) > closes_before
