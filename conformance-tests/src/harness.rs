@@ -326,7 +326,12 @@ fn builder_from_env() -> ServerBuilder {
     // The send lag is opt-in, as in the library: `SSEIO_SEND_LAG_METRIC=1` adds it to
     // `GET /metrics`, and benchmarks measure the library's default.
     let send_lag = std::env::var("SSEIO_SEND_LAG_METRIC").is_ok_and(|v| v == "1");
-    let mut builder = Server::builder().path(PATH).send_lag_metric(send_lag);
+    // The log must keep every notification, also through a drain of 10,000 streams: room for
+    // the bursts between two reads of the logging task.
+    let mut builder = Server::builder()
+        .path(PATH)
+        .send_lag_metric(send_lag)
+        .notification_capacity(1 << 16);
     let var = |name: &str| -> Option<usize> {
         let value = std::env::var(name).ok()?;
         Some(
@@ -394,6 +399,12 @@ fn append(log: &Mutex<String>, notification: Notification) {
         }
         Notification::Error(error) => {
             json!({"kind": "error", "message": error.to_string()})
+        }
+        Notification::Broker(error) => {
+            json!({"kind": "error", "message": format!("broker: {error}")})
+        }
+        Notification::Lagged { missed } => {
+            json!({"kind": "error", "message": format!("the log missed {missed} notifications")})
         }
         _ => return,
     };

@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_CLIENT_ID_BYTES: usize = 128;
 pub const DEFAULT_MAX_ROOM_ID_BYTES: usize = 256;
 /// The default limit on one message's payload: 512 KiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024;
+/// The default number of notifications a subscriber may fall behind.
+pub const DEFAULT_NOTIFICATION_CAPACITY: usize = 1024;
 /// The default time a `fetch` may take before it counts as failed.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -74,6 +76,7 @@ pub struct ServerBuilder {
     pub(crate) history: Option<History>,
     pub(crate) resume_ttl: Duration,
     pub(crate) send_lag_metric: bool,
+    pub(crate) notification_capacity: usize,
 }
 
 impl ServerBuilder {
@@ -82,6 +85,16 @@ impl ServerBuilder {
     /// matches the rest of the path. Default: `/sseio`.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// How many notifications each [`subscribe`](crate::Server::subscribe)r may fall behind
+    /// before it loses the oldest (it gets
+    /// [`Notification::Lagged`](crate::Notification::Lagged) in their place): raising a
+    /// notification never waits for a subscriber, so this bounds what one that stops reading
+    /// costs. Default: [`DEFAULT_NOTIFICATION_CAPACITY`].
+    pub fn notification_capacity(mut self, capacity: usize) -> Self {
+        self.notification_capacity = capacity.max(1);
         self
     }
 
@@ -284,6 +297,7 @@ impl Default for ServerBuilder {
             history: None,
             resume_ttl: DEFAULT_RESUME_TTL,
             send_lag_metric: false,
+            notification_capacity: DEFAULT_NOTIFICATION_CAPACITY,
         }
     }
 }

@@ -42,14 +42,16 @@ impl Connection {
     /// Closes the connection from the server side.
     pub fn close(self) {
         self.server
-            .close_connection(self.serial, CloseReason::ServerClosed);
+            .hub()
+            .close(self.serial, CloseReason::ServerClosed);
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         self.server
-            .close_connection(self.serial, CloseReason::ClientGone);
+            .hub()
+            .close(self.serial, CloseReason::ClientGone);
     }
 }
 
@@ -98,7 +100,7 @@ impl ConnectionStream {
         self.sink.poll_chunk(cx.waker()).map(|chunk| {
             chunk.map(|(bytes, since)| {
                 if let Some(since) = since {
-                    self.connection.server.metrics.send_lag(since.elapsed());
+                    self.connection.server.metrics().send_lag(since.elapsed());
                 }
                 bytes
             })

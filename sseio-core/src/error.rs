@@ -70,8 +70,8 @@ pub enum SendError {
     Broker(#[from] BrokerError),
 }
 
-/// A failure on one connection, or of the server's broker, raised as
-/// [`Notification::Error`](crate::Notification::Error).
+/// A failure on one connection, raised as [`Notification::Error`](crate::Notification::Error).
+/// (A failure of the broker itself is [`Notification::Broker`](crate::Notification::Broker).)
 ///
 /// None of these affects another connection; the server keeps running.
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +139,15 @@ pub enum ConnectionError {
         /// The buffer limit in bytes.
         limit: usize,
     },
-    /// The server's [`Broker`](crate::Broker) lost its backend, or failed in another way
-    /// (streams stay open; it says what it does about it).
-    #[error("broker: {0}")]
-    Broker(#[source] BrokerError),
+    /// The [`Broker`](crate::Broker)'s history could not answer where a reconnecting client
+    /// left off or what it missed, so its rooms with history resynced: `fetch` ran (as
+    /// [`Context::resync`](crate::Context::resync)) where there is one.
+    #[error("could not resume client `{client_id}` from the broker's history: {source}")]
+    Resume {
+        /// The client that reconnected.
+        client_id: Arc<str>,
+        /// What the broker reported.
+        #[source]
+        source: BrokerError,
+    },
 }

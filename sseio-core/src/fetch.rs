@@ -7,21 +7,24 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::error::ConnectionError;
 use crate::frame;
 use crate::handler::{EventHandler, FetchFailure};
+use crate::hub::Hub;
 use crate::notify::CloseReason;
 use crate::request::Context;
 use crate::room::Hold;
-use crate::server::ServerInner;
 use crate::sink::{SinkError, SseSink};
 
-/// Runs one `fetch`, then releases the messages held back behind it.
+/// Runs one `fetch` for connection `serial` for at most `timeout`, then releases the messages
+/// held back behind it.
 pub(crate) async fn run_fetch(
-    server: Weak<ServerInner>,
+    hub: Weak<Hub>,
+    timeout: Duration,
     handler: EventHandler,
     context: Context,
     serial: u64,
@@ -29,9 +32,6 @@ pub(crate) async fn run_fetch(
     hold: Arc<Hold>,
 ) {
     let Some(fetch) = handler.fetch().cloned() else {
-        return;
-    };
-    let Some(timeout) = server.upgrade().map(|s| s.limits.fetch_timeout) else {
         return;
     };
     let client_id: Arc<str> = context.client_id().into();
@@ -44,7 +44,7 @@ pub(crate) async fn run_fetch(
             client_id,
             timeout,
         };
-        return release(&server, Some(error), &hold, &*sink, None, serial);
+        return release(&hub, Some(error), &hold, &*sink, None, serial);
     };
     let (first, error) = match outcome {
         Ok(Ok(payload)) => (payload.map(|p| frame::encode(&event, &p)), None),
@@ -74,30 +74,30 @@ pub(crate) async fn run_fetch(
             }),
         ),
     };
-    release(&server, error, &hold, &*sink, first, serial);
+    release(&hub, error, &hold, &*sink, first, serial);
 }
 
 /// Reports a failed fetch, then sends its result (if any) and the held messages.
 fn release(
-    server: &Weak<ServerInner>,
+    hub: &Weak<Hub>,
     error: Option<ConnectionError>,
     hold: &Hold,
     sink: &dyn SseSink,
     first: Option<Bytes>,
     serial: u64,
 ) {
-    let Some(server) = server.upgrade() else {
+    let Some(hub) = hub.upgrade() else {
         return;
     };
     if let Some(error) = error {
-        server.notify_error(error);
+        hub.report(error);
     }
     let first_len = first.as_ref().map(Bytes::len);
     match hold.release(sink, first, None) {
-        Ok(()) => server
-            .metrics
+        Ok(()) => hub
+            .metrics()
             .sent(usize::from(first_len.is_some()), first_len.unwrap_or(0)),
-        Err(SinkError::Full) => server.close_connection(serial, CloseReason::SlowConsumer),
+        Err(SinkError::Full) => hub.close(serial, CloseReason::SlowConsumer),
         Err(_) => {}
     }
 }

@@ -7,6 +7,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::position::Position;
+
 /// The first bytes of every stream: a lone line break, flushed at once so that clients and
 /// proxies see the stream open before the first message.
 pub(crate) const OPENING: Bytes = Bytes::from_static(b"\n");
@@ -35,6 +37,26 @@ pub(crate) fn encode_with_id(id: &str, event: &str, payload: &str) -> Bytes {
     buf.put_slice(id.as_bytes());
     buf.put_u8(b'\n');
     encode_into(buf, event, payload)
+}
+
+/// Several frames as one chunk; `None` for none.
+pub(crate) fn concat(frames: &[Bytes]) -> Option<Bytes> {
+    match frames {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => {
+            let mut chunk = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            many.iter().for_each(|frame| chunk.put_slice(frame));
+            Some(chunk.freeze())
+        }
+    }
+}
+
+/// The position a frame from [`encode_with_id`] carries; `None` for any other frame.
+pub(crate) fn position_of(frame: &[u8]) -> Option<Position> {
+    let rest = frame.strip_prefix(b"id: ")?;
+    let line = &rest[..memchr::memchr(b'\n', rest)?];
+    Position::parse(std::str::from_utf8(line).ok()?)
 }
 
 fn encode_into(mut buf: BytesMut, event: &str, payload: &str) -> Bytes {

@@ -6,24 +6,25 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::auth::{IntoRoom, Refusal};
-use crate::broker::{Broker, BrokerError, Presence, SharedHistory};
+use crate::broker::{Broker, BrokerError, HistoryStore, Presence};
 use crate::error::{BoxError, SendError};
 use crate::frame;
-use crate::history::{Histories, History, Position};
+use crate::history::{History, LocalHistory};
+use crate::hub::Hub;
 use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifier};
+use crate::position::Position;
 use crate::request::Context;
 use crate::room::{Member, Room};
-use crate::server::ServerInner;
 use crate::sink::SinkError;
-use crate::sync::{lock, read, write};
+use crate::sync::{read, write};
 
 type RoomIdFn = dyn Fn(&Context) -> Result<String, Refusal> + Send + Sync;
 pub(crate) type FetchFuture =
@@ -136,31 +137,36 @@ struct HandlerInner {
     get_room_id: Box<RoomIdFn>,
     fetch: Option<Arc<FetchFn>>,
     rooms: RwLock<HashMap<Arc<str>, Room>>,
-    notifier: Arc<Notifier>,
-    server: Weak<ServerInner>,
-    max_message_bytes: usize,
-    broker: Option<Arc<dyn Broker>>,
     history: Option<History>,
-    histories: Arc<Mutex<Histories>>,
-    metrics: Arc<Metrics>,
+    env: HandlerEnv,
+}
+
+/// What a handler shares with its server.
+#[derive(Clone)]
+pub(crate) struct HandlerEnv {
+    /// For closing the connections a delivery found full.
+    pub(crate) hub: Weak<Hub>,
+    pub(crate) notifier: Arc<Notifier>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) broker: Option<Arc<dyn Broker>>,
+    /// The server's own history, for handlers with history when the broker keeps none.
+    pub(crate) local_history: Arc<LocalHistory>,
+    /// The server's history setting, for handlers without one of their own.
+    pub(crate) history: Option<History>,
+    pub(crate) max_message_bytes: usize,
 }
 
 impl EventHandler {
-    /// The handler of `event` on `server`, which it shares its notifier, broker and history with.
-    pub(crate) fn new(event: Arc<str>, options: HandlerOptions, server: &Arc<ServerInner>) -> Self {
+    /// The handler of `event`, sharing `env` with its server.
+    pub(crate) fn new(event: Arc<str>, options: HandlerOptions, env: HandlerEnv) -> Self {
         Self {
             inner: Arc::new(HandlerInner {
                 event,
                 get_room_id: options.get_room_id,
                 fetch: options.fetch,
-                history: options.history.or(server.history),
-                histories: server.histories.clone(),
+                history: options.history.or(env.history),
                 rooms: RwLock::new(HashMap::new()),
-                notifier: server.notifier.clone(),
-                server: Arc::downgrade(server),
-                max_message_bytes: server.limits.max_message_bytes,
-                broker: server.broker.clone(),
-                metrics: server.metrics.clone(),
+                env,
             }),
         }
     }
@@ -189,31 +195,31 @@ impl EventHandler {
     /// [`SendError::Broker`] when the broker cannot take it now (Redis is down, say).
     pub fn send<M: Serialize + ?Sized>(&self, room: &str, message: &M) -> Result<(), SendError> {
         let payload = message::to_payload(message).map_err(SendError::Serialize)?;
-        let limit = self.inner.max_message_bytes;
+        let limit = self.inner.env.max_message_bytes;
         if payload.len() > limit {
             return Err(SendError::TooLarge {
                 size: payload.len(),
                 limit,
             });
         }
-        match (&self.inner.broker, self.shared_history()) {
-            (Some(_), Some((shared, history))) => {
-                shared.publish(&self.inner.event, room, &payload, history)?;
+        match (&self.inner.env.broker, self.history_store()) {
+            (Some(_), Some((store, history))) => {
+                store.publish(&self.inner.event, room, &payload, history)?;
             }
             (Some(broker), None) => broker.publish(&self.inner.event, room, &payload)?,
             (None, _) => {
-                self.deliver_local(room, &payload);
+                self.deliver(room, None, &payload);
             }
         }
         Ok(())
     }
 
-    /// The broker's history, when this handler has history and its broker keeps one for the
-    /// cluster.
-    pub(crate) fn shared_history(&self) -> Option<(&dyn SharedHistory, History)> {
+    /// The broker's history store, when this handler has history and its broker keeps one for
+    /// the cluster.
+    pub(crate) fn history_store(&self) -> Option<(&dyn HistoryStore, History)> {
         let history = self.inner.history?;
-        let shared = self.inner.broker.as_ref()?.history()?;
-        Some((shared, history))
+        let store = self.inner.env.broker.as_ref()?.history_store()?;
+        Some((store, history))
     }
 
     /// The number of connections in `room` on this server (this node only; see
@@ -242,7 +248,7 @@ impl EventHandler {
         &self,
         room: &str,
     ) -> impl Future<Output = Result<Presence, BrokerError>> + Send + 'static {
-        let asking = match &self.inner.broker {
+        let asking = match &self.inner.env.broker {
             Some(broker) => Err(broker.presence(&self.inner.event, room)),
             None => Ok(Presence::from_client_ids(self.client_ids(room))),
         };
@@ -271,55 +277,48 @@ impl EventHandler {
     }
 
     /// Encodes `payload` once and queues it on this server's connections in `room`; returns
-    /// how many. With history, the message is numbered and recorded first, and queued under the
-    /// history lock, so every connection gets the server's messages in offset order.
+    /// how many took it.
     ///
-    /// When the broker keeps the cluster's history, messages are numbered there and arrive
-    /// through [`EventHandler::deliver_numbered`]; one that arrives here anyway (from a node
-    /// without history for this event) goes out without an `id:`.
-    pub(crate) fn deliver_local(&self, room: &str, payload: &str) -> usize {
+    /// `at` is the position the broker's history store gave the message: the frame carries it
+    /// as its `id:`. Without one, a handler with history numbers and records the message in the
+    /// server's own history first, and queues it under that history's lock, so every
+    /// connection gets the server's messages in offset order; a message that arrives without a
+    /// position while the broker keeps the history (from a node without history for this
+    /// event) goes out without an `id:`.
+    pub(crate) fn deliver(&self, room: &str, at: Option<Position>, payload: &str) -> usize {
         let mut slow = Vec::new();
-        let local_history = self
+        let event = &self.inner.event;
+        let own_history = self
             .inner
             .history
-            .filter(|_| self.shared_history().is_none());
-        let delivered = match local_history {
-            None => self.fan_out(
-                room,
-                &frame::encode(&self.inner.event, payload),
-                None,
-                &mut slow,
-            ),
-            Some(history) => {
-                let mut histories = lock(&self.inner.histories);
-                let (at, frame) = histories.record(&self.inner.event, room, payload, history);
+            .filter(|_| self.history_store().is_none());
+        let delivered = match (at, own_history) {
+            (Some(at), _) => {
+                let frame = frame::encode_with_id(&at.to_string(), event, payload);
                 self.fan_out(room, &frame, Some(at), &mut slow)
             }
+            (None, Some(history)) => {
+                let mut log = self.inner.env.local_history.log();
+                let (at, frame) = log.record(event, room, payload, history);
+                self.fan_out(room, &frame, Some(at), &mut slow)
+            }
+            (None, None) => self.fan_out(room, &frame::encode(event, payload), None, &mut slow),
         };
         self.close_slow(slow);
         delivered
     }
 
-    /// Encodes `payload` once with `id: <at>`, a position the broker's history gave it, and
-    /// queues it on this server's connections in `room`; returns how many.
-    pub(crate) fn deliver_numbered(&self, room: &str, at: Position, payload: &str) -> usize {
-        let mut slow = Vec::new();
-        let frame = frame::encode_with_id(&at.to_string(), &self.inner.event, payload);
-        let delivered = self.fan_out(room, &frame, Some(at), &mut slow);
-        self.close_slow(slow);
-        delivered
-    }
-
+    /// Closes the connections a delivery found full, once its locks are released.
     fn close_slow(&self, slow: Vec<u64>) {
-        if let (false, Some(server)) = (slow.is_empty(), self.inner.server.upgrade()) {
+        if let (false, Some(hub)) = (slow.is_empty(), self.inner.env.hub.upgrade()) {
             for serial in slow {
-                server.close_connection(serial, CloseReason::SlowConsumer);
+                hub.close(serial, CloseReason::SlowConsumer);
             }
         }
     }
 
-    /// Queues `frame` on every member of `room`, noting its position `at` (with history) as
-    /// the last one each has been given; collects the members whose buffer is full.
+    /// Queues `frame` (numbered `at`, with history) on every member of `room`; collects the
+    /// members whose buffer is full. Returns how many members queued it.
     fn fan_out(
         &self,
         room: &str,
@@ -333,17 +332,14 @@ impl EventHandler {
         };
         let mut queued = 0;
         for (&serial, member) in &room.members {
-            if let Some(at) = at {
-                member.seen.advance(at);
-            }
             match member.deliver(frame.clone(), at) {
                 Ok(()) => queued += 1,
                 Err(SinkError::Full) => slow.push(serial),
-                Err(_) => {}
+                Err(SinkError::Closed) => {}
             }
         }
-        self.inner.metrics.sent(queued, frame.len());
-        room.members.len() - slow.len()
+        self.inner.env.metrics.sent(queued, frame.len());
+        queued
     }
 
     pub(crate) fn history(&self) -> Option<History> {
@@ -384,15 +380,25 @@ impl EventHandler {
             }
             Entry::Vacant(entry) => {
                 entry.insert(Room::default()).members.insert(serial, member);
-                self.inner.metrics.rooms.increment(1.0);
-                if let Some(broker) = &self.inner.broker {
+                self.inner.env.metrics.room_created();
+                if let Some(broker) = &self.inner.env.broker {
                     broker.room_created(&self.inner.event, room);
                 }
-                self.inner.notifier.notify(Notification::RoomCreate {
+                self.inner.env.notifier.notify(Notification::RoomCreate {
                     event: self.inner.event.clone(),
                     room: room.clone(),
                 });
             }
+        }
+    }
+
+    /// Counts what is still held back for member `serial` of `room` as not given to it.
+    pub(crate) fn mark_held_as_missed(&self, room: &str, serial: u64) {
+        if let Some(member) = read(&self.inner.rooms)
+            .get(room)
+            .and_then(|room| room.members.get(&serial))
+        {
+            member.mark_held_as_missed();
         }
     }
 
@@ -405,11 +411,11 @@ impl EventHandler {
         };
         if members.members.remove(&serial).is_some() && members.members.is_empty() {
             rooms.remove(room);
-            self.inner.metrics.rooms.decrement(1.0);
-            if let Some(broker) = &self.inner.broker {
+            self.inner.env.metrics.room_emptied();
+            if let Some(broker) = &self.inner.env.broker {
                 broker.room_emptied(&self.inner.event, room);
             }
-            self.inner.notifier.notify(Notification::RoomEmpty {
+            self.inner.env.notifier.notify(Notification::RoomEmpty {
                 event: self.inner.event.clone(),
                 room: room.clone(),
             });

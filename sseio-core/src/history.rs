@@ -8,15 +8,15 @@
 //! `EventSource`'s single `Last-Event-ID` needs.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::frame;
+use crate::position::Position;
+use crate::sync::lock;
 
 /// The default time a message stays in a room's history.
 pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
@@ -44,9 +44,9 @@ impl History {
         }
     }
 
-    /// How long a message stays in the history.
+    /// Keeps each message for `ttl` instead of [`DEFAULT_HISTORY_TTL`].
     #[must_use]
-    pub fn ttl(mut self, ttl: Duration) -> Self {
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
@@ -57,85 +57,8 @@ impl History {
     }
 
     /// How long a message stays in the history.
-    pub fn max_age(&self) -> Duration {
+    pub fn ttl(&self) -> Duration {
         self.ttl
-    }
-}
-
-/// A position in a message sequence: what a frame's `id:` and `Last-Event-ID` carry, as
-/// `<epoch>-<offset>`.
-///
-/// The epoch names one sequence (a server's run, or a cluster's history in its broker); the
-/// offset counts the messages of every room in it, from 1. Offset 0 is the position before the
-/// first message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Position {
-    pub(crate) epoch: u64,
-    pub(crate) offset: u64,
-}
-
-impl Position {
-    /// The position `offset` of sequence `epoch`.
-    pub fn new(epoch: u64, offset: u64) -> Self {
-        Self { epoch, offset }
-    }
-
-    /// The sequence this position belongs to.
-    pub fn epoch(self) -> u64 {
-        self.epoch
-    }
-
-    /// The number of messages before and at this position in its sequence.
-    pub fn offset(self) -> u64 {
-        self.offset
-    }
-
-    /// Reads `<epoch>-<offset>`, as [`Display`](fmt::Display) writes it; anything else is `None`.
-    pub fn parse(id: &str) -> Option<Self> {
-        let (epoch, offset) = id.trim().split_once('-')?;
-        Some(Self {
-            epoch: epoch.parse().ok()?,
-            offset: offset.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.epoch, self.offset)
-    }
-}
-
-/// The position of the last message with history queued to one connection, shared by all its
-/// memberships.
-#[derive(Debug, Default)]
-pub(crate) struct Seen {
-    epoch: AtomicU64,
-    offset: AtomicU64,
-}
-
-impl Seen {
-    pub(crate) fn set(&self, at: Position) {
-        self.epoch.store(at.epoch, Ordering::Relaxed);
-        self.offset.store(at.offset, Ordering::Relaxed);
-    }
-
-    /// Moves to `at` unless the connection stands later in the same sequence already.
-    pub(crate) fn advance(&self, at: Position) {
-        if self.epoch.load(Ordering::Relaxed) != at.epoch
-            || self.offset.load(Ordering::Relaxed) < at.offset
-        {
-            self.set(at);
-        }
-    }
-
-    /// Where the connection stands; `None` before it was given any position.
-    pub(crate) fn get(&self) -> Option<Position> {
-        let at = Position {
-            epoch: self.epoch.load(Ordering::Relaxed),
-            offset: self.offset.load(Ordering::Relaxed),
-        };
-        (at.epoch != 0).then_some(at)
     }
 }
 
@@ -155,10 +78,12 @@ pub(crate) enum Joined {
     Resync,
 }
 
-/// The history of every room of a server and the sequence. Guarded by one lock, which a send with history holds while it numbers, records
-/// and queues its message, so every connection gets its messages in offset order.
+/// The message log of every room of a server (or of a [`MemoryBroker`](crate::MemoryBroker)'s
+/// cluster), and the sequence that numbers them. Guarded by one lock, which a send with history
+/// holds while it numbers, records and queues its message, so every connection gets its messages
+/// in offset order.
 #[derive(Debug)]
-pub(crate) struct Histories {
+pub(crate) struct HistoryLog {
     epoch: u64,
     offset: u64,
     rooms: HashMap<(Arc<str>, Arc<str>), RoomLog>,
@@ -194,8 +119,10 @@ impl Resumes {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomLog {
+    /// The settings it was last written with, which the sweep follows.
+    history: History,
     entries: VecDeque<Entry>,
     /// The highest offset trimmed or expired from this room.
     trimmed_upto: u64,
@@ -211,7 +138,7 @@ struct Entry {
     payload: Option<Arc<str>>,
 }
 
-impl Histories {
+impl HistoryLog {
     pub(crate) fn new() -> Self {
         // The epoch only has to differ between two runs of a server: the start time will do,
         // mixed so that two servers started together differ too.
@@ -291,7 +218,12 @@ impl Histories {
         let log = self
             .rooms
             .entry((event.clone(), Arc::from(room)))
-            .or_default();
+            .or_insert_with(|| RoomLog {
+                history,
+                entries: VecDeque::new(),
+                trimmed_upto: 0,
+            });
+        log.history = history;
         log.entries.push_back(Entry {
             offset,
             at: now,
@@ -323,8 +255,8 @@ impl Histories {
             .map(|missed| missed.map(|e| e.frame.clone()).collect())
     }
 
-    /// As [`Histories::replay`], as `(offset, payload)` for messages recorded with
-    /// [`Histories::record_payload`].
+    /// As [`HistoryLog::replay`], as `(offset, payload)` for messages recorded with
+    /// [`HistoryLog::record_payload`].
     pub(crate) fn replay_payloads(
         &self,
         event: &Arc<str>,
@@ -382,12 +314,18 @@ impl Histories {
         )
     }
 
-    /// Drops expired messages and room logs; called on every heartbeat tick.
-    pub(crate) fn sweep(&mut self, ttl_of: impl Fn(&str) -> Option<Duration>) {
+    /// The number of room logs kept.
+    #[cfg(test)]
+    pub(crate) fn room_logs(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Drops expired messages and room logs, each by the settings it was written with.
+    pub(crate) fn sweep(&mut self) {
         let now = Instant::now();
         let mut forgotten = self.forgotten_upto;
-        self.rooms.retain(|(event, _), log| {
-            let ttl = ttl_of(event).unwrap_or(Duration::ZERO);
+        self.rooms.retain(|_, log| {
+            let ttl = log.history.ttl;
             while log
                 .entries
                 .front()
@@ -407,6 +345,50 @@ impl Histories {
     }
 }
 
+/// A history kept in this process: the log of every room and where each `clientId` that left
+/// stood, each under its own lock (the log's first, when both are held).
+#[derive(Debug)]
+pub(crate) struct LocalHistory {
+    log: Mutex<HistoryLog>,
+    resumes: Mutex<Resumes>,
+}
+
+impl LocalHistory {
+    pub(crate) fn new() -> Self {
+        Self {
+            log: Mutex::new(HistoryLog::new()),
+            resumes: Mutex::default(),
+        }
+    }
+
+    /// The log, locked: numbering, recording and queueing a message happen under it.
+    pub(crate) fn log(&self) -> MutexGuard<'_, HistoryLog> {
+        lock(&self.log)
+    }
+
+    /// Remembers where `client_id` stood, for `ttl`.
+    pub(crate) fn remember(&self, client_id: Arc<str>, at: Position, ttl: Duration) {
+        lock(&self.resumes).insert(client_id, at, ttl);
+    }
+
+    /// Takes where `client_id` stood, if it has not expired.
+    pub(crate) fn recall(&self, client_id: &str) -> Option<Position> {
+        lock(&self.resumes).take(client_id)
+    }
+
+    /// The number of resume records kept.
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        lock(&self.resumes).left.len()
+    }
+
+    /// Drops expired messages, room logs and resume records.
+    pub(crate) fn sweep(&self) {
+        lock(&self.log).sweep();
+        lock(&self.resumes).sweep();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,23 +398,9 @@ mod tests {
     }
 
     #[test]
-    fn positions_parse_from_their_id() {
-        assert_eq!(
-            Position::parse("17-42"),
-            Some(Position {
-                epoch: 17,
-                offset: 42
-            })
-        );
-        for bad in ["", "17", "-1", "a-1", "1-b", "1-2-3"] {
-            assert_eq!(Position::parse(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
     fn replay_gives_what_came_after_the_position_in_that_room() {
         let history = History::new(10);
-        let mut h = Histories::new();
+        let mut h = HistoryLog::new();
         let start = h.now();
         h.record(&event(), "a", "1", history);
         h.record(&event(), "b", "other room", history);
@@ -452,7 +420,7 @@ mod tests {
     #[test]
     fn a_gap_past_the_capacity_or_another_epoch_cannot_be_filled() {
         let history = History::new(2);
-        let mut h = Histories::new();
+        let mut h = HistoryLog::new();
         let start = h.now();
         for n in 0..3 {
             h.record(&event(), "a", &n.to_string(), history);
@@ -475,7 +443,7 @@ mod tests {
 
     #[test]
     fn frames_carry_their_position_as_id() {
-        let mut h = Histories::new();
+        let mut h = HistoryLog::new();
         let (at, frame) = h.record(&event(), "a", "x", History::new(1));
         let expected = format!("id: {at}\nevent: e\ndata: x\n\n");
         assert_eq!(frame, expected.as_bytes());

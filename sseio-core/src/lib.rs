@@ -257,6 +257,7 @@
 mod auth;
 mod broker;
 mod builder;
+mod connect;
 mod connection;
 mod cors;
 mod error;
@@ -264,34 +265,39 @@ mod fetch;
 mod frame;
 mod handler;
 mod history;
+mod hub;
 mod listener;
 mod message;
 mod metrics;
 mod notify;
+mod position;
 mod rejection;
 mod request;
 mod room;
 mod server;
 mod sink;
 mod sync;
+mod upkeep;
 
 pub use auth::{Grant, IntoRoom, Refusal};
 pub use broker::{
-    BoxFuture, Broker, BrokerError, ConnectionId, MemoryBroker, Node, Presence, Replay, ReplayRoom,
-    SharedHistory,
+    BoxFuture, Broker, BrokerError, ConnectionId, HistoryStore, MemoryBroker, Node, Presence,
+    Replay, ReplayRoom,
 };
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_BUFFER_FRAMES, DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_PATH, ServerBuilder,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_NOTIFICATION_CAPACITY,
+    DEFAULT_PATH, ServerBuilder,
 };
 pub use connection::{Connection, ConnectionStream};
 pub use cors::Cors;
 pub use error::{BoxError, BuildError, ConnectionError, RegisterError, SendError};
 pub use handler::{EventHandler, HandlerOptions};
-pub use history::{DEFAULT_HISTORY_TTL, DEFAULT_RESUME_TTL, History, Position};
+pub use history::{DEFAULT_HISTORY_TTL, DEFAULT_RESUME_TTL, History};
 pub use listener::{LISTEN_BACKLOG, bind};
 pub use notify::{CloseReason, Notification, Notifications};
+pub use position::Position;
 pub use rejection::ConnectRejection;
 pub use request::{Context, RequestHead};
 pub use server::{Outcome, Server};

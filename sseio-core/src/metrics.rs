@@ -46,26 +46,15 @@ const REJECTION_STATUSES: [StatusCode; 7] = [
     StatusCode::SERVICE_UNAVAILABLE,
 ];
 
-/// The `reason` label values of `sseio_disconnects_total`, in the order of
-/// [`Metrics::disconnects`].
-const DISCONNECT_REASONS: [&str; 6] = [
-    "client_gone",
-    "replaced",
-    "slow_consumer",
-    "server_closed",
-    "shutdown",
-    "disconnected",
-];
-
 /// One server's metric handles.
 pub(crate) struct Metrics {
     connections: Gauge,
     connections_opened: Counter,
-    pub(crate) rooms: Gauge,
+    rooms: Gauge,
     frames_sent: Counter,
     bytes_sent: Counter,
-    pub(crate) heartbeats_sent: Counter,
-    disconnects: [Counter; DISCONNECT_REASONS.len()],
+    heartbeats_sent: Counter,
+    disconnects: Disconnects,
     resumes_replayed: Counter,
     resumes_resync: Counter,
     send_lag: Option<Histogram>,
@@ -85,8 +74,7 @@ impl Metrics {
             frames_sent: ::metrics::counter!(FRAMES_SENT),
             bytes_sent: ::metrics::counter!(BYTES_SENT),
             heartbeats_sent: ::metrics::counter!(HEARTBEATS_SENT),
-            disconnects: DISCONNECT_REASONS
-                .map(|reason| ::metrics::counter!(DISCONNECTS, "reason" => reason)),
+            disconnects: Disconnects::new(),
             resumes_replayed: ::metrics::counter!(RESUMES, "result" => "replayed"),
             resumes_resync: ::metrics::counter!(RESUMES, "result" => "resync"),
             send_lag: send_lag.then(|| ::metrics::histogram!(SEND_LAG)),
@@ -108,15 +96,22 @@ impl Metrics {
     /// [`Server::shutdown`]: crate::Server::shutdown
     pub(crate) fn closed(&self, reason: CloseReason, draining: bool) {
         self.connections.decrement(1.0);
-        let index = match reason {
-            CloseReason::ClientGone => 0,
-            CloseReason::Replaced => 1,
-            CloseReason::SlowConsumer => 2,
-            CloseReason::ServerClosed if draining => 4,
-            CloseReason::ServerClosed => 3,
-            CloseReason::Disconnected => 5,
-        };
-        self.disconnects[index].increment(1);
+        self.disconnects.of(reason, draining).increment(1);
+    }
+
+    /// A room got its first connection on this node.
+    pub(crate) fn room_created(&self) {
+        self.rooms.increment(1.0);
+    }
+
+    /// A room lost its last connection on this node.
+    pub(crate) fn room_emptied(&self) {
+        self.rooms.decrement(1.0);
+    }
+
+    /// `beats` heartbeats were queued.
+    pub(crate) fn heartbeats(&self, beats: usize) {
+        self.heartbeats_sent.increment(beats as u64);
     }
 
     /// `frames` message frames of `frame_len` bytes each were queued (one send to a room of
@@ -155,6 +150,42 @@ impl Metrics {
     pub(crate) fn rejected(&self, status: StatusCode) {
         if let Some(i) = REJECTION_STATUSES.iter().position(|s| *s == status) {
             self.rejections[i].increment(1);
+        }
+    }
+}
+
+/// `sseio_disconnects_total`, one counter per `reason` label, each label next to its counter.
+struct Disconnects {
+    client_gone: Counter,
+    replaced: Counter,
+    slow_consumer: Counter,
+    server_closed: Counter,
+    shutdown: Counter,
+    disconnected: Counter,
+}
+
+impl Disconnects {
+    fn new() -> Self {
+        let counter = |reason: &'static str| ::metrics::counter!(DISCONNECTS, "reason" => reason);
+        Self {
+            client_gone: counter("client_gone"),
+            replaced: counter("replaced"),
+            slow_consumer: counter("slow_consumer"),
+            server_closed: counter("server_closed"),
+            shutdown: counter("shutdown"),
+            disconnected: counter("disconnected"),
+        }
+    }
+
+    /// The counter of a close for `reason`; a server-side close while draining is `shutdown`.
+    fn of(&self, reason: CloseReason, draining: bool) -> &Counter {
+        match reason {
+            CloseReason::ClientGone => &self.client_gone,
+            CloseReason::Replaced => &self.replaced,
+            CloseReason::SlowConsumer => &self.slow_consumer,
+            CloseReason::ServerClosed if draining => &self.shutdown,
+            CloseReason::ServerClosed => &self.server_closed,
+            CloseReason::Disconnected => &self.disconnected,
         }
     }
 }

@@ -1,16 +1,15 @@
 //! Lifecycle notifications: what happened to connections and rooms, for the application to
 //! observe.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-use crate::sync::lock;
-use std::task::{Context, Poll};
-
-use tokio::sync::mpsc;
-
+use crate::broker::BrokerError;
 use crate::error::ConnectionError;
+use crate::sync::lock;
 
 /// Something that happened on the server. The names in brackets are the original server's event
 /// names.
@@ -50,6 +49,17 @@ pub enum Notification {
     },
     /// A failure on one connection (`error`). A client that simply goes away is not an error.
     Error(Arc<ConnectionError>),
+    /// The server's [`Broker`](crate::Broker) lost its backend or failed in another way; streams
+    /// stay open, and the broker says what it does about it.
+    Broker(BrokerError),
+    /// This subscriber fell behind by more than
+    /// [`ServerBuilder::notification_capacity`](crate::ServerBuilder::notification_capacity)
+    /// notifications: the `missed` oldest ones were dropped for it (and only for it), and the
+    /// next ones follow. Nothing else on the server waited for it.
+    Lagged {
+        /// How many notifications this subscriber missed.
+        missed: u64,
+    },
 }
 
 /// Why a stream closed.
@@ -81,32 +91,83 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// The subscribers of one server. Raising a notification never waits: each subscriber has an
-/// unbounded queue, and a subscriber that was dropped is forgotten.
-#[derive(Default)]
+/// The subscribers of one server. Raising a notification never waits: each subscriber has a
+/// queue of at most `capacity` notifications (allocated as it fills), and one that falls
+/// further behind loses the oldest and is told how many with [`Notification::Lagged`], the
+/// model of tokio's `broadcast` channel.
 pub(crate) struct Notifier {
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<Notification>>>,
+    subscribers: Mutex<Vec<Arc<Subscriber>>>,
+    capacity: usize,
+}
+
+/// One subscriber's queue, shared with its [`Notifications`].
+#[derive(Default)]
+struct Subscriber {
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    notifications: VecDeque<Notification>,
+    /// Dropped from the front since the subscriber last read.
+    missed: u64,
+    /// The server is gone: no more notifications will come.
+    closed: bool,
+    waker: Option<Waker>,
 }
 
 impl Notifier {
+    /// A notifier whose subscribers may each fall `capacity` notifications behind.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            subscribers: Mutex::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
     pub(crate) fn subscribe(&self) -> Notifications {
-        let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.subscribers).push(tx);
-        Notifications { rx }
+        let subscriber = Arc::new(Subscriber::default());
+        lock(&self.subscribers).push(subscriber.clone());
+        Notifications { subscriber }
     }
 
     pub(crate) fn notify(&self, notification: Notification) {
         let mut subscribers = lock(&self.subscribers);
+        // A subscriber whose `Notifications` was dropped is the only other owner gone.
+        subscribers.retain(|subscriber| Arc::strong_count(subscriber) > 1);
         if subscribers.is_empty() {
             drop(subscribers);
-            if let Notification::Error(error) = &notification {
-                tracing::warn!(%error, "sseio connection error");
-            } else {
-                tracing::trace!(?notification, "sseio notification");
+            match &notification {
+                Notification::Error(error) => tracing::warn!(%error, "sseio connection error"),
+                Notification::Broker(error) => tracing::warn!(%error, "sseio broker error"),
+                _ => tracing::trace!(?notification, "sseio notification"),
             }
             return;
         }
-        subscribers.retain(|tx| tx.send(notification.clone()).is_ok());
+        for subscriber in subscribers.iter() {
+            let mut queue = lock(&subscriber.queue);
+            if queue.notifications.len() == self.capacity {
+                queue.notifications.pop_front();
+                queue.missed += 1;
+            }
+            queue.notifications.push_back(notification.clone());
+            if let Some(waker) = queue.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Notifier {
+    /// The server is gone: every subscriber's stream ends once it has read what is queued.
+    fn drop(&mut self) {
+        for subscriber in lock(&self.subscribers).iter() {
+            let mut queue = lock(&subscriber.queue);
+            queue.closed = true;
+            if let Some(waker) = queue.waker.take() {
+                waker.wake();
+            }
+        }
     }
 }
 
@@ -114,33 +175,121 @@ impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
             .field("subscribers", &lock(&self.subscribers).len())
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
 
 /// The stream of notifications returned by [`Server::subscribe`](crate::Server::subscribe), in
 /// the order they were raised. Drop it to unsubscribe.
-#[derive(Debug)]
+///
+/// Each subscriber may fall
+/// [`ServerBuilder::notification_capacity`](crate::ServerBuilder::notification_capacity)
+/// notifications behind; past that it gets [`Notification::Lagged`] in place of the oldest ones
+/// it missed, so a listener that stops reading costs bounded memory and slows nobody.
 pub struct Notifications {
-    rx: mpsc::UnboundedReceiver<Notification>,
+    subscriber: Arc<Subscriber>,
 }
 
 impl Notifications {
     /// The next notification; `None` once the server is gone.
     pub async fn recv(&mut self) -> Option<Notification> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx.waker())).await
     }
 
     /// The next notification if one is already queued.
     pub fn try_recv(&mut self) -> Option<Notification> {
-        self.rx.try_recv().ok()
+        match self.poll_recv(Waker::noop()) {
+            Poll::Ready(notification) => notification,
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_recv(&mut self, waker: &Waker) -> Poll<Option<Notification>> {
+        let mut queue = lock(&self.subscriber.queue);
+        if queue.missed > 0 {
+            let missed = std::mem::take(&mut queue.missed);
+            return Poll::Ready(Some(Notification::Lagged { missed }));
+        }
+        if let Some(notification) = queue.notifications.pop_front() {
+            return Poll::Ready(Some(notification));
+        }
+        if queue.closed {
+            return Poll::Ready(None);
+        }
+        if !queue.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            queue.waker = Some(waker.clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl fmt::Debug for Notifications {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifications")
+            .field("queued", &lock(&self.subscriber.queue).notifications.len())
+            .finish()
     }
 }
 
 impl futures_core::Stream for Notifications {
     type Item = Notification;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
+        self.get_mut().poll_recv(cx.waker())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(n: usize) -> Notification {
+        Notification::ConnCreate {
+            client_id: n.to_string().into(),
+            principal: None,
+        }
+    }
+
+    fn client(notification: Option<Notification>) -> String {
+        match notification {
+            Some(Notification::ConnCreate { client_id, .. }) => client_id.to_string(),
+            other => panic!("expected conn:create, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told_what_it_missed() {
+        let notifier = Notifier::new(4);
+        let mut reading = notifier.subscribe();
+        let mut stalled = notifier.subscribe();
+        for n in 0..10 {
+            notifier.notify(opened(n));
+            assert_eq!(client(reading.try_recv()), n.to_string());
+        }
+        assert!(matches!(
+            stalled.try_recv(),
+            Some(Notification::Lagged { missed: 6 })
+        ));
+        let rest: Vec<String> = (0..4).map(|_| client(stalled.try_recv())).collect();
+        assert_eq!(rest, ["6", "7", "8", "9"], "the newest, in order");
+        assert!(stalled.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_the_next_and_ends_with_the_server() {
+        let notifier = Notifier::new(4);
+        let mut notifications = notifier.subscribe();
+        assert!(notifications.try_recv().is_none());
+        let waiting = tokio::spawn(async move {
+            let first = notifications.recv().await;
+            (first, notifications.recv().await)
+        });
+        tokio::task::yield_now().await;
+        notifier.notify(opened(1));
+        drop(notifier);
+        let (first, end) = waiting.await.unwrap();
+        assert_eq!(client(first), "1");
+        assert!(end.is_none(), "the notifier is gone");
     }
 }

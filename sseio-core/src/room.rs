@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::history::{Position, Seen};
+use crate::frame;
+use crate::position::{Position, Seen};
 use crate::sink::{SinkError, SseSink};
 use crate::sync::lock;
 
@@ -22,9 +23,9 @@ pub(crate) struct Room {
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) client_id: Arc<str>,
-    /// The position of the last message with history queued to this connection (shared by
-    /// all its memberships).
-    pub(crate) seen: Arc<Seen>,
+    /// Where the connection stands in the messages with history (shared by all its
+    /// memberships); `None` without history.
+    pub(crate) seen: Option<Arc<Seen>>,
     pub(crate) sink: Arc<dyn SseSink>,
     /// Present while, or because, the connection's `fetch` or replay for this room runs.
     pub(crate) hold: Option<Arc<Hold>>,
@@ -32,11 +33,26 @@ pub(crate) struct Member {
 
 impl Member {
     /// Delivers one frame, numbered `at` when it has history: straight to the sink, or into
-    /// the hold-back queue while the connection's `fetch` or replay runs.
+    /// the hold-back queue while the connection's `fetch` or replay runs. Where the connection
+    /// stands moves on only if the frame was taken.
     pub(crate) fn deliver(&self, frame: Bytes, at: Option<Position>) -> Result<(), SinkError> {
-        match &self.hold {
+        let result = match &self.hold {
             Some(hold) => hold.deliver(&*self.sink, frame, at),
             None => self.sink.send(frame),
+        };
+        if let (Some(seen), Some(at)) = (&self.seen, at) {
+            match result {
+                Ok(()) => seen.advance(at),
+                Err(_) => seen.missed(at),
+            }
+        }
+        result
+    }
+
+    /// What is still held back for this membership was never given to the connection.
+    pub(crate) fn mark_held_as_missed(&self) {
+        if let Some(hold) = &self.hold {
+            hold.mark_held_as_missed();
         }
     }
 }
@@ -56,6 +72,9 @@ pub(crate) struct Hold {
     holding: AtomicBool,
     held: Mutex<Held>,
     max_bytes: usize,
+    max_frames: usize,
+    /// Where the connection stands, with history: what is dropped unsent counts as missed.
+    seen: Option<Arc<Seen>>,
     /// Written once, before `holding` is cleared; epoch 0 means no floor.
     floor_epoch: AtomicU64,
     floor_offset: AtomicU64,
@@ -68,12 +87,15 @@ struct Held {
 }
 
 impl Hold {
-    /// A hold that keeps back up to `max_bytes` (the connection's buffer budget).
-    pub(crate) fn new(max_bytes: usize) -> Self {
+    /// A hold that keeps back up to `max_bytes` in `max_frames` (the connection's buffer
+    /// budget, which held and queued frames share).
+    pub(crate) fn new(max_bytes: usize, max_frames: usize, seen: Option<Arc<Seen>>) -> Self {
         Self {
             holding: AtomicBool::new(true),
             held: Mutex::new(Held::default()),
             max_bytes,
+            max_frames,
+            seen,
             floor_epoch: AtomicU64::new(0),
             floor_offset: AtomicU64::new(0),
         }
@@ -88,8 +110,10 @@ impl Hold {
         if self.holding.load(Ordering::Acquire) {
             let mut held = lock(&self.held);
             if self.holding.load(Ordering::Acquire) {
-                // Held and queued bytes share the connection's one budget.
-                if held.bytes + frame.len() + sink.queued_bytes() > self.max_bytes {
+                // Held and queued frames share the connection's one budget.
+                if held.bytes + frame.len() + sink.queued_bytes() > self.max_bytes
+                    || held.frames.len() + sink.queued_frames() >= self.max_frames
+                {
                     return Err(SinkError::Full);
                 }
                 held.bytes += frame.len();
@@ -101,6 +125,15 @@ impl Hold {
             return Ok(());
         }
         sink.send(frame)
+    }
+
+    /// Counts the first frame still held back (if any) as missed by the connection.
+    fn mark_held_as_missed(&self) {
+        if let Some(seen) = &self.seen
+            && let Some(at) = lock(&self.held).frames.iter().find_map(|(_, at)| *at)
+        {
+            seen.missed(at);
+        }
     }
 
     /// Whether a frame at `at` is at or before the floor, so was replayed already.
@@ -127,14 +160,22 @@ impl Hold {
         }
         let frames = std::mem::take(&mut held.frames);
         held.bytes = 0;
-        let live = frames
-            .into_iter()
-            .filter(|(_, at)| !self.replayed(*at))
-            .map(|(frame, _)| frame);
-        let result = first
-            .into_iter()
-            .chain(live)
-            .try_for_each(|frame| sink.send(frame));
+        let live = frames.into_iter().filter(|(_, at)| !self.replayed(*at));
+        let mut pending = first.into_iter().map(|frame| (frame, None)).chain(live);
+        let mut result = Ok(());
+        while let Some((frame, at)) = pending.next() {
+            if let Err(error) = sink.send(frame.clone()) {
+                // This one and all that follow were not given.
+                let first_missed = at.or_else(|| frame::position_of(&frame)).or_else(|| {
+                    pending.find_map(|(frame, at)| at.or_else(|| frame::position_of(&frame)))
+                });
+                if let (Some(seen), Some(at)) = (&self.seen, first_missed) {
+                    seen.missed(at);
+                }
+                result = Err(error);
+                break;
+            }
+        }
         self.holding.store(false, Ordering::Release);
         result
     }
@@ -170,7 +211,7 @@ mod tests {
     #[test]
     fn live_frames_already_replayed_are_dropped_held_or_late() {
         let sink = QueueSink::new(Bytes::new(), 1024, 64, false);
-        let hold = Hold::new(1024);
+        let hold = Hold::new(1024, 64, None);
         // Published while the replay was read: live and in the replay.
         hold.deliver(&sink, Bytes::from_static(b"2"), at(2))
             .unwrap();
@@ -189,7 +230,7 @@ mod tests {
     #[test]
     fn the_floor_holds_only_in_its_own_sequence() {
         let sink = QueueSink::new(Bytes::new(), 1024, 64, false);
-        let hold = Hold::new(1024);
+        let hold = Hold::new(1024, 64, None);
         hold.release(&sink, None, at(9)).unwrap();
         // The history was lost (say, Redis restarted empty): a new epoch starts again at 1.
         let new_epoch = Some(Position::new(8, 1));

@@ -8,7 +8,9 @@ use std::task::{Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
+use crate::frame;
 use crate::notify::CloseReason;
+use crate::position::Position;
 use crate::sync::lock;
 
 /// One connection's outgoing side, as the room fan-out and the heartbeat see it.
@@ -25,13 +27,30 @@ pub trait SseSink: Send + Sync + fmt::Debug + 'static {
     /// Closing twice is harmless.
     fn close(&self, reason: CloseReason);
 
-    /// Whether [`SseSink::close`] was called.
+    /// Whether the sink is closed, by [`SseSink::close`] or by its transport: the server's
+    /// heartbeat closes the connection of a sink that says so (`conn:close` with
+    /// [`CloseReason::ClientGone`]), so a transport may close its sink when its client goes away
+    /// instead of dropping the [`Connection`](crate::Connection).
     fn is_closed(&self) -> bool;
 
     /// The bytes queued and not yet written, so that messages held back behind a `fetch` count
     /// against the same budget. A sink without a queue of its own answers 0 (the default).
     fn queued_bytes(&self) -> usize {
         0
+    }
+
+    /// The frames queued and not yet written, as [`SseSink::queued_bytes`] for the frame
+    /// budget. Default: 0.
+    fn queued_frames(&self) -> usize {
+        0
+    }
+
+    /// Once closed: the position (the `id:` line) of the first frame it accepted and never handed
+    /// to its transport. A client resuming by `clientId` then gets that message again and
+    /// everything after it. Default: `None`, for a sink that hands every frame on as it accepts
+    /// it, so that a frame counts as given once accepted.
+    fn unsent(&self) -> Option<Position> {
+        None
     }
 }
 
@@ -68,6 +87,8 @@ struct QueueState {
     /// send into an empty queue, cleared when the queue is drained. The opening bytes have none.
     since: Option<Instant>,
     closed: bool,
+    /// Set by the close: the position of the first frame it discarded.
+    unsent: Option<Position>,
     waker: Option<Waker>,
 }
 
@@ -84,6 +105,7 @@ impl QueueSink {
                 queued_bytes,
                 since: None,
                 closed: false,
+                unsent: None,
                 waker: None,
             }),
             max_bytes,
@@ -179,6 +201,7 @@ impl SseSink for QueueSink {
             return;
         }
         state.closed = true;
+        state.unsent = state.frames.iter().find_map(|f| frame::position_of(f));
         state.frames = VecDeque::new();
         state.queued_bytes = 0;
         let waker = state.waker.take();
@@ -194,6 +217,14 @@ impl SseSink for QueueSink {
 
     fn queued_bytes(&self) -> usize {
         lock(&self.state).queued_bytes
+    }
+
+    fn queued_frames(&self) -> usize {
+        lock(&self.state).frames.len()
+    }
+
+    fn unsent(&self) -> Option<Position> {
+        lock(&self.state).unsent
     }
 }
 
@@ -295,6 +326,22 @@ mod tests {
             sink.poll_chunk(Waker::noop()),
             Poll::Ready(Some((_, None)))
         ));
+    }
+
+    #[test]
+    fn a_close_notes_the_first_numbered_frame_it_discards() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
+        sink.send(frame::encode_with_id("7-1", "e", "written"))
+            .unwrap();
+        assert!(matches!(chunk(&sink), Poll::Ready(Some(_))));
+        sink.send(frame::encode("e", "no id")).unwrap();
+        sink.send(frame::encode_with_id("7-3", "e", "discarded"))
+            .unwrap();
+        sink.send(frame::encode_with_id("7-4", "e", "discarded"))
+            .unwrap();
+        assert_eq!(sink.unsent(), None, "still open");
+        sink.close(CloseReason::SlowConsumer);
+        assert_eq!(sink.unsent(), Some(Position::new(7, 3)));
     }
 
     #[test]

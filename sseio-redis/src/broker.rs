@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, PushInfo, PushKind, RedisError, RedisResult, ServerErrorKind, Value};
 use sseio_core::{
-    BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, History, Node, Position, Presence,
-    Replay, ReplayRoom, SharedHistory,
+    BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, History, HistoryStore, Node,
+    Position, Presence, Replay, ReplayRoom,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -337,7 +337,7 @@ fn ask(
     })
 }
 
-impl SharedHistory for RedisHistory {
+impl HistoryStore for RedisHistory {
     fn publish(
         &self,
         event: &str,
@@ -522,8 +522,8 @@ impl Broker for RedisBroker {
     /// The history in Redis, shared by every node; none with sharded Pub/Sub, where each node
     /// keeps its own (one sequence for the whole cluster would put every send through one
     /// shard).
-    fn history(&self) -> Option<&dyn SharedHistory> {
-        (!self.shared.config.target.sharded).then_some(&self.history as &dyn SharedHistory)
+    fn history_store(&self) -> Option<&dyn HistoryStore> {
+        (!self.shared.config.target.sharded).then_some(&self.history as &dyn HistoryStore)
     }
 }
 

@@ -204,7 +204,7 @@ impl Keys {
             .arg(body)
             .arg(payload)
             .arg(history.capacity())
-            .arg(millis(history.max_age()));
+            .arg(millis(history.ttl()));
         cmd
     }
 
@@ -228,7 +228,7 @@ impl Keys {
             None => cmd.arg("").arg(0),
         };
         for room in rooms {
-            cmd.arg(millis(room.history.max_age()));
+            cmd.arg(millis(room.history.ttl()));
         }
         cmd
     }

@@ -93,8 +93,8 @@
 //! - `send`, `send_to_client`, `disconnect` and presence return
 //!   [`BrokerError::Unavailable`](sseio_core::BrokerError) (inside `SendError::Broker` for the
 //!   sends) until the broker is back; nothing is queued for later.
-//! - The node raises one `error` notification
-//!   ([`ConnectionError::Broker`](sseio_core::ConnectionError)) saying the connection was lost.
+//! - The node raises one [`Notification::Broker`](sseio_core::Notification::Broker) saying the
+//!   connection was lost.
 //! - The broker reconnects with exponential backoff (100 ms doubling to 5 s, see
 //!   [`reconnect_backoff`](RedisBrokerBuilder::reconnect_backoff)), subscribes every live room
 //!   again in batches of 1,000 channels, and only then accepts sends again.

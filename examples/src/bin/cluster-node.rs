@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut notifications = server.subscribe();
     tokio::spawn(async move {
         while let Some(notification) = notifications.recv().await {
-            if let Notification::Error(error) = notification {
+            if let Notification::Broker(error) = notification {
                 eprintln!("! {error}");
             }
         }

@@ -1,0 +1,129 @@
+//! The join step of a connect, run under the registry lock of its `clientId`: the connection
+//! joins its rooms, with what it missed replayed first (from this server's history) or held
+//! back for a `fetch` or the broker's replay. It returns the plan of what follows.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::frame;
+use crate::handler::EventHandler;
+use crate::history::Joined;
+use crate::hub::{Live, Registering};
+use crate::position::{Position, Seen};
+use crate::room::{Hold, Member};
+use crate::server::ServerInner;
+use crate::sink::SseSink;
+
+use super::admit::Admitted;
+use super::resume::Resume;
+
+/// What follows a join, outside the registry lock.
+pub(crate) struct Plan {
+    /// The handlers whose `fetch` runs, each with the hold that keeps its room's messages
+    /// back meanwhile, and whether it runs as a resync.
+    pub(crate) fetches: Vec<(EventHandler, Arc<Hold>, bool)>,
+    /// The rooms held back until the broker's history answers their replay.
+    pub(crate) replaying: Vec<(EventHandler, Arc<str>, Arc<Hold>)>,
+    /// The position the broker's replay starts from, if one was asked.
+    pub(crate) resume_at: Option<Position>,
+    /// Where the connection stands, with history.
+    pub(crate) seen: Option<Arc<Seen>>,
+}
+
+/// Joins `admitted`'s rooms as connection `registering.serial`; returns the connection for the
+/// registry and the plan of what follows.
+pub(crate) fn join(
+    server: &ServerInner,
+    admitted: Admitted,
+    resume: Resume,
+    sink: &Arc<dyn SseSink>,
+    registering: &Registering,
+    span: tracing::Span,
+) -> (Live, Plan) {
+    let local_history = server.local_history();
+    // With this server's own history, joining happens under its log's lock: no message can be
+    // numbered between the replay and the join.
+    let log = (resume.history_on && !resume.by_broker).then(|| local_history.log());
+    let left = match &log {
+        Some(_) => local_history.recall(&admitted.client_id),
+        None => None,
+    };
+    let from = resume.from(registering.replaced_at, left);
+    let seen = resume.history_on.then(|| Arc::new(Seen::default()));
+    if let (Some(seen), Some(log)) = (&seen, &log) {
+        // Everything before now predates the join or is replayed below.
+        seen.advance(log.now());
+    }
+    let max_bytes = server.limits().max_buffer_bytes;
+    let max_frames = server.limits().max_buffer_frames;
+    let mut plan = Plan {
+        fetches: Vec::new(),
+        replaying: Vec::new(),
+        resume_at: from.flatten(),
+        seen: seen.clone(),
+    };
+    for (handler, room) in &admitted.rooms {
+        let joined = match (handler.history(), &log, from) {
+            (Some(history), Some(log), Some(Some(from))) => {
+                let replay = log.replay(handler.event_arc(), room, from, history);
+                match replay.map(|frames| queue_replay(server, &**sink, frames)) {
+                    Some(true) => Joined::Resumed,
+                    _ => Joined::Resync,
+                }
+            }
+            // Decided when the broker answers; held back meanwhile.
+            (Some(_), None, Some(Some(_))) => Joined::Replaying,
+            (Some(_), _, Some(None)) => Joined::Resync,
+            _ => Joined::Fresh,
+        };
+        server.metrics().joined(joined);
+        let held =
+            joined == Joined::Replaying || (handler.fetch().is_some() && joined != Joined::Resumed);
+        let hold = held.then(|| Arc::new(Hold::new(max_bytes, max_frames, seen.clone())));
+        match (&hold, joined) {
+            (Some(hold), Joined::Replaying) => {
+                plan.replaying
+                    .push((handler.clone(), room.clone(), hold.clone()));
+            }
+            (Some(hold), _) => {
+                plan.fetches
+                    .push((handler.clone(), hold.clone(), joined == Joined::Resync));
+            }
+            (None, _) => {}
+        }
+        let member = Member {
+            client_id: admitted.client_id.clone(),
+            seen: seen.clone(),
+            sink: sink.clone(),
+            hold,
+        };
+        handler.join(room, registering.serial, member);
+    }
+    drop(log);
+    let live = Live::new(
+        admitted.client_id,
+        admitted.principal,
+        sink.clone(),
+        admitted.rooms,
+        seen,
+        span,
+    );
+    (live, plan)
+}
+
+/// Queues the replayed frames of one room as one chunk (so a replay costs one frame of the
+/// connection's frame budget, as a write coalesces it anyway); whether the sink took it. One
+/// too large for the connection's buffer is not queued at all, and its room resyncs.
+fn queue_replay(server: &ServerInner, sink: &dyn SseSink, frames: Vec<Bytes>) -> bool {
+    let Some(chunk) = frame::concat(&frames) else {
+        return true;
+    };
+    let sent = sink.send(chunk).is_ok();
+    if sent {
+        for frame in &frames {
+            server.metrics().sent(1, frame.len());
+        }
+    }
+    sent
+}

@@ -1,0 +1,70 @@
+//! The resume step of a connect: where a reconnecting client asks to resume from, as far as it
+//! can be told before the connection joins its rooms.
+
+use crate::position::Position;
+use crate::request::RequestHead;
+use crate::server::ServerInner;
+
+use super::admit::Admitted;
+
+/// What is known of a connection's resume point before it joins.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume {
+    /// Whether any of its rooms has history: without, nothing is resumed.
+    pub(crate) history_on: bool,
+    /// Whether the broker keeps the history (so replays and resume records are the broker's).
+    pub(crate) by_broker: bool,
+    /// The position the client named (`Last-Event-ID`, or the `lastEventId` query parameter
+    /// of polyfills that cannot set headers): `Some(None)` for an id that is not one of ours,
+    /// which counts as a position that cannot be filled.
+    pub(crate) named: Option<Option<Position>>,
+    /// Where the broker remembers this `clientId` left off, on whichever node that was (asked
+    /// only when the client named no position).
+    pub(crate) recalled: Option<Position>,
+}
+
+impl Resume {
+    /// The position to resume from, once the join knows where the connection it replaces
+    /// stood (`replaced`) and where this server remembers its `clientId` left (`left`):
+    /// `None` for a fresh connection, `Some(None)` for a position that cannot be filled.
+    pub(crate) fn from(
+        &self,
+        replaced: Option<Position>,
+        left: Option<Position>,
+    ) -> Option<Option<Position>> {
+        if !self.history_on {
+            return None;
+        }
+        let remembered = replaced.or(left).or(self.recalled);
+        self.named.or(remembered.map(Some))
+    }
+}
+
+/// Finds what the request and the broker say about where the client resumes.
+pub(crate) async fn resume(
+    server: &ServerInner,
+    request: &RequestHead<'_>,
+    admitted: &Admitted,
+) -> Resume {
+    let named = request
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| admitted.context.query("lastEventId"))
+        .map(Position::parse);
+    let history_on = admitted
+        .rooms
+        .iter()
+        .any(|(handler, _)| handler.history().is_some());
+    let store = server.history_store().filter(|_| history_on);
+    let recalled = match (store, named) {
+        (Some(store), None) => store.recall(&admitted.client_id).await.ok().flatten(),
+        _ => None,
+    };
+    Resume {
+        history_on,
+        by_broker: store.is_some(),
+        named,
+        recalled,
+    }
+}

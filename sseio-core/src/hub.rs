@@ -1,0 +1,453 @@
+//! The hub: the registry of a server's open connections, and everything done to one connection
+//! by its id: registering it, the one close path, delivery to one client, and the heartbeat.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+
+use crate::broker::{Broker, ConnectionId};
+use crate::error::ConnectionError;
+use crate::frame;
+use crate::handler::EventHandler;
+use crate::history::LocalHistory;
+use crate::metrics::Metrics;
+use crate::notify::{CloseReason, Notification, Notifier};
+use crate::position::{Position, Seen};
+use crate::rejection::ConnectRejection;
+use crate::sink::{SinkError, SseSink};
+use crate::sync::lock;
+
+/// The registry is split in `1 << SHARD_BITS` shards, so that no one lock spans every connection.
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// The open connections of one server, in shards by `clientId`, and what is done to them.
+///
+/// # Lock order
+///
+/// A thread that holds one of these locks takes only locks further down the list:
+///
+/// 1. one registry shard (never two at once);
+/// 2. the server's history log ([`LocalHistory::log`]);
+/// 3. a handler's rooms, one handler at a time;
+/// 4. a member's hold-back queue, then the connection's sink;
+/// 5. leaves, which call nothing: resume records, a connection's [`Seen`], the notification
+///    channel, a broker's queue.
+///
+/// Shards are private to the hub and each method takes at most one, calling out of it only
+/// into levels 2 to 5 (joining and leaving rooms, closing a sink, raising a notification), so no
+/// code outside this module can take them out of order. Delivery runs at levels 2 to 4 and
+/// closes the connections it found full only after it let go of its locks. A broker's own locks
+/// come before all of these: [`MemoryBroker`](crate::MemoryBroker) delivers, and so may close
+/// slow connections, while it holds its history log.
+///
+/// Everything about one `clientId` (its joins, replacements and closes) happens under its
+/// shard's lock, so the notifications about it are raised in order.
+pub(crate) struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+    /// Open connections, all shards together.
+    open: AtomicUsize,
+    /// The next serial before it is tagged with its shard.
+    next_serial: AtomicU64,
+    draining: AtomicBool,
+    notifier: Arc<Notifier>,
+    metrics: Arc<Metrics>,
+    broker: Option<Arc<dyn Broker>>,
+    history: Arc<LocalHistory>,
+    resume_ttl: Duration,
+    max_buffer_bytes: usize,
+}
+
+/// One shard: its connections by serial, and the serial of each `clientId`.
+#[derive(Default)]
+struct Shard {
+    live: HashMap<u64, Live>,
+    by_client: HashMap<Arc<str>, u64>,
+}
+
+/// One open connection, as the hub keeps it.
+pub(crate) struct Live {
+    pub(crate) client_id: Arc<str>,
+    pub(crate) principal: Option<Arc<str>>,
+    pub(crate) sink: Arc<dyn SseSink>,
+    /// Each room it is in, with its handler.
+    pub(crate) rooms: Vec<(EventHandler, Arc<str>)>,
+    /// Where it stands in the messages with history; `None` without history.
+    pub(crate) seen: Option<Arc<Seen>>,
+    /// `sseio.connection` (with the `connection-spans` feature): the close and its
+    /// notifications are raised inside it.
+    pub(crate) span: tracing::Span,
+    /// Its `fetch`es and replay, aborted when it closes.
+    tasks: Vec<AbortHandle>,
+}
+
+impl Live {
+    /// A connection about to be registered, with no tasks yet.
+    pub(crate) fn new(
+        client_id: Arc<str>,
+        principal: Option<Arc<str>>,
+        sink: Arc<dyn SseSink>,
+        rooms: Vec<(EventHandler, Arc<str>)>,
+        seen: Option<Arc<Seen>>,
+        span: tracing::Span,
+    ) -> Self {
+        Self {
+            client_id,
+            principal,
+            sink,
+            rooms,
+            seen,
+            span,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Stops everything going out of connection `serial`: its sink is closed, its tasks
+    /// aborted, and whatever it was not given (frames the sink discarded, frames still held
+    /// back) marks where it stands. The first half of a close; [`Hub::finish_close`] is the
+    /// second.
+    fn stop(&self, serial: u64, reason: CloseReason) {
+        self.sink.close(reason);
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(seen) = &self.seen {
+            if let Some(at) = self.sink.unsent() {
+                seen.missed(at);
+            }
+            for (handler, room) in &self.rooms {
+                handler.mark_held_as_missed(room, serial);
+            }
+        }
+    }
+}
+
+/// What the join step of a connect sees of the registry, under the shard lock of its `clientId`.
+pub(crate) struct Registering {
+    /// The new connection's serial.
+    pub(crate) serial: u64,
+    /// Where the connection it replaces stood, once stopped: the successor takes over from
+    /// there.
+    pub(crate) replaced_at: Option<Position>,
+}
+
+/// Who may take an open `clientId` over, and how many connections may be open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    pub(crate) same_principal_takeover: bool,
+    pub(crate) max_connections: Option<usize>,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        notifier: Arc<Notifier>,
+        metrics: Arc<Metrics>,
+        broker: Option<Arc<dyn Broker>>,
+        history: Arc<LocalHistory>,
+        resume_ttl: Duration,
+        max_buffer_bytes: usize,
+    ) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            open: AtomicUsize::new(0),
+            next_serial: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            notifier,
+            metrics,
+            broker,
+            history,
+            resume_ttl,
+            max_buffer_bytes,
+        }
+    }
+
+    /// The number of open connections.
+    pub(crate) fn len(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The server's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Raises an `error` notification about one connection.
+    pub(crate) fn report(&self, error: ConnectionError) {
+        self.notifier.notify(Notification::Error(Arc::new(error)));
+    }
+
+    /// From now on, new connections are refused and server-side closes count as `shutdown`.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The shard of `client_id`'s connections.
+    fn client_index(client_id: &str) -> usize {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(client_id);
+        hash as usize % SHARDS
+    }
+
+    fn shard_of_client(&self, client_id: &str) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[Self::client_index(client_id)])
+    }
+
+    fn shard_of_serial(&self, serial: u64) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[serial as usize % SHARDS])
+    }
+
+    /// Registers a connection of `client_id`: under its shard's lock, checks that the server
+    /// takes it, stops the connection it replaces, runs `join` (which joins its rooms and
+    /// returns it), then closes the replaced one, and raises `conn:create`. Returns the new
+    /// serial and what `join` made besides.
+    ///
+    /// # Errors
+    ///
+    /// The server is draining, the `clientId` belongs to another principal, or the server is
+    /// full.
+    pub(crate) fn register<T>(
+        &self,
+        client_id: &Arc<str>,
+        principal: &Option<Arc<str>>,
+        admission: Admission,
+        join: impl FnOnce(&Registering) -> (Live, T),
+    ) -> Result<(u64, T), ConnectRejection> {
+        let index = Self::client_index(client_id);
+        let mut shard = lock(&self.shards[index]);
+        if self.is_draining() {
+            return Err(ConnectRejection::ShuttingDown);
+        }
+        let replacing = shard.by_client.get(client_id).copied();
+        if let Some(old) = replacing
+            && admission.same_principal_takeover
+            && shard.live.get(&old).map(|c| &c.principal) != Some(principal)
+        {
+            return Err(ConnectRejection::Forbidden {
+                message: "this clientId is in use by another principal".to_owned(),
+            });
+        }
+        // A replacement takes its predecessor's place in the count.
+        if replacing.is_none() && !self.reserve(admission.max_connections) {
+            return Err(ConnectRejection::TooManyConnections);
+        }
+        let serial =
+            (self.next_serial.fetch_add(1, Ordering::Relaxed) << SHARD_BITS) | index as u64;
+        // The replaced stream stops before the new one joins, so that where it stood counts
+        // what it discarded; it leaves its rooms after, so shared rooms stay open.
+        let replaced = replacing.and_then(|old| shard.live.remove(&old).map(|live| (old, live)));
+        let replaced_at = replaced.as_ref().and_then(|(old, live)| {
+            live.stop(*old, CloseReason::Replaced);
+            live.seen.as_ref().and_then(|seen| seen.resume_point())
+        });
+        let (live, made) = join(&Registering {
+            serial,
+            replaced_at,
+        });
+        shard.by_client.insert(client_id.clone(), serial);
+        if let Some((old, live)) = replaced {
+            self.finish_close(old, live, CloseReason::Replaced);
+        }
+        self.metrics.opened();
+        live.span
+            .in_scope(|| tracing::debug!("sseio connection opened"));
+        self.notifier.notify(Notification::ConnCreate {
+            client_id: client_id.clone(),
+            principal: principal.clone(),
+        });
+        shard.live.insert(serial, live);
+        Ok((serial, made))
+    }
+
+    /// Counts one more open connection, unless that passes `max`.
+    fn reserve(&self, max: Option<usize>) -> bool {
+        match max {
+            None => {
+                self.open.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(max) => self
+                .open
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                    (open < max).then_some(open + 1)
+                })
+                .is_ok(),
+        }
+    }
+
+    /// Hands connection `serial` the tasks to abort when it closes (its `fetch`es and replay);
+    /// aborts them at once if it closed already.
+    pub(crate) fn add_tasks(&self, serial: u64, tasks: Vec<AbortHandle>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let mut shard = self.shard_of_serial(serial);
+        match shard.live.get_mut(&serial) {
+            Some(live) => live.tasks.extend(tasks),
+            None => tasks.iter().for_each(AbortHandle::abort),
+        }
+    }
+
+    /// Closes connection `serial` if it is still open: the one close path, whatever the cause.
+    pub(crate) fn close(&self, serial: u64, reason: CloseReason) {
+        let mut shard = self.shard_of_serial(serial);
+        let Some(live) = shard.live.remove(&serial) else {
+            return;
+        };
+        if shard.by_client.get(&live.client_id) == Some(&serial) {
+            shard.by_client.remove(&live.client_id);
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        live.stop(serial, reason);
+        // Under the shard's lock, so that it is ordered with every join of this clientId.
+        self.finish_close(serial, live, reason);
+    }
+
+    /// Closes the connection with `client_id`, if any; whether there was one.
+    pub(crate) fn close_client(&self, client_id: &str, reason: CloseReason) -> bool {
+        let serial = self
+            .shard_of_client(client_id)
+            .by_client
+            .get(client_id)
+            .copied();
+        serial
+            .inspect(|&serial| self.close(serial, reason))
+            .is_some()
+    }
+
+    /// Closes every open connection now.
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            shard.by_client.clear();
+            let closed: Vec<_> = shard.live.drain().collect();
+            for (serial, live) in closed {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                live.stop(serial, reason);
+                self.finish_close(serial, live, reason);
+            }
+        }
+    }
+
+    /// The serials of every open connection, for a drain that closes them over time.
+    pub(crate) fn serials(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .flat_map(|shard| lock(shard).live.keys().copied().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The rest of a close, once the connection is out of the registry and stopped (so it runs
+    /// once): it leaves its rooms, the broker hears of it, where it stood is remembered for its
+    /// `clientId`'s reconnect, and `conn:close` is raised.
+    fn finish_close(&self, serial: u64, live: Live, reason: CloseReason) {
+        let _span = live.span.clone().entered();
+        self.metrics.closed(reason, self.is_draining());
+        tracing::debug!(%reason, "sseio connection closed");
+        for (handler, room) in &live.rooms {
+            handler.leave(room, serial);
+        }
+        if let Some(broker) = &self.broker {
+            broker.client_closed(&live.client_id, ConnectionId(serial));
+        }
+        // A replaced stream's successor has taken over its position already.
+        if reason != CloseReason::Replaced
+            && let Some(at) = live.seen.as_ref().and_then(|seen| seen.resume_point())
+        {
+            self.remember(&live.client_id, at);
+        }
+        if reason == CloseReason::SlowConsumer {
+            self.report(ConnectionError::SlowConsumer {
+                client_id: live.client_id.clone(),
+                limit: self.max_buffer_bytes,
+            });
+        }
+        self.notifier.notify(Notification::ConnClose {
+            client_id: live.client_id,
+            principal: live.principal,
+            reason,
+        });
+    }
+
+    /// Remembers where `client_id` stood when its stream closed, for its reconnect: in the
+    /// broker's history store when it keeps one, else in this server's.
+    fn remember(&self, client_id: &Arc<str>, at: Position) {
+        match self.broker.as_ref().and_then(|b| b.history_store()) {
+            Some(store) => store.remember(client_id, at, self.resume_ttl),
+            None => self
+                .history
+                .remember(client_id.clone(), at, self.resume_ttl),
+        }
+    }
+
+    /// Queues `payload` as an `event` message on the connection with `client_id`, through its
+    /// membership in that event's room (so a running `fetch` still goes first). Whether it was
+    /// queued.
+    pub(crate) fn deliver_to_client(&self, client_id: &str, event: &str, payload: &str) -> bool {
+        let (serial, delivered) = {
+            let shard = self.shard_of_client(client_id);
+            let Some(&serial) = shard.by_client.get(client_id) else {
+                return false;
+            };
+            let Some((handler, room)) = shard.live.get(&serial).and_then(|live| {
+                live.rooms
+                    .iter()
+                    .find(|(handler, _)| handler.event() == event)
+            }) else {
+                return false;
+            };
+            let frame = frame::encode(handler.event(), payload);
+            let frame_len = frame.len();
+            let delivered = handler.deliver_to(room, serial, frame);
+            if delivered.is_ok() {
+                self.metrics.sent(1, frame_len);
+            }
+            (serial, delivered)
+        };
+        if delivered == Err(SinkError::Full) {
+            self.close(serial, CloseReason::SlowConsumer);
+        }
+        delivered.is_ok()
+    }
+
+    /// Queues one heartbeat on every open connection, one shard at a time, then closes the
+    /// connections whose buffer was full and those whose sink its transport closed.
+    pub(crate) fn beat(&self) {
+        let mut ended = Vec::new();
+        let mut beats = 0;
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (&serial, live) in &shard.live {
+                if live.sink.is_closed() {
+                    ended.push((serial, CloseReason::ClientGone));
+                    continue;
+                }
+                match live.sink.send(frame::HEARTBEAT) {
+                    Ok(()) => beats += 1,
+                    Err(SinkError::Full) => ended.push((serial, CloseReason::SlowConsumer)),
+                    Err(SinkError::Closed) => ended.push((serial, CloseReason::ClientGone)),
+                }
+            }
+        }
+        self.metrics.heartbeats(beats);
+        for (serial, reason) in ended {
+            self.close(serial, reason);
+        }
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("open", &self.len())
+            .field("draining", &self.is_draining())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,159 @@
+//! Positions in a message sequence, and where one connection stands in it.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use crate::sync::lock;
+
+/// A position in a message sequence: what a frame's `id:` and `Last-Event-ID` carry, as
+/// `<epoch>-<offset>`.
+///
+/// The epoch names one sequence (a server's run, or a cluster's history in its broker); the
+/// offset counts the messages of every room in it, from 1. Offset 0 is the position before the
+/// first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub(crate) epoch: u64,
+    pub(crate) offset: u64,
+}
+
+impl Position {
+    /// The position `offset` of sequence `epoch`.
+    pub fn new(epoch: u64, offset: u64) -> Self {
+        Self { epoch, offset }
+    }
+
+    /// The sequence this position belongs to.
+    pub fn epoch(self) -> u64 {
+        self.epoch
+    }
+
+    /// The number of messages before and at this position in its sequence.
+    pub fn offset(self) -> u64 {
+        self.offset
+    }
+
+    /// Reads `<epoch>-<offset>`, as [`Display`](fmt::Display) writes it; anything else is `None`.
+    pub fn parse(id: &str) -> Option<Self> {
+        let (epoch, offset) = id.trim().split_once('-')?;
+        Some(Self {
+            epoch: epoch.parse().ok()?,
+            offset: offset.parse().ok()?,
+        })
+    }
+
+    /// The position just before this one in the same sequence.
+    fn before(self) -> Self {
+        Self {
+            offset: self.offset.saturating_sub(1),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.offset)
+    }
+}
+
+/// Where one connection stands in the sequence of the messages with history, shared by all its
+/// memberships: what its `clientId` resumes from once it closes.
+///
+/// Two positions, read and written together under one lock (so neither is ever read torn):
+/// `given`, the last position queued to the connection, and `gap`, the first position it was
+/// not given: refused because its buffer was full, still held back behind a `fetch` or a replay
+/// when it closed, or queued and never handed to the transport. A resume starts before the gap
+/// when there is one, so the client gets again every message it did not get; otherwise after
+/// `given`.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    state: Mutex<SeenState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SeenState {
+    given: Option<Position>,
+    gap: Option<Position>,
+}
+
+impl Seen {
+    /// A message at `at` was queued to the connection (or the connection stands at `at` without
+    /// one): moves `given` to `at`, unless it stands later in the same sequence already.
+    pub(crate) fn advance(&self, at: Position) {
+        let mut state = lock(&self.state);
+        match state.given {
+            Some(given) if given.epoch == at.epoch && given.offset >= at.offset => {}
+            _ => state.given = Some(at),
+        }
+    }
+
+    /// A message at `at` did not reach the connection's transport.
+    pub(crate) fn missed(&self, at: Position) {
+        let mut state = lock(&self.state);
+        match state.gap {
+            Some(gap) if gap.epoch == at.epoch && gap.offset <= at.offset => {}
+            _ => state.gap = Some(at),
+        }
+    }
+
+    /// Where the connection's `clientId` resumes from: before its first missed message, or at
+    /// the last one given; `None` before it was given any position.
+    pub(crate) fn resume_point(&self) -> Option<Position> {
+        let state = *lock(&self.state);
+        state.gap.map(Position::before).or(state.given)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse_from_their_id() {
+        assert_eq!(Position::parse("17-42"), Some(Position::new(17, 42)));
+        for bad in ["", "17", "-1", "a-1", "1-b", "1-2-3"] {
+            assert_eq!(Position::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_connection_resumes_before_its_first_missed_message() {
+        let seen = Seen::default();
+        assert_eq!(seen.resume_point(), None);
+        seen.advance(Position::new(7, 3));
+        seen.advance(Position::new(7, 2));
+        assert_eq!(seen.resume_point(), Some(Position::new(7, 3)), "never back");
+        seen.missed(Position::new(7, 6));
+        seen.advance(Position::new(7, 9));
+        seen.missed(Position::new(7, 5));
+        seen.missed(Position::new(7, 8));
+        assert_eq!(seen.resume_point(), Some(Position::new(7, 4)));
+    }
+
+    /// Where a connection stood was read torn.
+    ///
+    /// Its epoch and offset were two atomics written one after the other, so a close that read
+    /// them while a message of another sequence arrived (a broker's history restarting) could
+    /// record a position that never existed: the new epoch with the old offset, which then
+    /// replays nothing from the new sequence, or the old epoch with a new offset, which skips.
+    #[test]
+    fn a_position_is_never_read_torn() {
+        let seen = std::sync::Arc::new(Seen::default());
+        let (a, b) = (Position::new(1, 1_000_000), Position::new(2, 1));
+        seen.advance(a);
+        let writer = {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for i in 0..200_000 {
+                    seen.advance(if i % 2 == 0 { b } else { a });
+                }
+            })
+        };
+        while !writer.is_finished() {
+            let at = seen.resume_point().unwrap();
+            assert!(at == a || at == b, "read torn: {at}");
+        }
+        writer.join().unwrap();
+    }
+}

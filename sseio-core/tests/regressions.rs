@@ -1,0 +1,304 @@
+//! Regression tests, one per defect, each named for the bug and headed by what a user saw. Each
+//! failed on the code before its fix.
+
+mod common;
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use common::RecordingSink;
+use futures_core::Stream;
+use http::Request;
+use sseio_core::{
+    BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, ConnectionStream, Context,
+    HandlerOptions, History, Node, Notification, Outcome, Presence, Server, SseSink,
+};
+
+fn get(uri: &str) -> Request<()> {
+    Request::get(uri).body(()).unwrap()
+}
+
+async fn open_stream(server: &Server, uri: &str) -> ConnectionStream {
+    match server.handle((&get(uri)).into()).await {
+        Outcome::Stream(response) => response.into_body(),
+        other => panic!("expected a stream, got {other:?}"),
+    }
+}
+
+/// Every chunk the stream has ready now, as the transport would take them, concatenated.
+fn take_ready(stream: &mut ConnectionStream) -> String {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    let mut text = String::new();
+    while let Poll::Ready(Some(chunk)) = Pin::new(&mut *stream).poll_next(&mut cx) {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    text
+}
+
+/// The data lines of some SSE text, in order.
+fn data_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn room_by_param(ctx: &Context) -> String {
+    ctx.param("room").unwrap_or_default().to_owned()
+}
+
+/// A slow consumer's reconnect by `clientId` skipped messages it never got.
+///
+/// A client stops reading; its queue fills; the next frame is refused and the connection is
+/// closed as a slow consumer, discarding what was queued and not yet written. The official
+/// client then reconnects with the same `clientId`. The server used to remember the position of
+/// the refused frame as where the client stood (a refused frame still counted as seen, and so
+/// did every queued one), so the reconnect replayed nothing: the messages queued at the close
+/// and the refused one were lost without a trace.
+#[tokio::test]
+async fn a_slow_consumer_resuming_by_client_id_gets_what_was_refused_and_discarded() {
+    let server = Server::builder()
+        .path("/r/:room")
+        .history(History::new(100))
+        .max_buffer_frames(3)
+        .heartbeat_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let mut stream = open_stream(&server, "/r/a?clientId=slow&events=e").await;
+    handler.send("a", "1").unwrap();
+    handler.send("a", "2").unwrap();
+    assert_eq!(data_lines(&take_ready(&mut stream)), ["1", "2"], "written");
+    // The client stops reading: 3, 4 and 5 fill its queue, 6 is refused.
+    for message in ["3", "4", "5", "6"] {
+        handler.send("a", message).unwrap();
+    }
+    let closed = std::iter::from_fn(|| notifications.try_recv()).any(|n| {
+        matches!(
+            n,
+            Notification::ConnClose {
+                reason: CloseReason::SlowConsumer,
+                ..
+            }
+        )
+    });
+    assert!(closed, "closed as a slow consumer");
+    drop(stream);
+
+    let mut resumed = open_stream(&server, "/r/a?clientId=slow&events=e").await;
+    handler.send("a", "7").unwrap();
+    assert_eq!(
+        data_lines(&take_ready(&mut resumed)),
+        ["3", "4", "5", "6", "7"],
+        "every message the client never got, once, in order"
+    );
+}
+
+/// A broker that keeps the [`Node`] it is given and nothing else.
+#[derive(Debug, Default, Clone)]
+struct CapturingBroker {
+    node: Arc<OnceLock<Node>>,
+}
+
+impl Broker for CapturingBroker {
+    fn attach(&self, node: Node) -> Result<(), BrokerError> {
+        self.node
+            .set(node)
+            .map_err(|_| BrokerError::AlreadyAttached)
+    }
+    fn publish(&self, event: &str, room: &str, payload: &str) -> Result<(), BrokerError> {
+        self.node.get().unwrap().deliver(event, room, payload);
+        Ok(())
+    }
+    fn room_created(&self, _event: &str, _room: &str) {}
+    fn room_emptied(&self, _event: &str, _room: &str) {}
+    fn client_connected(&self, _client_id: &str, _connection: ConnectionId) {}
+    fn client_closed(&self, _client_id: &str, _connection: ConnectionId) {}
+    fn presence(&self, _event: &str, _room: &str) -> BoxFuture<Result<Presence, BrokerError>> {
+        Box::pin(std::future::ready(Ok(Presence::default())))
+    }
+    fn send_to_client(&self, _: &str, _: &str, _: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    fn disconnect(&self, _client_id: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+/// `Node::deliver` counted connections that took nothing.
+///
+/// A broker reads the count `Node::deliver` returns as how many connections a message reached
+/// on this node. A connection whose sink had closed (its transport went away, and the server had
+/// not noticed yet) refused the frame, but was counted all the same.
+#[tokio::test]
+async fn node_deliver_counts_only_the_connections_that_queued_the_frame() {
+    let broker = CapturingBroker::default();
+    let server = Server::builder()
+        .path("/r/:room")
+        .heartbeat_interval(Duration::ZERO)
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    let open = Arc::new(RecordingSink::default());
+    let gone = Arc::new(RecordingSink::default());
+    let _a = server
+        .connect((&get("/r/a?clientId=open&events=e")).into(), open.clone())
+        .await
+        .unwrap();
+    let _b = server
+        .connect((&get("/r/a?clientId=gone&events=e")).into(), gone.clone())
+        .await
+        .unwrap();
+    gone.close(CloseReason::ClientGone);
+    let node = broker.node.get().unwrap();
+    assert_eq!(node.deliver("e", "a", "hi"), 1, "only the open connection");
+    assert_eq!(open.text(), "event: e\ndata: hi\n\n");
+}
+
+/// A custom transport's connection whose sink closed stayed open forever.
+///
+/// `SseSink::is_closed` was required of every sink but never called, and a closed sink's
+/// refusals were ignored: a transport that closed its sink when its client went away (without
+/// dropping the `Connection` handle) left the connection in its rooms, counted and never
+/// announced with `conn:close`. The heartbeat now finds such connections and closes them.
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_sink_closed_is_closed_at_the_next_heartbeat() {
+    let server = Server::builder()
+        .path("/r/:room")
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let sink = Arc::new(RecordingSink::default());
+    let _connection = server
+        .connect((&get("/r/a?clientId=c&events=e")).into(), sink.clone())
+        .await
+        .unwrap();
+    sink.close(CloseReason::ClientGone);
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Notification::ConnClose { reason, .. }) = notifications.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("conn:close within a few heartbeats");
+    assert_eq!(close, CloseReason::ClientGone);
+    assert_eq!(server.connection_count(), 0);
+    assert_eq!(handler.room_size("a"), 0);
+}
+
+/// Heartbeats stopped for good once the runtime of the first connection ended.
+///
+/// The heartbeat task was started once, on the runtime of the server's first connection. A
+/// server that outlived that runtime (built in one `#[tokio::main]` phase or test runtime and
+/// used in another) never sent a heartbeat again, so proxies cut its idle streams.
+#[test]
+fn heartbeats_go_on_after_the_first_connections_runtime_ends() {
+    let server = Server::builder()
+        .path("/r/:room")
+        .heartbeat_interval(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    runtime().block_on(async {
+        let _first = open_stream(&server, "/r/a?clientId=first&events=e").await;
+    });
+    runtime().block_on(async {
+        let mut stream = open_stream(&server, "/r/a?clientId=second&events=e").await;
+        let beat = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let chunk = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
+                let chunk = chunk.expect("the stream stays open").unwrap();
+                if chunk.ends_with(b":\n\n") {
+                    return;
+                }
+            }
+        });
+        beat.await.expect("a heartbeat on the second runtime");
+    });
+}
+
+/// A connect polled outside a tokio runtime panicked.
+///
+/// `Server::connect` is an async fn any executor can poll; the first connect started the
+/// heartbeat with `tokio::spawn`, which panics outside a tokio runtime and took the caller's
+/// thread down with it. Now the connection opens, and the heartbeat starts with the first
+/// connect made on a runtime.
+#[test]
+fn a_first_connect_outside_a_runtime_does_not_panic() {
+    let server = Server::builder().path("/r/:room").build().unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    let sink = Arc::new(RecordingSink::default());
+    let request = get("/r/a?clientId=c&events=e");
+    let mut connecting = pin!(server.connect((&request).into(), sink));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    match connecting.as_mut().poll(&mut cx) {
+        Poll::Ready(result) => assert!(result.is_ok(), "the connection opens: {result:?}"),
+        Poll::Pending => panic!("nothing to wait for without authorize or a broker"),
+    }
+}
+
+/// Messages held back behind a `fetch` ignored the frame budget.
+///
+/// While a connection's `fetch` runs, what is sent to it is held back; that counted against
+/// `max_buffer_bytes` but not `max_buffer_frames`, so a flood of small messages behind a slow
+/// `fetch` grew the connection's memory far past its frame budget.
+#[tokio::test]
+async fn frames_held_behind_a_fetch_count_against_the_frame_budget() {
+    let server = Server::builder()
+        .path("/r/:room")
+        .max_buffer_frames(8)
+        .heartbeat_interval(Duration::ZERO)
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler(
+            "e",
+            HandlerOptions::new(room_by_param).fetch(|_: Context| async {
+                std::future::pending::<Result<String, std::convert::Infallible>>().await
+            }),
+        )
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let _connection = server
+        .connect(
+            (&get("/r/a?clientId=c&events=e")).into(),
+            Arc::new(RecordingSink::default()),
+        )
+        .await
+        .unwrap();
+    for n in 0..20 {
+        handler.send("a", &n).unwrap();
+    }
+    let closes: Vec<CloseReason> = std::iter::from_fn(|| notifications.try_recv())
+        .filter_map(|n| match n {
+            Notification::ConnClose { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes, [CloseReason::SlowConsumer]);
+}
