@@ -14,20 +14,20 @@
 
 #![no_main]
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
-use sseio_core::{Context, HandlerOptions, Outcome, Server};
-use sseio_fuzz::{by_guid, is_sse_path, runtime};
+use sseio_core::Outcome;
+use sseio_fuzz::runtime;
+use sseio_test_support::fixtures::{is_sse_path, request_server};
 
 fuzz_target!(|data: &[u8]| {
     let Some(request) = request(data) else {
         return;
     };
-    let server = server();
+    let server = request_server();
     let outcome = runtime().block_on(server.handle((&request).into()));
     check(&request, outcome);
     // Let the `fetch` of an opened stream run, on whatever the query was.
@@ -55,39 +55,6 @@ fn request(data: &[u8]) -> Option<Request<()>> {
         }
     }
     Some(request)
-}
-
-fn server() -> Server {
-    let server = sseio_fuzz::server();
-    let handlers = [
-        ("e", HandlerOptions::new(by_guid)),
-        (
-            "q",
-            HandlerOptions::new(|ctx: &Context| ctx.query("room").unwrap_or_default().to_owned()),
-        ),
-        (
-            "h",
-            HandlerOptions::new(|ctx: &Context| {
-                ctx.headers()
-                    .get("x-room")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default()
-            }),
-        ),
-        (
-            "fetched",
-            HandlerOptions::new(by_guid).fetch(|ctx: Context| async move {
-                let keys: Vec<String> = ctx.query_pairs().map(|(k, _)| k.to_owned()).collect();
-                Ok::<_, Infallible>(keys)
-            }),
-        ),
-    ];
-    for (event, options) in handlers {
-        server
-            .register_event_handler(event, options)
-            .expect("the events are valid");
-    }
-    server
 }
 
 fn check(request: &Request<()>, outcome: Outcome) {
