@@ -10,7 +10,6 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -78,24 +77,18 @@ pub struct Adapter {
     pub bin: &'static str,
 }
 
+impl Adapter {
+    const fn new(name: &'static str, bin: &'static str) -> Adapter {
+        Adapter { name, bin }
+    }
+}
+
 /// Every adapter the suite runs against. A new adapter is one line here (and its `[[bin]]`).
 pub const ADAPTERS: &[Adapter] = &[
-    Adapter {
-        name: "hyper",
-        bin: env!("CARGO_BIN_EXE_harness-hyper"),
-    },
-    Adapter {
-        name: "warp",
-        bin: env!("CARGO_BIN_EXE_harness-warp"),
-    },
-    Adapter {
-        name: "poem",
-        bin: env!("CARGO_BIN_EXE_harness-poem"),
-    },
-    Adapter {
-        name: "salvo",
-        bin: env!("CARGO_BIN_EXE_harness-salvo"),
-    },
+    Adapter::new("hyper", env!("CARGO_BIN_EXE_harness-hyper")),
+    Adapter::new("warp", env!("CARGO_BIN_EXE_harness-warp")),
+    Adapter::new("poem", env!("CARGO_BIN_EXE_harness-poem")),
+    Adapter::new("salvo", env!("CARGO_BIN_EXE_harness-salvo")),
 ];
 
 /// The adapter named `name`.
@@ -180,7 +173,6 @@ pub fn show_output(show: bool) {
 /// Prints `report` on stdout when the suite runs with `--nocapture` ([`show_output`]).
 pub fn note(report: &str) {
     if SHOW_OUTPUT.load(Ordering::Relaxed) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{report}");
+        println!("{report}");
     }
 }
