@@ -16,19 +16,16 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, Waker};
 
-use futures_core::Stream;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version, header};
+use http::{HeaderName, HeaderValue, Method, Request, Version};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use serde_json::Value;
 use sseio_core::{HandlerOptions, Outcome, RegisterError};
 use sseio_test_support::fixtures::{
-    by_guid, connect_blocking, is_sse_path, quiet_server, request_server, runtime,
+    by_guid, connect_blocking, quiet_server, request_server, runtime,
 };
-use sseio_test_support::{normalise_line_breaks, parse_event_stream};
+use sseio_test_support::{check_outcome, normalise_line_breaks, parse_event_stream};
 
 fn config() -> Config {
     Config {
@@ -307,62 +304,6 @@ fn build_request(
     Some(request)
 }
 
-/// Checks the outcome of `request` against what `Server::handle` promises.
-fn check_outcome(request: &Request<()>, outcome: Outcome) -> Result<(), TestCaseError> {
-    let (method, path) = (request.method(), request.uri().path());
-    match outcome {
-        Outcome::NotOurs => prop_assert!(
-            method == Method::OPTIONS || !is_sse_path(path),
-            "{method} {path} is on the SSE path but was left to the application"
-        ),
-        Outcome::Stream(response) => {
-            prop_assert!(is_sse_path(path), "a stream opened on {path}");
-            prop_assert_eq!(method, Method::GET);
-            prop_assert_eq!(response.status(), StatusCode::OK);
-            prop_assert_eq!(
-                &response.headers()[header::CONTENT_TYPE],
-                "text/event-stream"
-            );
-            let mut stream = response.into_body();
-            let mut cx = TaskContext::from_waker(Waker::noop());
-            let first = Pin::new(&mut stream).poll_next(&mut cx);
-            prop_assert!(
-                matches!(&first, Poll::Ready(Some(Ok(chunk))) if chunk.starts_with(b"\n")),
-                "the stream did not open with a line break: {:?}",
-                first
-            );
-        }
-        Outcome::Reply(response) => {
-            prop_assert!(is_sse_path(path), "{method} {path} was answered by sseio");
-            let status = response.status();
-            if method == Method::HEAD && status == StatusCode::OK {
-                prop_assert_eq!(
-                    &response.headers()[header::CONTENT_TYPE],
-                    "text/event-stream"
-                );
-                prop_assert!(response.body().is_empty());
-                return Ok(());
-            }
-            prop_assert!(status.is_client_error(), "{method} {path}: status {status}");
-            if method != Method::GET && method != Method::HEAD {
-                prop_assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-            }
-            prop_assert_eq!(
-                &response.headers()[header::CONTENT_TYPE],
-                "application/json"
-            );
-            let body: Value = serde_json::from_slice(response.body())
-                .map_err(|e| TestCaseError::fail(format!("the body is not JSON: {e}")))?;
-            prop_assert!(
-                body.as_object()
-                    .is_some_and(|o| o.len() == 1 && o["message"].is_string()),
-                "the body is not {{\"message\": string}}: {body}"
-            );
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn handle_never_panics_and_answers_by_the_rules() {
     let rt = runtime();
@@ -387,7 +328,7 @@ fn handle_never_panics_and_answers_by_the_rules() {
             Outcome::Reply(response) => response.status().as_u16().to_string(),
         };
         *seen.borrow_mut().entry(kind).or_default() += 1;
-        check_outcome(&request, outcome)?;
+        check_outcome(&request, outcome).map_err(TestCaseError::fail)?;
         // Let the `fetch` of an opened stream run, on whatever the query was.
         rt.block_on(tokio::task::yield_now());
     });

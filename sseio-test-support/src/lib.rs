@@ -9,6 +9,8 @@
 //!   oracle ([`parse_event_stream`]).
 //! - [`fixtures`]: the server on `/files/:guid/pull` that several tests build, requests, and a
 //!   connection on a recording sink in one call.
+//! - [`outcome`]: what `Server::handle` promises for any request ([`check_outcome`]), the oracle
+//!   of the request property test and the `request` fuzz target.
 //!
 //! # Who may depend on it
 //!
@@ -19,8 +21,10 @@
 //! outside the workspace, takes it as a path dependency.
 
 pub mod fixtures;
+pub mod outcome;
 pub mod sink;
 pub mod sse;
 
+pub use outcome::check_outcome;
 pub use sink::{CountingSink, RecordingSink, StalledSink};
 pub use sse::{normalise_line_breaks, parse_event_stream};
