@@ -36,23 +36,7 @@ pub async fn sigterm_drains_spreading_the_closes(h: &Harness) {
         })
         .collect();
 
-    // The signal arrives asynchronously: until the harness has seen it, a new stream opens.
-    within(WAIT, "a 503 for a new stream while draining", async {
-        loop {
-            let target = sse_target(&new_id(), &new_id(), &["normal-event"]);
-            let response = request(&h, Request::get(target).header("Connection", "close")).await;
-            if response.status() == 503 {
-                assert!(
-                    response.header("retry-after").is_some(),
-                    "503 without Retry-After"
-                );
-                return;
-            }
-            assert_eq!(response.status(), 200, "headers {:?}", response.headers());
-            response.close().await;
-        }
-    })
-    .await;
+    new_streams_are_refused(&h).await;
 
     let mut ended = Vec::new();
     for end in ends {
@@ -81,4 +65,26 @@ pub async fn sigterm_drains_spreading_the_closes(h: &Harness) {
             "conn:close records for stream {id} in the exit log"
         );
     }
+}
+
+/// Waits until the draining harness answers a new stream `503` with `Retry-After`. The signal
+/// arrives asynchronously: until the harness has seen it, a new stream opens (and is closed
+/// again at once).
+pub async fn new_streams_are_refused(h: &Harness) {
+    within(WAIT, "a 503 for a new stream while draining", async {
+        loop {
+            let target = sse_target(&new_id(), &new_id(), &["normal-event"]);
+            let response = request(h, Request::get(target).header("Connection", "close")).await;
+            if response.status() == 503 {
+                assert!(
+                    response.header("retry-after").is_some(),
+                    "503 without Retry-After"
+                );
+                return;
+            }
+            assert_eq!(response.status(), 200, "headers {:?}", response.headers());
+            response.close().await;
+        }
+    })
+    .await;
 }

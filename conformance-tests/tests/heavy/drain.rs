@@ -4,7 +4,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use conformance_tests::Harness;
-use conformance_tests::http1::Request;
 
 use crate::cases::*;
 
@@ -70,23 +69,7 @@ pub async fn drain_of_ten_thousand_streams(h: &Harness) {
         })
         .collect();
 
-    // The signal arrives asynchronously: until the harness has seen it, a new stream opens.
-    within(WAIT, "a 503 for a new stream while draining", async {
-        loop {
-            let target = sse_target(&new_id(), &new_id(), &["normal-event"]);
-            let response = request(&h, Request::get(target).header("Connection", "close")).await;
-            if response.status() == 503 {
-                assert!(
-                    response.header("retry-after").is_some(),
-                    "503 without Retry-After"
-                );
-                return;
-            }
-            assert_eq!(response.status(), 200, "headers {:?}", response.headers());
-            response.close().await;
-        }
-    })
-    .await;
+    crate::cases::drain::new_streams_are_refused(&h).await;
 
     let mut ended = Vec::with_capacity(STREAMS);
     for end in ends {
