@@ -9,6 +9,7 @@ pub mod control;
 pub mod h2;
 pub mod harness;
 pub mod http1;
+pub mod message_check;
 pub mod redis_server;
 pub mod sse;
 
@@ -97,11 +98,22 @@ impl Harness {
     }
 
     /// Starts another harness of the same adapter with extra environment (the capabilities of
-    /// `HARNESS.md`, such as `SSEIO_MAX_EVENTS`). `None` when the suite runs against an external
-    /// server (`SERVER_URL`), whose settings it cannot choose.
-    pub async fn with_env(&self, env: &[(&str, &str)]) -> Option<Harness> {
-        let bin = self.bin.as_deref()?;
-        Some(Harness::start(self.adapter, bin, env).await)
+    /// `HARNESS.md`, such as `SSEIO_MAX_EVENTS`).
+    ///
+    /// # Panics
+    ///
+    /// When this harness is an external server (`SERVER_URL`), whose settings the suite cannot
+    /// choose: a case that needs settings declares so, and the suite does not run it against an
+    /// external server.
+    pub async fn with_env(&self, env: &[(&str, &str)]) -> Harness {
+        let bin = self.bin.as_deref().unwrap_or_else(|| {
+            panic!(
+                "{}: an external server's settings cannot be chosen; a case that needs them must \
+                 declare `needs [Settings]` so that it is not run against one",
+                self.adapter
+            )
+        });
+        Harness::start(self.adapter, bin, env).await
     }
 
     /// The server's base URL, such as `http://127.0.0.1:43117`, without a trailing slash.

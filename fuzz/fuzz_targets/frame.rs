@@ -16,7 +16,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use sseio_core::{HandlerOptions, RegisterError};
-use sseio_fuzz::{by_guid, connect, normalise_line_breaks, parse_event_stream, server};
+use sseio_fuzz::connect;
+use sseio_test_support::fixtures::{by_guid, quiet_server};
+use sseio_test_support::{normalise_line_breaks, parse_event_stream};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -40,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// Sends `payloads` to event `e` and checks they arrive as as many events, in order.
 fn payloads(payloads: &[&str]) {
-    let server = server();
+    let server = quiet_server();
     let handler = server
         .register_event_handler("e", HandlerOptions::new(by_guid))
         .expect("`e` is a valid name");
@@ -57,7 +59,7 @@ fn payloads(payloads: &[&str]) {
 
 /// Registers `name` and, when that is allowed, checks a frame of it carries that name.
 fn event_name(name: &str, payload: &str) {
-    let server = server();
+    let server = quiet_server();
     let registered = server.register_event_handler(name, HandlerOptions::new(by_guid));
     if name.is_empty() || name.contains(['\r', '\n']) {
         assert!(
@@ -78,7 +80,7 @@ fn event_name(name: &str, payload: &str) {
 
 /// Sends a JSON value and checks it arrives as its JSON text, or verbatim for a string.
 fn json(value: &serde_json::Value) {
-    let server = server();
+    let server = quiet_server();
     let handler = server
         .register_event_handler("e", HandlerOptions::new(by_guid))
         .expect("`e` is a valid name");

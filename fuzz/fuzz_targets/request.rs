@@ -4,7 +4,7 @@
 //! the first line is the method, the second the path and query, each further line a header
 //! `name:value`. The request goes to `Server::handle` on a fresh server with handlers whose rooms
 //! come from the path, the query and a header, and one with a `fetch`. Whatever the input,
-//! `handle` must not panic and must answer by its rules:
+//! `handle` must not panic and must answer by its rules (`sseio_test_support::check_outcome`):
 //!
 //! - not the SSE path (or `OPTIONS`): `Outcome::NotOurs`;
 //! - a bad request on the SSE path: a 4xx with `Content-Type: application/json` and a body
@@ -14,22 +14,21 @@
 
 #![no_main]
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, Waker};
-
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request};
 use libfuzzer_sys::fuzz_target;
-use sseio_core::{Context, HandlerOptions, Outcome, Server};
-use sseio_fuzz::{by_guid, is_sse_path, runtime};
+use sseio_fuzz::runtime;
+use sseio_test_support::check_outcome;
+use sseio_test_support::fixtures::request_server;
 
 fuzz_target!(|data: &[u8]| {
     let Some(request) = request(data) else {
         return;
     };
-    let server = server();
+    let server = request_server();
     let outcome = runtime().block_on(server.handle((&request).into()));
-    check(&request, outcome);
+    if let Err(broken) = check_outcome(&request, outcome) {
+        panic!("{broken}");
+    }
     // Let the `fetch` of an opened stream run, on whatever the query was.
     runtime().block_on(tokio::task::yield_now());
 });
@@ -55,87 +54,4 @@ fn request(data: &[u8]) -> Option<Request<()>> {
         }
     }
     Some(request)
-}
-
-fn server() -> Server {
-    let server = sseio_fuzz::server();
-    let handlers = [
-        ("e", HandlerOptions::new(by_guid)),
-        (
-            "q",
-            HandlerOptions::new(|ctx: &Context| ctx.query("room").unwrap_or_default().to_owned()),
-        ),
-        (
-            "h",
-            HandlerOptions::new(|ctx: &Context| {
-                ctx.headers()
-                    .get("x-room")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default()
-            }),
-        ),
-        (
-            "fetched",
-            HandlerOptions::new(by_guid).fetch(|ctx: Context| async move {
-                let keys: Vec<String> = ctx.query_pairs().map(|(k, _)| k.to_owned()).collect();
-                Ok::<_, Infallible>(keys)
-            }),
-        ),
-    ];
-    for (event, options) in handlers {
-        server
-            .register_event_handler(event, options)
-            .expect("the events are valid");
-    }
-    server
-}
-
-fn check(request: &Request<()>, outcome: Outcome) {
-    let (method, path) = (request.method(), request.uri().path());
-    match outcome {
-        Outcome::NotOurs => assert!(
-            method == Method::OPTIONS || !is_sse_path(path),
-            "{method} {path} is on the SSE path but was left to the application"
-        ),
-        Outcome::Stream(response) => {
-            assert!(is_sse_path(path), "a stream opened on {path}");
-            assert_eq!(method, Method::GET, "a stream opened for {method}");
-            assert_eq!(response.status(), StatusCode::OK);
-            assert_eq!(
-                response.headers()[header::CONTENT_TYPE],
-                "text/event-stream"
-            );
-            let mut stream = response.into_body();
-            let mut cx = TaskContext::from_waker(Waker::noop());
-            let first = futures_core::Stream::poll_next(Pin::new(&mut stream), &mut cx);
-            assert!(
-                matches!(&first, Poll::Ready(Some(Ok(chunk))) if chunk.starts_with(b"\n")),
-                "the stream did not open with a line break: {first:?}"
-            );
-        }
-        Outcome::Reply(response) => {
-            assert!(is_sse_path(path), "{method} {path} was answered by sseio");
-            let status = response.status();
-            if method == Method::HEAD && status == StatusCode::OK {
-                assert_eq!(
-                    response.headers()[header::CONTENT_TYPE],
-                    "text/event-stream"
-                );
-                assert!(response.body().is_empty(), "HEAD answered with a body");
-                return;
-            }
-            assert!(status.is_client_error(), "{method} {path}: status {status}");
-            if method != Method::GET && method != Method::HEAD {
-                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-            }
-            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-            let body: serde_json::Value =
-                serde_json::from_slice(response.body()).expect("the body is JSON");
-            assert!(
-                body.as_object()
-                    .is_some_and(|o| o.len() == 1 && o["message"].is_string()),
-                "the body is not {{\"message\": string}}: {body}"
-            );
-        }
-    }
 }

@@ -1,37 +1,20 @@
 //! Criterion micro-benchmarks of the send path: encoding a frame once and fanning the same bytes
 //! out to every member of a room. Run: `cargo bench -p sseio-core`.
 //!
-//! Members are connections on a sink that only counts frames, so this measures the core's own
-//! cost per send and per delivery, without sockets.
+//! Members are connections on a sink that only counts frames (`sseio-test-support`'s
+//! `CountingSink`), so this measures the core's own cost per send and per delivery, without
+//! sockets.
 
 use std::hint::black_box;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sseio_core::{
-    CloseReason, Connection, ConnectionStream, Context, EventHandler, HandlerOptions, Outcome,
-    Server, SinkError, SseSink,
+    Connection, ConnectionStream, Context, EventHandler, HandlerOptions, Outcome, Server,
 };
-
-/// Counts frames and drops them.
-#[derive(Debug, Default)]
-struct CountingSink(AtomicUsize);
-
-impl SseSink for CountingSink {
-    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
-        black_box(frame);
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-    fn close(&self, _reason: CloseReason) {}
-    fn is_closed(&self) -> bool {
-        false
-    }
-}
+use sseio_test_support::CountingSink;
 
 /// A server on `/s` without heartbeats, its handler `e` whose every connection joins room `r`,
 /// and a runtime to connect on; with `send_lag`, measuring `sseio_send_lag_seconds`.

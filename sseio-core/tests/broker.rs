@@ -1,16 +1,11 @@
 //! Several servers linked by a `MemoryBroker`: what a multi-node cluster promises, without
 //! Redis. The same behaviour is checked against real `redis-server`s in `conformance-tests`.
 
-mod common;
-
-use std::sync::Arc;
-
-use common::RecordingSink;
-use http::Request;
 use sseio_core::{
-    BrokerError, BuildError, CloseReason, Connection, Context, EventHandler, HandlerOptions,
-    MemoryBroker, Notification, Notifications, Presence, SendError, Server, SseSink,
+    BrokerError, BuildError, CloseReason, Context, EventHandler, HandlerOptions, MemoryBroker,
+    Notification, Notifications, Presence, SendError, Server, SseSink,
 };
+use sseio_test_support::fixtures::connect;
 
 /// One node: a server on the shared broker with handlers `a` and `b`, rooms by path.
 fn node(broker: &MemoryBroker) -> (Server, EventHandler) {
@@ -27,16 +22,6 @@ fn node(broker: &MemoryBroker) -> (Server, EventHandler) {
         .register_event_handler("b", HandlerOptions::new(by_path))
         .unwrap();
     (server, a)
-}
-
-async fn connect(server: &Server, uri: &str) -> (Connection, Arc<RecordingSink>) {
-    let sink = Arc::new(RecordingSink::default());
-    let request = Request::get(uri).body(()).unwrap();
-    let connection = server
-        .connect((&request).into(), sink.clone())
-        .await
-        .expect("the connection opens");
-    (connection, sink)
 }
 
 fn closes(notifications: &mut Notifications) -> Vec<(String, CloseReason)> {

@@ -2,16 +2,16 @@
 //! live messages; or, when the gap cannot be filled, a `fetch` that knows it is a resync, and no
 //! partial replay.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use common::RecordingSink;
 use http::Request;
 use sseio_core::{
-    Connection, Context, EventHandler, HandlerOptions, History, MemoryBroker, Server, ServerBuilder,
+    Connection, Context, EventHandler, HandlerOptions, History, MemoryBroker, Server,
+    ServerBuilder, SseSink,
 };
+use sseio_test_support::fixtures::connect_request;
+use sseio_test_support::{RecordingSink, StalledSink};
 
 /// The `id:` lines and data lines of what a sink received, in order.
 fn ids_and_data(sink: &RecordingSink) -> Vec<(Option<String>, String)> {
@@ -70,17 +70,11 @@ async fn connect(
     uri: &str,
     last_event_id: Option<&str>,
 ) -> (Connection, Arc<RecordingSink>) {
-    let sink = Arc::new(RecordingSink::default());
     let mut request = Request::get(uri);
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id);
     }
-    let request = request.body(()).unwrap();
-    let connection = server
-        .connect((&request).into(), sink.clone())
-        .await
-        .expect("the connection opens");
-    (connection, sink)
+    connect_request(server, &request.body(()).unwrap()).await
 }
 
 /// Lets the `fetch` tasks run to completion.
@@ -275,33 +269,6 @@ async fn a_gap_too_large_for_the_cluster_history_resyncs_on_the_other_node() {
     );
 }
 
-/// A sink whose client stops reading once `stalled` is set: from then on every frame finds
-/// it full.
-#[derive(Debug, Default)]
-struct StalledSink {
-    stalled: std::sync::atomic::AtomicBool,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-use sseio_core::SseSink as _;
-
-impl sseio_core::SseSink for StalledSink {
-    fn send(&self, _frame: bytes::Bytes) -> Result<(), sseio_core::SinkError> {
-        match self.stalled.load(std::sync::atomic::Ordering::SeqCst) {
-            true => Err(sseio_core::SinkError::Full),
-            false => Ok(()),
-        }
-    }
-
-    fn close(&self, _reason: sseio_core::CloseReason) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 /// Regression: with the cluster's history in a `MemoryBroker`, a send that found a full buffer
 /// closed that connection while the broker still held its history lock, and the close, which
 /// records where the connection stood, waited for that same lock forever: the send never
@@ -319,9 +286,7 @@ async fn a_slow_consumer_on_a_cluster_with_history_is_closed_while_sending() {
         .expect("the connection opens");
     settle().await;
     assert!(!stalled.is_closed());
-    stalled
-        .stalled
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    stalled.stall();
     // On a thread of its own, so that a deadlock fails the test instead of hanging it.
     let (done, sent) = std::sync::mpsc::channel();
     let sender = on_one.clone();

@@ -1,181 +1,31 @@
 //! Properties that hold for every input, checked with generated inputs through the public API.
 //!
 //! - Any text payload crosses the wire exactly: a connection on a recording sink receives bytes
-//!   that a spec-compliant SSE parser (the WHATWG event-stream interpretation, written out below)
-//!   reads back as exactly one event of the handler's name, whose data is the payload with each
-//!   line break (`\r\n`, `\r`, `\n`) turned into `\n`; several sends are as many events, in order.
+//!   that a spec-compliant SSE parser (the WHATWG event-stream interpretation: the reference
+//!   parser of `sseio-test-support`) reads back as exactly one event of the handler's name, whose
+//!   data is the payload with each line break (`\r\n`, `\r`, `\n`) turned into `\n`; several
+//!   sends are as many events, in order.
 //! - Any JSON value arrives as its JSON text, a string value verbatim.
 //! - Any event name without a line break registers and is the `event:` of its frames; any name
 //!   with one is refused with `RegisterError::InvalidEventName`.
 //! - Any request (arbitrary method, path, query and headers) gets an answer from
 //!   `Server::handle`, never a panic: not ours, a 4xx JSON error, `HEAD`'s headers, or a stream.
 //!
-//! The fuzz targets in `fuzz/` check the same with coverage guidance; a test here cannot depend on
-//! that crate (it is outside the workspace), so the small spec parser is repeated here.
+//! The fuzz targets in `fuzz/` check the same with coverage guidance, with the same parser and
+//! fixtures (`sseio-test-support`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Duration;
 
-use bytes::Bytes;
-use futures_core::Stream;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version, header};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use http::{HeaderName, HeaderValue, Method, Request, Version};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use serde_json::Value;
-use sseio_core::{
-    CloseReason, Connection, Context, HandlerOptions, Outcome, RegisterError, Server, SinkError,
-    SseSink,
+use sseio_core::{HandlerOptions, Outcome, RegisterError};
+use sseio_test_support::fixtures::{
+    by_guid, connect_blocking, quiet_server, request_server, runtime,
 };
-use tokio::runtime::Runtime;
-
-// ----- The reference parser -----
-
-/// The events that the WHATWG HTML "event stream interpretation" dispatches for a whole stream,
-/// as `(type, data)`: UTF-8 decoded, one leading byte order mark dropped, lines ended by CRLF, LF
-/// or CR, `field: value` with one leading space stripped from the value, `data` values joined
-/// with `\n`, dispatch on an empty line when some data was seen, comments and other fields
-/// ignored, and an unterminated last line or event discarded.
-fn parse_event_stream(stream: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(stream);
-    let mut rest = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let (mut events, mut event, mut data) = (Vec::new(), String::new(), String::new());
-    while let Some(end) = rest.find(['\r', '\n']) {
-        let line = &rest[..end];
-        rest = &rest[end
-            + if rest[end..].starts_with("\r\n") {
-                2
-            } else {
-                1
-            }..];
-        if line.is_empty() {
-            if let Some(joined) = data.strip_suffix('\n') {
-                let name = if event.is_empty() { "message" } else { &event };
-                events.push((name.to_owned(), joined.to_owned()));
-            }
-            event.clear();
-            data.clear();
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => value.clone_into(&mut event),
-            "data" => {
-                data.push_str(value);
-                data.push('\n');
-            }
-            _ => {}
-        }
-    }
-    events
-}
-
-/// `text` with every line break (`\r\n`, `\r`, `\n`) written as `\n`, as an `EventSource` sees
-/// a payload.
-fn normalise_line_breaks(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\r', "\n")
-}
-
-#[test]
-fn reference_parser_follows_the_spec_examples() {
-    let parse = |s: &str| parse_event_stream(s.as_bytes());
-    let event = |e: &str, d: &str| (e.to_owned(), d.to_owned());
-    assert_eq!(
-        parse("data: a\ndata:b\r\ndata:  c\r\r"),
-        [event("message", "a\nb\n c")]
-    );
-    assert_eq!(parse("\u{feff}event: e\ndata\n\n"), [event("e", "")]);
-    assert_eq!(
-        parse(": c\nevent: x\n\nid: 1\ndata: y\n\n"),
-        [event("message", "y")]
-    );
-    assert_eq!(parse("data: unterminated\n"), []);
-    assert_eq!(parse("event\ndata: z\n\n"), [event("message", "z")]);
-}
-
-// ----- The server under test -----
-
-/// A sink that records every frame.
-#[derive(Debug, Default)]
-struct RecordingSink {
-    frames: Mutex<Vec<Bytes>>,
-    closed: AtomicBool,
-}
-
-impl RecordingSink {
-    fn bytes(&self) -> Vec<u8> {
-        self.frames.lock().unwrap().concat()
-    }
-}
-
-impl SseSink for RecordingSink {
-    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
-        if self.is_closed() {
-            return Err(SinkError::Closed);
-        }
-        self.frames.lock().unwrap().push(frame);
-        Ok(())
-    }
-
-    fn close(&self, _reason: CloseReason) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-}
-
-const PATTERN: &str = "/files/:guid/pull";
-
-/// Whether `path` is one of [`PATTERN`]'s: `/files/<one non-empty segment>/pull`.
-fn is_sse_path(path: &str) -> bool {
-    path.strip_prefix("/files/")
-        .and_then(|rest| rest.strip_suffix("/pull"))
-        .is_some_and(|guid| !guid.is_empty() && !guid.contains('/'))
-}
-
-fn by_guid(ctx: &Context) -> String {
-    ctx.param("guid").unwrap_or_default().to_owned()
-}
-
-/// A server on [`PATTERN`] without heartbeats, so a recording sink holds message frames only.
-fn server() -> Server {
-    Server::builder()
-        .path(PATTERN)
-        .heartbeat_interval(Duration::ZERO)
-        .build()
-        .unwrap()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Connects a recording sink to room `g` of `event`.
-fn connect(rt: &Runtime, server: &Server, event: &str) -> (Connection, Arc<RecordingSink>) {
-    let sink = Arc::new(RecordingSink::default());
-    let events = utf8_percent_encode(event, NON_ALPHANUMERIC);
-    let request = Request::get(format!("/files/g/pull?clientId=c&events={events}"))
-        .body(())
-        .unwrap();
-    let connection = rt
-        .block_on(server.connect((&request).into(), sink.clone()))
-        .expect("the connection opens");
-    (connection, sink)
-}
+use sseio_test_support::{check_outcome, normalise_line_breaks, parse_event_stream};
 
 fn config() -> Config {
     Config {
@@ -229,11 +79,11 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// Sends each payload to the connection's room and returns what the reference parser reads.
 fn send_and_parse(payloads: &[String]) -> Vec<(String, String)> {
     let rt = runtime();
-    let server = server();
+    let server = quiet_server();
     let handler = server
         .register_event_handler("e", HandlerOptions::new(by_guid))
         .unwrap();
-    let (_connection, sink) = connect(&rt, &server, "e");
+    let (_connection, sink) = connect_blocking(&rt, &server, "e");
     for payload in payloads {
         handler.send("g", payload).expect("a string always sends");
     }
@@ -264,11 +114,11 @@ proptest! {
     #[test]
     fn json_values_arrive_as_json_text_and_strings_verbatim(value in json_value()) {
         let rt = runtime();
-        let server = server();
+        let server = quiet_server();
         let handler = server
             .register_event_handler("e", HandlerOptions::new(by_guid))
             .unwrap();
-        let (_connection, sink) = connect(&rt, &server, "e");
+        let (_connection, sink) = connect_blocking(&rt, &server, "e");
         handler.send("g", &value).expect("a JSON value always serializes");
         let data = match &value {
             Value::String(text) => normalise_line_breaks(text),
@@ -285,12 +135,12 @@ proptest! {
         payload in tricky_text(),
     ) {
         let rt = runtime();
-        let server = server();
+        let server = quiet_server();
         let handler = server
             .register_event_handler(name.as_str(), HandlerOptions::new(by_guid))
             .unwrap_or_else(|e| panic!("{name:?} should register: {e}"));
         prop_assert_eq!(handler.event(), name.as_str());
-        let (_connection, sink) = connect(&rt, &server, &name);
+        let (_connection, sink) = connect_blocking(&rt, &server, &name);
         handler.send("g", &payload).unwrap();
         prop_assert_eq!(
             parse_event_stream(&sink.bytes()),
@@ -306,7 +156,7 @@ proptest! {
     ) {
         let name = format!("{before}{line_break}{after}");
         let refused =
-            server().register_event_handler(name.as_str(), HandlerOptions::new(by_guid));
+            quiet_server().register_event_handler(name.as_str(), HandlerOptions::new(by_guid));
         prop_assert!(
             matches!(&refused, Err(RegisterError::InvalidEventName { name: n, .. }) if *n == name),
             "{:?} was not refused as an invalid name: {:?}", name, refused
@@ -316,7 +166,7 @@ proptest! {
 
 #[test]
 fn the_empty_event_name_is_refused() {
-    let refused = server().register_event_handler("", HandlerOptions::new(by_guid));
+    let refused = quiet_server().register_event_handler("", HandlerOptions::new(by_guid));
     assert!(matches!(
         refused,
         Err(RegisterError::InvalidEventName { .. })
@@ -454,98 +304,6 @@ fn build_request(
     Some(request)
 }
 
-/// A server on [`PATTERN`] with handlers whose rooms come from the path, the query, a header
-/// (which need not be UTF-8), and one with a `fetch`.
-fn request_server() -> Server {
-    let server = server();
-    let handlers = [
-        ("e", HandlerOptions::new(by_guid)),
-        (
-            "q",
-            HandlerOptions::new(|ctx: &Context| ctx.query("room").unwrap_or_default().to_owned()),
-        ),
-        (
-            "h",
-            HandlerOptions::new(|ctx: &Context| {
-                ctx.headers()
-                    .get("x-room")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default()
-            }),
-        ),
-        (
-            "fetched",
-            HandlerOptions::new(by_guid).fetch(|ctx: Context| async move {
-                Ok::<_, std::convert::Infallible>(
-                    ctx.query_pairs()
-                        .map(|(k, _)| k.to_owned())
-                        .collect::<Vec<_>>(),
-                )
-            }),
-        ),
-    ];
-    for (event, options) in handlers {
-        server.register_event_handler(event, options).unwrap();
-    }
-    server
-}
-
-/// Checks the outcome of `request` against what `Server::handle` promises.
-fn check_outcome(request: &Request<()>, outcome: Outcome) -> Result<(), TestCaseError> {
-    let (method, path) = (request.method(), request.uri().path());
-    match outcome {
-        Outcome::NotOurs => prop_assert!(
-            method == Method::OPTIONS || !is_sse_path(path),
-            "{method} {path} is on the SSE path but was left to the application"
-        ),
-        Outcome::Stream(response) => {
-            prop_assert!(is_sse_path(path), "a stream opened on {path}");
-            prop_assert_eq!(method, Method::GET);
-            prop_assert_eq!(response.status(), StatusCode::OK);
-            prop_assert_eq!(
-                &response.headers()[header::CONTENT_TYPE],
-                "text/event-stream"
-            );
-            let mut stream = response.into_body();
-            let mut cx = TaskContext::from_waker(Waker::noop());
-            let first = Pin::new(&mut stream).poll_next(&mut cx);
-            prop_assert!(
-                matches!(&first, Poll::Ready(Some(Ok(chunk))) if chunk.starts_with(b"\n")),
-                "the stream did not open with a line break: {:?}",
-                first
-            );
-        }
-        Outcome::Reply(response) => {
-            prop_assert!(is_sse_path(path), "{method} {path} was answered by sseio");
-            let status = response.status();
-            if method == Method::HEAD && status == StatusCode::OK {
-                prop_assert_eq!(
-                    &response.headers()[header::CONTENT_TYPE],
-                    "text/event-stream"
-                );
-                prop_assert!(response.body().is_empty());
-                return Ok(());
-            }
-            prop_assert!(status.is_client_error(), "{method} {path}: status {status}");
-            if method != Method::GET && method != Method::HEAD {
-                prop_assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-            }
-            prop_assert_eq!(
-                &response.headers()[header::CONTENT_TYPE],
-                "application/json"
-            );
-            let body: Value = serde_json::from_slice(response.body())
-                .map_err(|e| TestCaseError::fail(format!("the body is not JSON: {e}")))?;
-            prop_assert!(
-                body.as_object()
-                    .is_some_and(|o| o.len() == 1 && o["message"].is_string()),
-                "the body is not {{\"message\": string}}: {body}"
-            );
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn handle_never_panics_and_answers_by_the_rules() {
     let rt = runtime();
@@ -570,7 +328,7 @@ fn handle_never_panics_and_answers_by_the_rules() {
             Outcome::Reply(response) => response.status().as_u16().to_string(),
         };
         *seen.borrow_mut().entry(kind).or_default() += 1;
-        check_outcome(&request, outcome)?;
+        check_outcome(&request, outcome).map_err(TestCaseError::fail)?;
         // Let the `fetch` of an opened stream run, on whatever the query was.
         rt.block_on(tokio::task::yield_now());
     });

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,53 +11,15 @@ use bytes::Bytes;
 use futures_core::Stream;
 use http::{Method, Request, StatusCode, Version};
 use sseio_core::{
-    CloseReason, ConnectRejection, Connection, ConnectionError, ConnectionStream, Context,
-    EventHandler, HandlerOptions, Notification, Notifications, Outcome, RegisterError, Server,
-    SinkError, SseSink,
+    CloseReason, ConnectRejection, ConnectionError, ConnectionStream, Context, EventHandler,
+    HandlerOptions, Notification, Notifications, Outcome, RegisterError, Server, SseSink,
 };
+use sseio_test_support::RecordingSink;
+use sseio_test_support::fixtures::{PATTERN, by_guid, connect, get};
 use tokio::sync::oneshot;
 
-/// A sink that records every frame, for tests.
-#[derive(Debug, Default)]
-struct RecordingSink {
-    frames: Mutex<Vec<Bytes>>,
-    closed: AtomicBool,
-}
-
-impl RecordingSink {
-    fn text(&self) -> String {
-        let frames = self.frames.lock().unwrap();
-        frames
-            .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect()
-    }
-}
-
-impl SseSink for RecordingSink {
-    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
-        if self.is_closed() {
-            return Err(SinkError::Closed);
-        }
-        self.frames.lock().unwrap().push(frame);
-        Ok(())
-    }
-
-    fn close(&self, _reason: CloseReason) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-}
-
-fn by_guid(ctx: &Context) -> String {
-    ctx.param("guid").unwrap_or_default().to_owned()
-}
-
 fn server() -> Server {
-    Server::new("/files/:guid/pull").unwrap()
+    Server::new(PATTERN).unwrap()
 }
 
 /// A server with one handler, for event `e`.
@@ -66,20 +27,6 @@ fn server_with(options: HandlerOptions) -> (Server, EventHandler) {
     let server = server();
     let handler = server.register_event_handler("e", options).unwrap();
     (server, handler)
-}
-
-fn get(uri: &str) -> Request<()> {
-    Request::get(uri).body(()).unwrap()
-}
-
-async fn connect(server: &Server, uri: &str) -> (Connection, Arc<RecordingSink>) {
-    let sink = Arc::new(RecordingSink::default());
-    let request = get(uri);
-    let connection = server
-        .connect((&request).into(), sink.clone())
-        .await
-        .expect("the connection opens");
-    (connection, sink)
 }
 
 async fn open_stream(server: &Server, uri: &str) -> ConnectionStream {

@@ -3,14 +3,12 @@
 
 #![cfg(feature = "connection-spans")]
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::RecordingSink;
 use http::Request;
 use sseio_core::{Context, HandlerOptions, Server};
+use sseio_test_support::RecordingSink;
 
 /// Everything the subscriber writes, for the test to read.
 #[derive(Clone, Default)]

@@ -7,6 +7,17 @@ use conformance_tests::http1::{Request, Response};
 
 use super::{WAIT, log, new_id, request, settle, within};
 
+super::registry::case_table! {
+    missing_client_id_is_400,
+    missing_events_is_400,
+    empty_client_id_is_400,
+    empty_events_is_400,
+    malformed_percent_encoding_is_400,
+    invalid_utf8_after_decoding_is_400,
+    other_methods_are_405_with_allow,
+    head_answers_headers_without_stream,
+}
+
 /// Whether `content_type` is JSON (`application/json`, parameters allowed).
 fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {

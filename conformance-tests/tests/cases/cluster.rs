@@ -15,7 +15,130 @@ use conformance_tests::control::{self, Presence};
 use conformance_tests::redis_server::RedisServer;
 use conformance_tests::sse::{SseEvent, SseItem, SseStream};
 
+use super::registry::{self, CaseFuture, Need};
 use super::*;
+
+/// The cluster cases, each with the clusters it runs on (a trial per cluster, named
+/// `<topology>::<case>`, each on a fresh cluster).
+macro_rules! cluster_cases {
+    ($($case:ident on [$($topology:ident),+ $(,)?]),+ $(,)?) => {
+        /// Every cluster case, with the clusters it runs on.
+        pub const CASES: &[ClusterCase] = &[$(
+            ClusterCase {
+                name: stringify!($case),
+                on: &[$(Topology::$topology),+],
+                run: {
+                    fn run(cluster: &mut Cluster) -> CaseFuture<'_> {
+                        Box::pin($case(cluster))
+                    }
+                    run
+                },
+            }
+        ),+];
+    };
+}
+
+cluster_cases! {
+    send_reaches_every_node_once_in_order on [Memory, Redis, RedisSharded],
+    presence_counts_every_node on [Memory, Redis, RedisSharded],
+    client_id_moving_to_another_node_replaces_the_old_stream on [Memory, Redis, RedisSharded],
+    send_to_client_and_disconnect_reach_any_node on [Memory, Redis, RedisSharded],
+    rooms_are_unsubscribed_when_empty on [Redis, RedisSharded],
+    redis_restart_keeps_streams_and_resumes_delivery on [Redis],
+    official_client_resumes_on_another_node on [MemoryWithHistory, RedisWithHistory],
+    last_event_id_resumes_on_another_node on [MemoryWithHistory, RedisWithHistory],
+    history_in_redis_is_one_capped_stream_per_room on [RedisWithHistory],
+    a_new_sequence_after_redis_restarts_reaches_resumed_clients on [RedisWithHistory],
+    history_scripts_are_loaded_again_after_a_script_flush on [RedisWithHistory],
+}
+
+/// One cluster case: an entry of [`CASES`].
+#[derive(Debug)]
+pub struct ClusterCase {
+    /// The function's name, which names the test: `<topology>::<name>`.
+    pub name: &'static str,
+    /// The clusters it runs on.
+    pub on: &'static [Topology],
+    /// Runs the case on a cluster.
+    pub run: for<'a> fn(&'a mut Cluster) -> CaseFuture<'a>,
+}
+
+/// The clusters the cases run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One hyper harness without a broker.
+    Memory,
+    /// hyper, warp and salvo harnesses on one `redis-server`.
+    Redis,
+    /// poem and hyper harnesses on a one-node Redis Cluster, with sharded Pub/Sub.
+    RedisSharded,
+    /// One hyper harness without a broker, with history.
+    MemoryWithHistory,
+    /// hyper, warp and poem harnesses on one `redis-server`, with history kept in Redis.
+    RedisWithHistory,
+}
+
+impl Topology {
+    /// Every topology, in the order their trials are made.
+    pub const ALL: [Topology; 5] = [
+        Topology::Memory,
+        Topology::Redis,
+        Topology::RedisSharded,
+        Topology::MemoryWithHistory,
+        Topology::RedisWithHistory,
+    ];
+
+    /// The first part of its trials' names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Memory => "cluster_memory",
+            Topology::Redis => "cluster_redis",
+            Topology::RedisSharded => "cluster_redis_sharded",
+            Topology::MemoryWithHistory => "cluster_history_memory",
+            Topology::RedisWithHistory => "cluster_history_redis",
+        }
+    }
+
+    /// What a case on it needs. One in-memory node may be an external server (`SERVER_URL`);
+    /// history needs the setting, and several nodes on Redis need the suite to start them.
+    pub fn needs(self) -> &'static [Need] {
+        match self {
+            Topology::Memory => &[],
+            Topology::MemoryWithHistory => &[Need::Settings],
+            Topology::Redis | Topology::RedisSharded | Topology::RedisWithHistory => &[Need::Nodes],
+        }
+    }
+
+    /// Starts a fresh cluster of this topology (and its `redis-server`, when it has one).
+    pub async fn start(self) -> Cluster {
+        let nodes = |names: &[&'static str]| -> Vec<(&'static str, &'static str)> {
+            names
+                .iter()
+                .map(|name| (*name, registry::adapter(name).bin))
+                .collect()
+        };
+        let hyper = registry::adapter("hyper").bin;
+        match self {
+            Topology::Memory => Cluster::memory(hyper).await,
+            Topology::Redis => Cluster::redis(&nodes(&["hyper", "warp", "salvo"])).await,
+            Topology::RedisSharded => Cluster::redis_sharded(&nodes(&["poem", "hyper"])).await,
+            Topology::MemoryWithHistory => Cluster::memory_with_history(hyper).await,
+            Topology::RedisWithHistory => {
+                Cluster::redis_with_history(&nodes(&["hyper", "warp", "poem"])).await
+            }
+        }
+    }
+
+    /// The trial of `case` on a fresh cluster of this topology, under [`CASE_LIMIT`].
+    pub fn trial(self, case: &'static ClusterCase) -> libtest_mimic::Trial {
+        let name = format!("{}::{}", self.name(), case.name);
+        registry::trial(name, self.needs(), move || async move {
+            let mut cluster = self.start().await;
+            let what = format!("{} to finish", case.name);
+            within(CASE_LIMIT, &what, (case.run)(&mut cluster)).await;
+        })
+    }
+}
 
 /// The history each node of a history cluster keeps (`SSEIO_HISTORY`).
 const HISTORY: usize = 100;

@@ -7,6 +7,11 @@ use super::{
     wait_log,
 };
 
+super::registry::case_table! {
+    fetch_holds_back,
+    fetch_error_is_reported_and_messages_still_delivered,
+}
+
 /// The fetch result is the first message; messages sent while `fetch` runs (it takes 500 ms in
 /// the harness) are held back and delivered right after it, in order; later ones follow.
 pub async fn fetch_holds_back(h: &Harness) {

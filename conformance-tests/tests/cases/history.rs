@@ -10,16 +10,10 @@ use conformance_tests::sse::SseStream;
 
 use super::*;
 
-/// The harness with history, or `None` (the case is skipped) against an external server.
-async fn with_history(h: &Harness, messages: &str) -> Option<Harness> {
-    let started = h.with_env(&[("SSEIO_HISTORY", messages)]).await;
-    if started.is_none() {
-        eprintln!(
-            "{}: history needs SSEIO_HISTORY on a harness this suite starts; case not run",
-            h.adapter()
-        );
-    }
-    started
+super::registry::case_table! {
+    last_event_id_replays_exactly_the_missed_messages needs [Settings],
+    client_id_reconnect_replays_the_missed_messages needs [Settings],
+    a_gap_larger_than_the_history_gets_fetch_and_no_partial_replay needs [Settings],
 }
 
 /// Sends `messages` to `room` of `event`.
@@ -41,9 +35,7 @@ pub async fn leave(h: &Harness, stream: SseStream, client: &str, closes_before: 
 /// A native `EventSource` reconnecting with `Last-Event-ID` gets the messages it missed, each
 /// once and in order, then live ones; every message has a distinct `id:`.
 pub async fn last_event_id_replays_exactly_the_missed_messages(h: &Harness) {
-    let Some(h) = with_history(h, "100").await else {
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_HISTORY", "100")]).await;
     let (room, client) = (new_id(), new_id());
     let mut stream = connect(&h, &room, &client, &["normal-event"]).await;
     send_all(&h, "normal-event", &room, &["1", "2"]).await;
@@ -81,9 +73,7 @@ pub async fn last_event_id_replays_exactly_the_missed_messages(h: &Harness) {
 /// The official client's way: it reconnects with the same `clientId` and no `Last-Event-ID`,
 /// and still gets what it missed, once, in order.
 pub async fn client_id_reconnect_replays_the_missed_messages(h: &Harness) {
-    let Some(h) = with_history(h, "100").await else {
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_HISTORY", "100")]).await;
     let (room, client) = (new_id(), new_id());
     let mut stream = connect(&h, &room, &client, &["normal-event"]).await;
     send(&h, "normal-event", &room, "before").await;
@@ -112,9 +102,7 @@ pub async fn client_id_reconnect_replays_the_missed_messages(h: &Harness) {
 /// More messages missed than the history keeps: nothing is replayed, the `fetch` runs again as
 /// a resync (its result comes first), and live messages follow.
 pub async fn a_gap_larger_than_the_history_gets_fetch_and_no_partial_replay(h: &Harness) {
-    let Some(h) = with_history(h, "2").await else {
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_HISTORY", "2")]).await;
     let (room, client) = (new_id(), new_id());
     let mut stream = connect(&h, &room, &client, &["fetch-event"]).await;
     let snapshot = next_event(&mut stream, "the fetch result").await;

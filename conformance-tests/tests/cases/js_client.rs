@@ -14,6 +14,11 @@ use std::time::Duration;
 use conformance_tests::Harness;
 use tokio::process::Command;
 
+super::registry::case_table! {
+    official_js_client,
+    js_clients_resume_with_history needs [Settings],
+}
+
 /// Bound on one whole run of the JS suite. Every JS case has its own 15 s timeout, so this only
 /// fires when node itself hangs.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -33,13 +38,7 @@ pub async fn official_js_client(h: &Harness) {
 /// `SSEIO_HISTORY`: a spec `EventSource` and the official client, each disconnected by the
 /// server mid-stream while messages keep flowing, get every message once and in order.
 pub async fn js_clients_resume_with_history(h: &Harness) {
-    let Some(h) = h.with_env(&[("SSEIO_HISTORY", "100")]).await else {
-        eprintln!(
-            "{}: history needs a harness this suite starts; case not run",
-            h.adapter()
-        );
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_HISTORY", "100")]).await;
     run_js_suite(&h, "test/history.test.js", &[("SSEIO_HISTORY", "100")]).await;
 }
 
@@ -84,7 +83,9 @@ async fn run_js_suite(h: &Harness, tests: &str, env: &[(&str, &str)]) {
         h.base_url(),
         output.status,
     );
-    println!("{adapter}: JavaScript conformance suite ({tests}) passed\n{report}");
+    super::note(&format!(
+        "{adapter}: JavaScript conformance suite ({tests}) passed\n{report}"
+    ));
 }
 
 /// `conformance-tests/js`, wherever the workspace is checked out.

@@ -13,6 +13,17 @@ use super::{
     settle, sse_target, wait_conn_create, wait_log, wait_log_within, within,
 };
 
+super::registry::case_table! {
+    conn_create_and_room_create_are_logged,
+    send_right_after_conn_create_is_delivered,
+    room_empty_when_last_client_leaves,
+    closing_leaves_every_room,
+    conn_close_once_promptly_without_error,
+    replacement_closes_old_stream_and_keeps_new,
+    replacement_leaves_the_old_rooms,
+    http2_stream_reset_closes_only_that_stream,
+}
+
 /// How soon after the client closes its TCP connection `conn:close` must be in the log: well
 /// under one heartbeat interval, so the server notices the close itself rather than on its
 /// next write.

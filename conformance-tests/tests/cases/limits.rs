@@ -1,8 +1,8 @@
 //! The limits (`HARNESS.md`, "What later capabilities add"): each answered with a JSON error and
 //! the right status, and a reader that stops reading cut off without slowing anyone else.
 //!
-//! These cases start a harness of their own with the limit's environment variable, so against an
-//! external server (`SERVER_URL`) they have nothing to check and say so.
+//! These cases start a harness of their own with the limit's environment variable
+//! (`Need::Settings`), so they are listed as ignored against an external server (`SERVER_URL`).
 
 use std::time::Duration;
 
@@ -11,16 +11,11 @@ use conformance_tests::control;
 
 use super::*;
 
-/// The harness with `env`, or `None` (after saying why) against an external server.
-async fn harness_with(h: &Harness, env: &[(&str, &str)]) -> Option<Harness> {
-    let harness = h.with_env(env).await;
-    if harness.is_none() {
-        eprintln!(
-            "{}: an external server's limits cannot be set; case not run",
-            h.adapter()
-        );
-    }
-    harness
+super::registry::case_table! {
+    too_many_events_is_400 needs [Settings],
+    connection_limit_is_503_with_retry_after needs [Settings],
+    oversized_message_is_413 needs [Settings],
+    slow_reader_is_cut_off_and_the_others_get_everything needs [Settings],
 }
 
 fn assert_json_error(response: &Response, body: &[u8], status: u16, what: &str) {
@@ -44,9 +39,7 @@ fn assert_json_error(response: &Response, body: &[u8], status: u16, what: &str) 
 
 /// More distinct events than `SSEIO_MAX_EVENTS` is `400` JSON; as many is a stream.
 pub async fn too_many_events_is_400(h: &Harness) {
-    let Some(h) = harness_with(h, &[("SSEIO_MAX_EVENTS", "2")]).await else {
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_MAX_EVENTS", "2")]).await;
     let events = ["normal-event", "test-multiple-1", "test-multiple-2"];
     let target = sse_target(&new_id(), &new_id(), &events);
     let (response, body) = get_body(&h, &target).await;
@@ -62,9 +55,7 @@ pub async fn too_many_events_is_400(h: &Harness) {
 
 /// A stream past `SSEIO_MAX_CONNECTIONS` is `503` JSON with `Retry-After`.
 pub async fn connection_limit_is_503_with_retry_after(h: &Harness) {
-    let Some(h) = harness_with(h, &[("SSEIO_MAX_CONNECTIONS", "1")]).await else {
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_MAX_CONNECTIONS", "1")]).await;
     let first = connect(&h, &new_id(), &new_id(), &["normal-event"]).await;
     let target = sse_target(&new_id(), &new_id(), &["normal-event"]);
     let (response, body) = get_body(&h, &target).await;
@@ -84,9 +75,7 @@ pub async fn connection_limit_is_503_with_retry_after(h: &Harness) {
 /// A message over `SSEIO_MAX_MESSAGE_BYTES` is refused (`413` from the control route, a typed
 /// error from `send`); one of exactly the limit goes through.
 pub async fn oversized_message_is_413(h: &Harness) {
-    let Some(h) = harness_with(h, &[("SSEIO_MAX_MESSAGE_BYTES", "1000")]).await else {
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_MAX_MESSAGE_BYTES", "1000")]).await;
     let room = new_id();
     let mut stream = connect(&h, &room, &new_id(), &["normal-event"]).await;
     let too_large = within(
@@ -117,9 +106,7 @@ pub async fn slow_reader_is_cut_off_and_the_others_get_everything(h: &Harness) {
     const READERS: usize = 10;
     const MESSAGES: usize = 640;
     const WINDOW: usize = 4;
-    let Some(h) = harness_with(h, &[("SSEIO_MAX_BUFFER_BYTES", "1048576")]).await else {
-        return;
-    };
+    let h = h.with_env(&[("SSEIO_MAX_BUFFER_BYTES", "1048576")]).await;
     /// Growth allowed over the run: the stalled client's 1 MiB budget plus this margin.
     const RSS_MARGIN: u64 = 12 * 1024 * 1024;
     let room = new_id();
@@ -178,7 +165,10 @@ pub async fn slow_reader_is_cut_off_and_the_others_get_everything(h: &Harness) {
     );
     if let (Some(before), Some(after)) = (rss_before, h.rss_bytes()) {
         let growth = after.saturating_sub(before);
-        eprintln!("{}: server RSS grew by {growth} bytes", h.adapter());
+        note(&format!(
+            "{}: server RSS grew by {growth} bytes",
+            h.adapter()
+        ));
         assert!(
             growth <= 1024 * 1024 + RSS_MARGIN,
             "server RSS grew by {growth} bytes while one client stalled"

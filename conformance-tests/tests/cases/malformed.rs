@@ -23,6 +23,10 @@ use super::{
     WAIT, connect, expect_events, get_body, log, new_id, send, server_is_exclusive, within,
 };
 
+super::registry::case_table! {
+    malformed_requests_get_4xx_and_others_keep_streaming,
+}
+
 /// How many malformed requests are sent.
 const REQUESTS: usize = 3000;
 /// How many of them are in flight at once.

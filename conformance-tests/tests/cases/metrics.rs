@@ -2,9 +2,9 @@
 //! values follow what the case did to the server: streams opened and closed, rooms, frames sent
 //! per member, disconnects by reason, refused requests and resumes.
 //!
-//! The values are the whole process's, so these cases need a harness of their own: the one the
-//! suite started for the case (or one more, with history). Against an external server
-//! (`SERVER_URL`), shared with other cases, they print that they did not run and pass.
+//! The values are the whole process's, so these cases need a harness of their own, started with
+//! the settings they need (`Need::OwnProcess`, `Need::Settings`): they are listed as ignored
+//! against an external server (`SERVER_URL`), shared with other cases.
 
 use std::collections::HashMap;
 
@@ -14,6 +14,11 @@ use conformance_tests::http1::Request;
 use conformance_tests::sse::SseStream;
 
 use super::*;
+
+super::registry::case_table! {
+    metrics_follow_streams_sends_and_closes needs [Settings, OwnProcess],
+    metrics_count_resumes needs [Settings, OwnProcess],
+}
 
 /// One scrape: every sample by its series as written (`name` or `name{label="value"}`).
 #[derive(Debug)]
@@ -68,18 +73,6 @@ async fn wait_scrape(h: &Harness, what: &str, done: impl Fn(&Scrape) -> bool) ->
     }
 }
 
-/// Whether this case may read the process's metrics as its own.
-fn own_server(h: &Harness, case: &str) -> bool {
-    let own = std::env::var_os("SERVER_URL").is_none();
-    if !own {
-        eprintln!(
-            "{}: {case} needs a harness of its own (its metrics are per process); case not run",
-            h.adapter()
-        );
-    }
-    own
-}
-
 const CLIENT_GONE: &str = r#"sseio_disconnects_total{reason="client_gone"}"#;
 
 /// Three streams, two in one room and one in another; `K` sends to the room of two; one of the
@@ -87,13 +80,7 @@ const CLIENT_GONE: &str = r#"sseio_disconnects_total{reason="client_gone"}"#;
 /// one per member and send, the bytes by their encoded length, the close is counted once under
 /// its reason, and the refusal under its status.
 pub async fn metrics_follow_streams_sends_and_closes(h: &Harness) {
-    if !own_server(h, "metrics_follow_streams_sends_and_closes") {
-        return;
-    }
-    let h = &h
-        .with_env(&[("SSEIO_SEND_LAG_METRIC", "1")])
-        .await
-        .expect("a harness of its own");
+    let h = &h.with_env(&[("SSEIO_SEND_LAG_METRIC", "1")]).await;
     let before = scrape(h).await;
     let (room, other_room) = (new_id(), new_id());
     let (a, b, c) = (new_id(), new_id(), new_id());
@@ -164,13 +151,7 @@ pub async fn metrics_follow_streams_sends_and_closes(h: &Harness) {
 /// counted as `replayed`; an `EventSource` naming a position that is not the server's gets a
 /// resync, counted as `resync`. Replayed messages are frames sent too.
 pub async fn metrics_count_resumes(h: &Harness) {
-    if !own_server(h, "metrics_count_resumes") {
-        return;
-    }
-    let h = h
-        .with_env(&[("SSEIO_HISTORY", "100")])
-        .await
-        .expect("a harness of its own");
+    let h = h.with_env(&[("SSEIO_HISTORY", "100")]).await;
     let replayed = r#"sseio_resumes_total{result="replayed"}"#;
     let resync = r#"sseio_resumes_total{result="resync"}"#;
     let before = scrape(&h).await;

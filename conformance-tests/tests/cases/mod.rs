@@ -1,5 +1,6 @@
-//! The conformance cases, each written once as `pub async fn case(h: &Harness)` and instantiated
-//! per adapter by `conformance_suite!` in `tests/conformance.rs`.
+//! The conformance cases, each written once as `pub async fn case(h: &Harness)` and listed, with
+//! what it needs, in its module's table (`case_table!`, see [`registry`]); `tests/conformance.rs`
+//! runs every case of [`all`] against every adapter.
 //!
 //! Every case uses fresh random guids and client ids and looks only at its own log records, so
 //! the suite also runs against one shared long-running server (`SERVER_URL`). Every wait has a
@@ -17,6 +18,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod malformed;
 pub mod metrics;
+pub mod registry;
 pub mod rooms;
 pub mod routing;
 pub mod stream;
@@ -28,6 +30,32 @@ use conformance_tests::Harness;
 use conformance_tests::control::{self, LogRecord};
 use conformance_tests::http1::{Request, Response};
 use conformance_tests::sse::{SseEvent, SseStream};
+
+use registry::Case;
+pub use registry::note;
+
+/// Every case run against each adapter, module by module (the cluster cases, which run on
+/// clusters rather than on one harness, are [`cluster::CASES`]). A new module is one line here.
+pub fn all() -> impl Iterator<Item = &'static Case> {
+    [
+        bad_input::CASES,
+        malformed::CASES,
+        stream::CASES,
+        routing::CASES,
+        rooms::CASES,
+        lifecycle::CASES,
+        fetch::CASES,
+        history::CASES,
+        auth::CASES,
+        cors::CASES,
+        drain::CASES,
+        limits::CASES,
+        metrics::CASES,
+        js_client::CASES,
+    ]
+    .into_iter()
+    .flatten()
+}
 
 /// How long any single expected thing (a response, an event, a log record) may take.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -13,6 +13,17 @@ use super::{
     wait_conn_create, wait_log, within,
 };
 
+super::registry::case_table! {
+    send_reaches_every_client_in_room,
+    send_skips_other_rooms,
+    rooms_are_per_handler,
+    query_event_joins_room_from_query,
+    query_values_are_percent_decoded,
+    unknown_events_are_ignored,
+    repeated_events_keys_subscribe_to_each,
+    two_hundred_clients_get_every_send_once_in_order,
+}
+
 /// Every client in a room gets a message sent to that room.
 pub async fn send_reaches_every_client_in_room(h: &Harness) {
     let guid = new_id();

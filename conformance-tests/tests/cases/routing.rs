@@ -7,6 +7,13 @@ use conformance_tests::http1::Request;
 
 use super::{WAIT, get_body, log, new_id, request, within};
 
+super::registry::case_table! {
+    hello_route_beside_sseio,
+    unknown_path_is_404,
+    near_miss_paths_are_not_the_sse_path,
+    control_send_unknown_event_is_404,
+}
+
 /// `GET /hello` is the host application's own route and answers `hello`.
 pub async fn hello_route_beside_sseio(h: &Harness) {
     let (response, body) = get_body(h, "/hello").await;

@@ -13,6 +13,17 @@ use super::{
     wait_conn_create, within,
 };
 
+super::registry::case_table! {
+    http1_stream_headers,
+    http2_stream_headers_and_delivery,
+    opening_newline_arrives_at_once,
+    frame_is_event_line_then_data_line,
+    multiline_payloads_become_several_data_lines,
+    json_message_arrives_as_json_text,
+    large_payload_arrives_intact,
+    heartbeat_every_three_seconds,
+}
+
 /// How soon after the response head the opening bytes must arrive.
 const OPENING_LIMIT: Duration = Duration::from_secs(1);
 

@@ -5,80 +5,58 @@
 //! suite (which runs two cases at a time and has timing bounds of its own) nor with each other:
 //! [`one_at_a_time`] runs one heavy case of one adapter at a time, so the ten thousand sockets of
 //! a drain (one file descriptor each, in this process and in the harness's) stay far below the
-//! per-process limit. `heavy_suite!` instantiates every heavy case per adapter, as
-//! `conformance_suite!` does, so a failure reads `warp::drain_of_ten_thousand_streams`.
+//! per-process limit. As in `tests/conformance.rs`, each module lists its cases in a table with
+//! what they need, and every case runs against every adapter as a trial named
+//! `<adapter>::<case>`, so a failure reads `warp::drain_of_ten_thousand_streams`; against an
+//! external server (`SERVER_URL`) both are listed as ignored.
 //!
-//! The cases reuse the helpers of `tests/cases/` (and so compile that module once more).
+//! The cases reuse the helpers of `tests/cases/` (and so compile that module once more; its own
+//! case tables are not run here).
 
 #[path = "../cases/mod.rs"]
+#[allow(dead_code)] // The conformance cases and their tables; only the helpers are used here.
 pub mod cases;
 
 pub mod drain;
 pub mod stalled_reader;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use conformance_tests::Harness;
 use conformance_tests::http1::{Request, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, MutexGuard, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::cases::WAIT;
+use crate::cases::registry::{self, ADAPTERS};
 
-/// Expands to `mod $adapter { ... }` with one `#[test]` per heavy case, each taking its turn
-/// ([`one_at_a_time`]) and then starting the harness binary `$bin` on a runtime of its own.
-macro_rules! heavy_suite {
-    ($adapter:ident, $bin:literal) => {
-        heavy_suite!(@cases $adapter, $bin;
-            stalled_reader::stalled_reader_among_a_thousand,
-            drain::drain_of_ten_thousand_streams,
-        );
-    };
-    (@cases $adapter:ident, $bin:literal; $($module:ident :: $case:ident),+ $(,)?) => {
-        mod $adapter {
-            $(
-                #[test]
-                fn $case() {
-                    let _turn = crate::one_at_a_time();
-                    crate::runtime().block_on(async {
-                        let harness = conformance_tests::Harness::start(
-                            stringify!($adapter),
-                            env!(concat!("CARGO_BIN_EXE_", $bin)),
-                            &[],
-                        )
-                        .await;
-                        crate::cases::run_case(
-                            &harness,
-                            stringify!($case),
-                            crate::$module::$case(&harness),
-                        )
-                        .await;
-                    });
-                }
-            )+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    registry::show_output(args.nocapture);
+    let mut trials = Vec::new();
+    for adapter in ADAPTERS {
+        for case in [stalled_reader::CASES, drain::CASES].into_iter().flatten() {
+            trials.push(registry::trial(
+                format!("{}::{}", adapter.name, case.name),
+                case.needs,
+                move || async move {
+                    let _turn = one_at_a_time().await;
+                    let harness = Harness::start(adapter.name, adapter.bin, &[]).await;
+                    cases::run_case(&harness, case.name, (case.run)(&harness)).await;
+                },
+            ));
         }
-    };
+    }
+    trials.sort_by(|a, b| a.name().cmp(b.name()));
+    libtest_mimic::run(&args, trials).exit();
 }
-
-heavy_suite!(hyper, "harness-hyper");
-heavy_suite!(warp, "harness-warp");
-heavy_suite!(poem, "harness-poem");
-heavy_suite!(salvo, "harness-salvo");
 
 /// Waits for this case's turn: the heavy cases run one at a time, whatever `--test-threads` says.
-/// A case that failed (and so poisoned the lock) does not stop the next one.
-pub fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The runtime of one heavy case: two worker threads, as the rest of the suite uses.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+/// The turn ends when the case's future is dropped, so a case that failed (its future dropped as
+/// the panic unwinds) does not stop the next one.
+pub async fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::const_new(());
+    TURN.lock().await
 }
 
 /// How many connections a case opens at once: well under the server's listen backlog (1024), so

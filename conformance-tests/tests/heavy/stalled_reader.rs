@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 use conformance_tests::Harness;
 use conformance_tests::control;
 use conformance_tests::http1::{Request, Response};
+use conformance_tests::message_check::MessageCheck;
 
 use crate::cases::*;
+
+crate::cases::registry::case_table! {
+    stalled_reader_among_a_thousand needs [Settings, OwnProcess],
+}
 
 /// The readers that keep up.
 const READERS: usize = 1000;
@@ -37,16 +42,9 @@ const EVENT: &str = "normal-event";
 /// (`conn:close`) with one `error` record naming it; and the server's resident memory peaks at
 /// most [`BUDGET`] + [`RSS_MARGIN`] above what it held with all the streams open.
 pub async fn stalled_reader_among_a_thousand(h: &Harness) {
-    let Some(h) = h
+    let h = h
         .with_env(&[("SSEIO_MAX_BUFFER_BYTES", &BUDGET.to_string())])
-        .await
-    else {
-        eprintln!(
-            "{}: an external server's limits cannot be set; case not run",
-            h.adapter()
-        );
-        return;
-    };
+        .await;
     let room = new_id();
     let stalled_id = new_id();
     let reader_ids: Vec<String> = (0..READERS).map(|_| new_id()).collect();
@@ -144,7 +142,7 @@ pub async fn stalled_reader_among_a_thousand(h: &Harness) {
     };
     if let (Some(before), Some(peak)) = (rss_before, peak) {
         let growth = peak.saturating_sub(before);
-        eprintln!(
+        note(&format!(
             "{}: {READERS} readers got {} MB each in {delivered:.1?} (connecting took \
              {connected:.1?}); server RSS {} MiB with the streams open, {} of peak growth \
              {growth} bytes ({:.1} MiB) against a bound of {} MiB",
@@ -158,7 +156,7 @@ pub async fn stalled_reader_among_a_thousand(h: &Harness) {
             },
             growth as f64 / (1024.0 * 1024.0),
             (BUDGET + RSS_MARGIN) / (1024 * 1024),
-        );
+        ));
         assert!(
             growth <= BUDGET + RSS_MARGIN,
             "server RSS grew by {growth} bytes while one client stalled, more than its \
@@ -193,162 +191,25 @@ async fn read_every_message(
     fillers: Arc<Vec<Vec<u8>>>,
     received: tokio::sync::watch::Sender<usize>,
 ) {
-    let mut check = MessageCheck::new(fillers);
-    while check.seq < MESSAGES {
+    let mut check = MessageCheck::new(EVENT, MESSAGES, fillers);
+    while check.seq() < MESSAGES {
         let chunk = within(
             WAIT,
-            &format!("reader {id}: message {}", check.seq),
+            &format!("reader {id}: message {}", check.seq()),
             stream.next_chunk(),
         )
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "reader {id}: the stream failed at message {}: {e}",
-                check.seq
+                check.seq()
             )
         })
-        .unwrap_or_else(|| panic!("reader {id}: the stream ended at message {}", check.seq));
+        .unwrap_or_else(|| panic!("reader {id}: the stream ended at message {}", check.seq()));
         if let Err(e) = check.feed(&chunk) {
             panic!("reader {id}: {e}");
         }
-        received.send_replace(check.seq);
+        received.send_replace(check.seq());
     }
     stream.close().await;
-}
-
-/// Where [`MessageCheck`] is in the event stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum At {
-    /// At the start of a line: an empty line, a comment (a heartbeat) or the next message.
-    LineStart,
-    /// Inside a comment line.
-    Comment,
-    /// This many bytes into the frame of message `seq`.
-    Frame(usize),
-}
-
-/// Checks an event stream, as its bytes arrive, against the case's messages: message `seq` must
-/// come next as exactly `event: normal-event\ndata: <seq> <filler>\n\n`, with only empty lines and
-/// comments (the opening line break, heartbeats) between messages. Whole payloads are compared
-/// with slice equality (`memcmp`), never parsed byte by byte, so a thousand readers can check
-/// 50 GB on two cores.
-struct MessageCheck {
-    /// The next message expected.
-    seq: usize,
-    /// The fillers by `seq % 26`.
-    fillers: Arc<Vec<Vec<u8>>>,
-    /// The start of message `seq`'s frame, up to its filler.
-    head: Vec<u8>,
-    at: At,
-}
-
-impl MessageCheck {
-    fn new(fillers: Arc<Vec<Vec<u8>>>) -> Self {
-        Self {
-            seq: 0,
-            fillers,
-            head: Vec::new(),
-            at: At::LineStart,
-        }
-    }
-
-    /// Checks the next bytes of the stream; a description of the first difference otherwise.
-    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
-        while let Some(&first) = bytes.first() {
-            match self.at {
-                At::LineStart => match first {
-                    b'\n' => bytes = &bytes[1..],
-                    b':' => self.at = At::Comment,
-                    _ if self.seq == MESSAGES => {
-                        return Err(format!(
-                            "bytes after the last message: {:?}",
-                            String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
-                        ));
-                    }
-                    _ => {
-                        self.head = format!("event: {EVENT}\ndata: {:06} ", self.seq).into_bytes();
-                        self.at = At::Frame(0);
-                    }
-                },
-                At::Comment => match bytes.iter().position(|&b| b == b'\n') {
-                    Some(end) => {
-                        bytes = &bytes[end + 1..];
-                        self.at = At::LineStart;
-                    }
-                    None => bytes = &[],
-                },
-                At::Frame(offset) => {
-                    let filler = &self.fillers[self.seq % 26];
-                    let parts: [&[u8]; 3] = [&self.head, filler, b"\n\n"];
-                    let mut start = 0;
-                    let (part, within_part) = parts
-                        .iter()
-                        .find_map(|part| {
-                            let found =
-                                (offset < start + part.len()).then(|| (*part, offset - start));
-                            start += part.len();
-                            found
-                        })
-                        .expect("an offset inside the frame");
-                    let n = (part.len() - within_part).min(bytes.len());
-                    if bytes[..n] != part[within_part..within_part + n] {
-                        return Err(format!(
-                            "message {} differs at byte {offset}: got {:?}",
-                            self.seq,
-                            String::from_utf8_lossy(&bytes[..n.min(80)])
-                        ));
-                    }
-                    bytes = &bytes[n..];
-                    let frame_len = self.head.len() + filler.len() + 2;
-                    if offset + n == frame_len {
-                        self.seq += 1;
-                        self.at = At::LineStart;
-                    } else {
-                        self.at = At::Frame(offset + n);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fillers() -> Arc<Vec<Vec<u8>>> {
-        Arc::new((b'a'..=b'z').map(|l| vec![l; 3]).collect())
-    }
-
-    #[test]
-    fn messages_split_anywhere_with_heartbeats_between_pass() {
-        let stream: &[u8] = b"\nevent: normal-event\ndata: 000000 aaa\n\n:\n\n\
-            event: normal-event\ndata: 000001 bbb\n\n";
-        for split in 0..stream.len() {
-            let mut check = MessageCheck::new(fillers());
-            check.feed(&stream[..split]).unwrap();
-            check.feed(&stream[split..]).unwrap();
-            assert_eq!(check.seq, 2);
-        }
-    }
-
-    #[test]
-    fn a_lost_message_is_reported() {
-        let mut check = MessageCheck::new(fillers());
-        let e = check
-            .feed(b"\nevent: normal-event\ndata: 000001 bbb\n\n")
-            .unwrap_err();
-        assert!(e.contains("message 0 differs"), "{e}");
-    }
-
-    #[test]
-    fn a_damaged_payload_is_reported() {
-        let mut check = MessageCheck::new(fillers());
-        assert!(
-            check
-                .feed(b"event: normal-event\ndata: 000000 aab\n\n")
-                .is_err()
-        );
-    }
 }
