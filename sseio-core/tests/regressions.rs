@@ -1,25 +1,19 @@
 //! Regression tests, one per defect, each named for the bug and headed by what a user saw. Each
 //! failed on the code before its fix.
 
-mod common;
-
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
-use common::RecordingSink;
 use futures_core::Stream;
-use http::Request;
 use sseio_core::{
     BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, ConnectionStream, Context,
     HandlerOptions, History, Node, Notification, Outcome, Presence, Server, SseSink,
 };
-
-fn get(uri: &str) -> Request<()> {
-    Request::get(uri).body(()).unwrap()
-}
+use sseio_test_support::RecordingSink;
+use sseio_test_support::fixtures::get;
 
 async fn open_stream(server: &Server, uri: &str) -> ConnectionStream {
     match server.handle((&get(uri)).into()).await {
