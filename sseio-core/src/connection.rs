@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, Version, header};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::notify::CloseReason;
@@ -145,4 +146,26 @@ impl fmt::Debug for ConnectionStream {
             .field("sink", &self.sink)
             .finish()
     }
+}
+
+/// The response head of an SSE stream, as the official client requires it.
+pub(crate) fn stream_response<B>(version: Version, body: B) -> Response<B> {
+    let mut response = Response::new(body);
+    let headers: &mut HeaderMap = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert(
+        header::HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    if version == Version::HTTP_11 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    response
 }

@@ -269,6 +269,7 @@ mod hub;
 mod listener;
 mod message;
 mod metrics;
+mod node;
 mod notify;
 mod position;
 mod rejection;

@@ -7,14 +7,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Response, Version, header};
+use http::{Method, Response};
 use serde::Serialize;
 
 use crate::auth::AuthorizeFn;
 use crate::broker::{Broker, BrokerError, ConnectionId, HistoryStore, LocalNode, Node};
 use crate::builder::{Limits, ServerBuilder};
 use crate::connect::{self, Target};
-use crate::connection::{Connection, ConnectionStream};
+use crate::connection::{Connection, ConnectionStream, stream_response};
 use crate::cors::Cors;
 use crate::error::{BuildError, ConnectionError, RegisterError, SendError};
 use crate::frame;
@@ -24,7 +24,6 @@ use crate::hub::{Admission, Hub};
 use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
-use crate::position::Position;
 use crate::rejection::ConnectRejection;
 use crate::request::{PathPattern, RequestHead};
 use crate::sink::{QueueSink, SseSink};
@@ -471,42 +470,8 @@ impl ServerInner {
         read(&self.handlers).get(event).cloned()
     }
 
-    /// Raises an `error` notification about one connection.
-    pub(crate) fn report(&self, error: ConnectionError) {
-        self.hub.report(error);
-    }
-
-    /// The answer to a refused request, counted by status.
-    fn reject(&self, rejection: ConnectRejection) -> Outcome {
-        self.metrics().rejected(rejection.status());
-        Outcome::Reply(rejection.into_response())
-    }
-}
-
-impl LocalNode for ServerInner {
-    fn deliver(&self, event: &str, room: &str, at: Option<Position>, payload: &str) -> usize {
-        self.handler(event)
-            .map_or(0, |handler| handler.deliver(room, at, payload))
-    }
-
-    fn deliver_to_client(&self, client_id: &str, event: &str, payload: &str) -> bool {
-        self.hub.deliver_to_client(client_id, event, payload)
-    }
-
-    fn local_presence(&self, event: &str, room: &str) -> Vec<String> {
-        self.handler(event)
-            .map_or_else(Vec::new, |handler| handler.client_ids(room))
-    }
-
-    fn close(&self, connection: ConnectionId, reason: CloseReason) {
-        self.hub.close(connection.0, reason);
-    }
-
-    fn close_client(&self, client_id: &str, reason: CloseReason) -> bool {
-        self.hub.close_client(client_id, reason)
-    }
-
-    fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)> {
+    /// Every `(event, room)` with a connection on this server.
+    pub(crate) fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)> {
         read(&self.handlers)
             .values()
             .flat_map(|handler| {
@@ -519,31 +484,19 @@ impl LocalNode for ServerInner {
             .collect()
     }
 
-    fn report(&self, error: BrokerError) {
-        self.handler_env
-            .notifier
-            .notify(Notification::Broker(error));
+    /// Raises a notification.
+    pub(crate) fn notify(&self, notification: Notification) {
+        self.handler_env.notifier.notify(notification);
     }
-}
 
-/// The response head of an SSE stream, as the official client requires it.
-fn stream_response<B>(version: Version, body: B) -> Response<B> {
-    let mut response = Response::new(body);
-    let headers: &mut HeaderMap = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    headers.insert(
-        header::HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-    if version == Version::HTTP_11 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    /// Raises an `error` notification about one connection.
+    pub(crate) fn report(&self, error: ConnectionError) {
+        self.hub.report(error);
     }
-    response
+
+    /// The answer to a refused request, counted by status.
+    fn reject(&self, rejection: ConnectRejection) -> Outcome {
+        self.metrics().rejected(rejection.status());
+        Outcome::Reply(rejection.into_response())
+    }
 }

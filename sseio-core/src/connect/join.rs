@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::frame;
 use crate::handler::EventHandler;
-use crate::history::Joined;
+use crate::history::{HistoryLog, Joined};
 use crate::hub::{Live, Registering};
 use crate::position::{Position, Seen};
 use crate::room::{Hold, Member};
@@ -64,19 +64,7 @@ pub(crate) fn join(
         seen: seen.clone(),
     };
     for (handler, room) in &admitted.rooms {
-        let joined = match (handler.history(), &log, from) {
-            (Some(history), Some(log), Some(Some(from))) => {
-                let replay = log.replay(handler.event_arc(), room, from, history);
-                match replay.map(|frames| queue_replay(server, &**sink, frames)) {
-                    Some(true) => Joined::Resumed,
-                    _ => Joined::Resync,
-                }
-            }
-            // Decided when the broker answers; held back meanwhile.
-            (Some(_), None, Some(Some(_))) => Joined::Replaying,
-            (Some(_), _, Some(None)) => Joined::Resync,
-            _ => Joined::Fresh,
-        };
+        let joined = resume_room(server, &**sink, handler, room, log.as_deref(), from);
         server.metrics().joined(joined);
         let held =
             joined == Joined::Replaying || (handler.fetch().is_some() && joined != Joined::Resumed);
@@ -110,6 +98,31 @@ pub(crate) fn join(
         span,
     );
     (live, plan)
+}
+
+/// How one room is joined from `from` (`None`: a fresh connection; `Some(None)`: a position
+/// that cannot be filled): with this server's history `log`, what it missed is queued now.
+fn resume_room(
+    server: &ServerInner,
+    sink: &dyn SseSink,
+    handler: &EventHandler,
+    room: &str,
+    log: Option<&HistoryLog>,
+    from: Option<Option<Position>>,
+) -> Joined {
+    match (handler.history(), log, from) {
+        (Some(history), Some(log), Some(Some(from))) => {
+            let replay = log.replay(handler.event_arc(), room, from, history);
+            match replay.map(|frames| queue_replay(server, sink, frames)) {
+                Some(true) => Joined::Resumed,
+                _ => Joined::Resync,
+            }
+        }
+        // Decided when the broker answers; held back meanwhile.
+        (Some(_), None, Some(Some(_))) => Joined::Replaying,
+        (Some(_), _, Some(None)) => Joined::Resync,
+        _ => Joined::Fresh,
+    }
 }
 
 /// Queues the replayed frames of one room as one chunk (so a replay costs one frame of the
