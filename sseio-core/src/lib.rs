@@ -146,13 +146,21 @@
 //!
 //! Replay is all or nothing per room: when the history no longer has every message since the
 //! position (trimmed, expired, or another epoch after a restart), nothing is replayed and
-//! `fetch` runs with [`Context::resync`] set, to send the full state. What is *not* guaranteed:
-//! a message the server had queued or written when the connection dropped counts as given to
-//! the client, so frames lost in kernel buffers or in the server's queue at the moment of a
-//! drop are not replayed to the official client (an `EventSource`'s `Last-Event-ID` names the
-//! last frame it really parsed, so it loses nothing).
+//! `fetch` runs with [`Context::resync`] set, to send the full state.
 //!
-//! With a [`Broker`] that keeps a [`SharedHistory`] (`sseio-redis` on a plain Redis, and
+//! Where a `clientId` resumes from, when its stream closes: just before the first message of
+//! its rooms that was not handed to the transport (the HTTP server's write), or, when every
+//! message was, after the last one. A message counts as not handed over when the connection's
+//! buffer refused it (the close of a slow consumer), when it was still queued in the server
+//! when the stream closed, or when it was still held back behind a `fetch` or a replay. So a
+//! client that stopped reading and was closed gets, on its reconnect, everything it never got.
+//! A message handed to the transport counts as given: one lost in socket or proxy buffers when
+//! the network drops is not replayed to the official client, which cannot say what it really
+//! received (an `EventSource`'s `Last-Event-ID` names the last frame it parsed, so it loses
+//! nothing). A custom [`SseSink`] reports what it never handed on through
+//! [`SseSink::unsent`]; one that does not counts a message as given once it accepted it.
+//!
+//! With a [`Broker`] that keeps a [`HistoryStore`] (`sseio-redis` on a plain Redis, and
 //! [`MemoryBroker`]), the history is the cluster's: one sequence for every node, so a frame has
 //! the same `id:` on every node, and a client resumes on any node, by `Last-Event-ID` or by
 //! `clientId`. A joining connection's rooms are held back while the broker answers its replay;
