@@ -1,8 +1,8 @@
 //! Support for the sseio conformance suite: start a harness server and talk to it.
 //!
 //! Every case of the suite drives a server through HTTP only, following the harness contract
-//! (`shared/HARNESS.md`), so the same cases run against every adapter's harness binary, and
-//! against any running SSE-IO server when `SERVER_URL` is set (for example
+//! (`conformance-tests/HARNESS.md`), so the same cases run against every adapter's harness binary,
+//! and against any running SSE-IO server when `SERVER_URL` is set (for example
 //! `SERVER_URL=http://127.0.0.1:8080 cargo test -p conformance-tests`).
 
 pub mod control;
@@ -97,8 +97,8 @@ impl Harness {
     }
 
     /// Starts another harness of the same adapter with extra environment (the capabilities of
-    /// `HARNESS.md`, such as `SSEIO_MAX_EVENTS`). `None` when the suite runs against an external
-    /// server (`SERVER_URL`), whose settings it cannot choose.
+    /// `conformance-tests/HARNESS.md`, such as `SSEIO_MAX_EVENTS`). `None` when the suite runs
+    /// against an external server (`SERVER_URL`), whose settings it cannot choose.
     pub async fn with_env(&self, env: &[(&str, &str)]) -> Option<Harness> {
         let bin = self.bin.as_deref()?;
         Some(Harness::start(self.adapter, bin, env).await)
@@ -149,7 +149,8 @@ impl Harness {
         Some(kib * 1024)
     }
 
-    /// Sends `SIGTERM` to the harness process, which drains and exits (`HARNESS.md`).
+    /// Sends `SIGTERM` to the harness process, which drains and exits
+    /// (`conformance-tests/HARNESS.md`).
     ///
     /// # Panics
     ///

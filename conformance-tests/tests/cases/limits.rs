@@ -1,5 +1,6 @@
-//! The limits (`HARNESS.md`, "What later capabilities add"): each answered with a JSON error and
-//! the right status, and a reader that stops reading cut off without slowing anyone else.
+//! The limits (`conformance-tests/HARNESS.md`, "What later capabilities add"): each answered with a
+//! JSON error and the right status, and a reader that stops reading cut off without slowing anyone
+//! else.
 //!
 //! These cases start a harness of their own with the limit's environment variable, so against an
 //! external server (`SERVER_URL`) they have nothing to check and say so.
