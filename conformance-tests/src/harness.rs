@@ -144,10 +144,10 @@ impl HarnessApp {
         self.server.clone()
     }
 
-    /// Serves `/_control/<action>` (see `HARNESS.md`): `POST send`, `POST send-to-client`,
-    /// `POST disconnect`, `GET presence`, `GET log`. `query` is the request's decoded query,
-    /// `content_type` and `body` its body (a JSON value when the type is `application/json`,
-    /// else sent verbatim). Answers the status and a JSON body.
+    /// Serves `/_control/<action>` (see `conformance-tests/HARNESS.md`): `POST send`,
+    /// `POST send-to-client`, `POST disconnect`, `GET presence`, `GET log`. `query` is the
+    /// request's decoded query, `content_type` and `body` its body (a JSON value when the type is
+    /// `application/json`, else sent verbatim). Answers the status and a JSON body.
     pub async fn control(
         &self,
         method: &Method,
@@ -317,11 +317,11 @@ fn send_error(e: SendError) -> (StatusCode, String) {
     error(status, &e.to_string())
 }
 
-/// The server's settings: the harness path, and the limits `HARNESS.md` names when their
-/// environment variables are set (`SSEIO_MAX_BUFFER_BYTES`, `SSEIO_MAX_EVENTS`,
-/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), history for `SSEIO_HISTORY`, CORS for `SSEIO_CORS_ORIGIN` with
-/// credentials allowed, and with `SSEIO_AUTH_TOKEN` an `authorize` hook that wants that token
-/// as a bearer token or the cookie `sseio_token`.
+/// The server's settings: the harness path, and the limits `conformance-tests/HARNESS.md` names
+/// when their environment variables are set (`SSEIO_MAX_BUFFER_BYTES`, `SSEIO_MAX_EVENTS`,
+/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), history for `SSEIO_HISTORY`, CORS for
+/// `SSEIO_CORS_ORIGIN` with credentials allowed, and with `SSEIO_AUTH_TOKEN` an `authorize` hook
+/// that wants that token as a bearer token or the cookie `sseio_token`.
 fn builder_from_env() -> ServerBuilder {
     // The send lag is opt-in, as in the library: `SSEIO_SEND_LAG_METRIC=1` adds it to
     // `GET /metrics`, and benchmarks measure the library's default.

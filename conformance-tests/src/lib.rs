@@ -1,8 +1,8 @@
 //! Support for the sseio conformance suite: start a harness server and talk to it.
 //!
 //! Every case of the suite drives a server through HTTP only, following the harness contract
-//! (`shared/HARNESS.md`), so the same cases run against every adapter's harness binary, and
-//! against any running SSE-IO server when `SERVER_URL` is set (for example
+//! (`conformance-tests/HARNESS.md`), so the same cases run against every adapter's harness binary,
+//! and against any running SSE-IO server when `SERVER_URL` is set (for example
 //! `SERVER_URL=http://127.0.0.1:8080 cargo test -p conformance-tests`).
 
 pub mod control;
@@ -98,7 +98,7 @@ impl Harness {
     }
 
     /// Starts another harness of the same adapter with extra environment (the capabilities of
-    /// `HARNESS.md`, such as `SSEIO_MAX_EVENTS`).
+    /// `conformance-tests/HARNESS.md`, such as `SSEIO_MAX_EVENTS`).
     ///
     /// # Panics
     ///
@@ -161,7 +161,8 @@ impl Harness {
         Some(kib * 1024)
     }
 
-    /// Sends `SIGTERM` to the harness process, which drains and exits (`HARNESS.md`).
+    /// Sends `SIGTERM` to the harness process, which drains and exits
+    /// (`conformance-tests/HARNESS.md`).
     ///
     /// # Panics
     ///

@@ -101,9 +101,12 @@ impl ServerBuilder {
     /// Whether to measure `sseio_send_lag_seconds` (see the crate docs' "Metrics and tracing"):
     /// each connection's queue then reads the clock when it goes from empty to non-empty and
     /// again when its batch is handed to the transport. That is two clock reads per write per
-    /// connection, about 40 % more than the core's own cost of queueing and draining a batch of
-    /// two frames (a few percent of a delivery's whole cost, which the kernel dominates), so it
-    /// is opt-in. Default: off, and the histogram is not registered.
+    /// connection, a measurable share of the core's own cost of queueing and draining a batch
+    /// (though small beside a delivery's whole cost, which the kernel dominates), so it is
+    /// opt-in ([BENCHMARKS.md, "Metrics and tracing: what they cost"][bench] has the figure and
+    /// the bench that measures it). Default: off, and the histogram is not registered.
+    ///
+    /// [bench]: https://github.com/sseio/sseio/blob/main/BENCHMARKS.md#metrics-and-tracing-what-they-cost
     pub fn send_lag_metric(mut self, on: bool) -> Self {
         self.send_lag_metric = on;
         self

@@ -24,9 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The largest request head read here; a larger one goes to hyper, which answers it.
-const HEAD_LIMIT: usize = 16 * 1024;
+pub const HEAD_LIMIT: usize = 16 * 1024;
 /// The most headers parsed here; a request with more goes to hyper.
-const MAX_HEADERS: usize = 64;
+pub const MAX_HEADERS: usize = 64;
 
 /// What the first request on a connection turned out to be.
 #[allow(clippy::large_enum_variant)] // as for `Parse`
@@ -41,24 +41,43 @@ pub(crate) enum First {
 pub(crate) async fn read_first(socket: &mut TcpStream, server: &Server) -> io::Result<First> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        if socket.read_buf(&mut buf).await? == 0 || !buf.starts_with(b"G") {
-            // EOF, or not a GET (HTTP/2's preface starts with `PRI`): hyper's business.
+        if socket.read_buf(&mut buf).await? == 0 {
+            // EOF before a complete head: hyper answers whatever there is.
             return Ok(First::Other(buf.freeze()));
         }
-        match parse_sse_get(&buf, server) {
+        match first_head(&buf, server) {
             Parse::Complete(request) => return Ok(First::SseGet(request)),
-            Parse::Partial if buf.len() < HEAD_LIMIT => continue,
-            Parse::Partial | Parse::NotLean => return Ok(First::Other(buf.freeze())),
+            Parse::Partial => continue,
+            Parse::NotLean => return Ok(First::Other(buf.freeze())),
         }
     }
 }
 
+/// What the bytes read so far from a connection are to the lean path.
 // Returned once per request head and taken apart at once; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
-enum Parse {
+#[derive(Debug)]
+pub enum Parse {
+    /// A complete head that qualifies for the lean path, as the request the core is given.
     Complete(Request<()>),
+    /// Not complete yet, and still within [`HEAD_LIMIT`]: read more.
     Partial,
+    /// Not for the lean path (or not yet complete at [`HEAD_LIMIT`]): hyper serves the
+    /// connection, with these bytes replayed.
     NotLean,
+}
+
+/// Decides what the first bytes read from a connection (all of them so far) are: a lean SSE
+/// request, not complete yet, or hyper's business. Anything that does not start like a `GET`
+/// (HTTP/2's preface starts with `PRI`) is decided at its first byte.
+pub fn first_head(buf: &[u8], server: &Server) -> Parse {
+    if !buf.starts_with(b"G") {
+        return Parse::NotLean;
+    }
+    match parse_sse_get(buf, server) {
+        Parse::Partial if buf.len() >= HEAD_LIMIT => Parse::NotLean,
+        parse => parse,
+    }
 }
 
 /// Parses a request head that qualifies for the lean path: complete, HTTP/1.1, `GET`, on the
@@ -319,6 +338,40 @@ mod tests {
             parse_sse_get(b"GET /files/g/pull HTTP/1.1\r\nhost:", &server),
             Parse::Partial
         ));
+    }
+
+    #[test]
+    fn not_a_get_is_decided_at_its_first_byte() {
+        let server = server();
+        for head in [&b"P"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"] {
+            assert!(matches!(first_head(head, &server), Parse::NotLean));
+        }
+        assert!(matches!(first_head(b"G", &server), Parse::Partial));
+    }
+
+    /// Found by the `lean` fuzz target: `httparse` skips empty lines before the request line (as
+    /// RFC 9112 lets a server do), so a `\nGET ...` head parses as a lean request, but the lean
+    /// path decides at the first byte and hands it to hyper, which serves it. That is the
+    /// intended split (only a head that starts with `G` is read further here), pinned down.
+    #[test]
+    fn leading_empty_lines_go_to_hyper() {
+        let server = server();
+        for head in [
+            &b"\r\nGET /files/g/pull?clientId=c&events=e HTTP/1.1\r\n\r\n"[..],
+            b"\nGET /files/g/pull?clientId=c&events=e HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(matches!(first_head(head, &server), Parse::NotLean));
+        }
+    }
+
+    #[test]
+    fn an_incomplete_head_at_the_limit_goes_to_hyper() {
+        let server = server();
+        let mut head = b"GET /files/g/pull?clientId=c&events=e HTTP/1.1\r\nx-long: ".to_vec();
+        head.resize(HEAD_LIMIT - 1, b'a');
+        assert!(matches!(first_head(&head, &server), Parse::Partial));
+        head.push(b'a');
+        assert!(matches!(first_head(&head, &server), Parse::NotLean));
     }
 
     #[test]

@@ -8,3 +8,10 @@ pub use serve::{DEFAULT_SHUTDOWN_GRACE, NotFound, Serve, listen, serve, shutdown
 pub use service::{ResponseFuture, SseioBody, SseioLayer, SseioService};
 #[doc(no_inline)]
 pub use sseio_core::*;
+
+/// Internal: the standalone server's request-head parser, for the fuzz targets in `fuzz/`.
+/// Not part of the API; it may change or go in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::lean::{HEAD_LIMIT, MAX_HEADERS, Parse, first_head};
+}

@@ -1,7 +1,7 @@
 'use strict';
 
-// Talking to a harness server (shared/HARNESS.md) over HTTP: sending through the control
-// endpoints, reading the lifecycle log, and waiting for what a test needs to observe.
+// Talking to a harness server (conformance-tests/HARNESS.md) over HTTP: sending through the
+// control endpoints, reading the lifecycle log, and waiting for what a test needs to observe.
 //
 // Nothing here sleeps to hope for an ordering: every wait polls for an observed fact and
 // has a deadline shorter than the per-test timeout, so a failure says what was missing

@@ -1,5 +1,5 @@
-//! The harness server for `sseio-hyper` (see `shared/HARNESS.md`): SSE-IO mounted with
-//! `SseioLayer` in front of an axum app that has the control routes, served by
+//! The harness server for `sseio-hyper` (see `conformance-tests/HARNESS.md`): SSE-IO mounted
+//! with `SseioLayer` in front of an axum app that has the control routes, served by
 //! `sseio_hyper::serve`.
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-hyper`

@@ -1,5 +1,5 @@
-//! The harness server for `sseio-poem` (see `shared/HARNESS.md`): `SseioMiddleware` in front of
-//! a poem `Route` that has the control endpoints, each connection served by hyper-util.
+//! The harness server for `sseio-poem` (see `conformance-tests/HARNESS.md`): `SseioMiddleware` in
+//! front of a poem `Route` that has the control endpoints, each connection served by hyper-util.
 //!
 //! Why not `poem::Server`: poem 3.1 polls a finished connection again (to shut it down
 //! gracefully), and for an HTTP/1 connection whose client left mid-response that second poll

@@ -1,5 +1,5 @@
-//! The harness server for `sseio-salvo` (see `shared/HARNESS.md`): `SseioHandler` as a hoop on a
-//! salvo `Service` whose router has the control endpoints, served by `salvo::Server`.
+//! The harness server for `sseio-salvo` (see `conformance-tests/HARNESS.md`): `SseioHandler` as a
+//! hoop on a salvo `Service` whose router has the control endpoints, served by `salvo::Server`.
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-salvo`
 

@@ -1,5 +1,5 @@
-//! The harness server for `sseio-warp` (see `shared/HARNESS.md`): `sseio_warp::filter` composed
-//! with `or` in front of warp routes for the control endpoints, served by `warp::serve`.
+//! The harness server for `sseio-warp` (see `conformance-tests/HARNESS.md`): `sseio_warp::filter`
+//! composed with `or` in front of warp routes for the control endpoints, served by `warp::serve`.
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-warp`
 

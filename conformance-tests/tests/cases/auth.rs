@@ -1,6 +1,6 @@
-//! Authentication with `SSEIO_AUTH_TOKEN` (`HARNESS.md`): a stream needs the bearer token or the
-//! cookie `sseio_token`, else `401` JSON; `forbidden-event` is refused for everyone with `403`
-//! JSON naming it.
+//! Authentication with `SSEIO_AUTH_TOKEN` (`conformance-tests/HARNESS.md`): a stream needs the
+//! bearer token or the cookie `sseio_token`, else `401` JSON; `forbidden-event` is refused for
+//! everyone with `403` JSON naming it.
 
 use conformance_tests::Harness;
 

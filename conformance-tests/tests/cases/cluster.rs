@@ -1,6 +1,6 @@
-//! Several nodes, one cluster (`HARNESS.md`, `REDIS_URL`): a send on any node reaches the room's
-//! clients on every node once; presence, per-client sends, disconnects and `clientId`
-//! replacement work across nodes; Redis can go away and come back without any client
+//! Several nodes, one cluster (`conformance-tests/HARNESS.md`, `REDIS_URL`): a send on any node
+//! reaches the room's clients on every node once; presence, per-client sends, disconnects and
+//! `clientId` replacement work across nodes; Redis can go away and come back without any client
 //! reconnecting.
 //!
 //! The cases that hold for any cluster run three ways: on one in-memory node (every "node" of the

@@ -1,6 +1,6 @@
-//! CORS with `SSEIO_CORS_ORIGIN` (`HARNESS.md`): the preflight the official client's custom
-//! headers trigger is answered `204`, streams from that origin carry the CORS headers, and other
-//! origins are refused with `403` JSON.
+//! CORS with `SSEIO_CORS_ORIGIN` (`conformance-tests/HARNESS.md`): the preflight the official
+//! client's custom headers trigger is answered `204`, streams from that origin carry the CORS
+//! headers, and other origins are refused with `403` JSON.
 
 use conformance_tests::Harness;
 

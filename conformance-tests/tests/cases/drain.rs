@@ -1,5 +1,6 @@
-//! Graceful drain on `SIGTERM` (`HARNESS.md`): new streams get `503` with `Retry-After`, open
-//! streams are closed spread over `SSEIO_SHUTDOWN_GRACE_MS`, and the process exits 0.
+//! Graceful drain on `SIGTERM` (`conformance-tests/HARNESS.md`): new streams get `503` with
+//! `Retry-After`, open streams are closed spread over `SSEIO_SHUTDOWN_GRACE_MS`, and the process
+//! exits 0.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
-//! History and resume (`SSEIO_HISTORY=N`, `HARNESS.md`): frames carry `id:` lines, and a client
-//! that reconnects gets exactly what it missed, in order, before live messages: by
-//! `Last-Event-ID` as a native `EventSource` sends it, or by its `clientId` as the official
+//! History and resume (`SSEIO_HISTORY=N`, `conformance-tests/HARNESS.md`): frames carry `id:`
+//! lines, and a client that reconnects gets exactly what it missed, in order, before live messages:
+//! by `Last-Event-ID` as a native `EventSource` sends it, or by its `clientId` as the official
 //! client reconnects. A gap larger than the history gives a `fetch` and no partial replay.
 
 use conformance_tests::Harness;

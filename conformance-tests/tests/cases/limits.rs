@@ -1,5 +1,6 @@
-//! The limits (`HARNESS.md`, "What later capabilities add"): each answered with a JSON error and
-//! the right status, and a reader that stops reading cut off without slowing anyone else.
+//! The limits (`conformance-tests/HARNESS.md`, "What later capabilities add"): each answered with a
+//! JSON error and the right status, and a reader that stops reading cut off without slowing anyone
+//! else.
 //!
 //! These cases start a harness of their own with the limit's environment variable
 //! (`Need::Settings`), so they are listed as ignored against an external server (`SERVER_URL`).

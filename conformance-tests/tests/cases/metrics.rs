@@ -1,6 +1,6 @@
-//! `GET /metrics` (`HARNESS.md`): the Prometheus text exposition of the library's metrics, whose
-//! values follow what the case did to the server: streams opened and closed, rooms, frames sent
-//! per member, disconnects by reason, refused requests and resumes.
+//! `GET /metrics` (`conformance-tests/HARNESS.md`): the Prometheus text exposition of the library's
+//! metrics, whose values follow what the case did to the server: streams opened and closed, rooms,
+//! frames sent per member, disconnects by reason, refused requests and resumes.
 //!
 //! The values are the whole process's, so these cases need a harness of their own, started with
 //! the settings they need (`Need::OwnProcess`, `Need::Settings`): they are listed as ignored
