@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::auth::AuthorizeFn;
 use crate::broker::{Broker, BrokerError, ConnectionId, HistoryStore, LocalNode, Node};
 use crate::builder::{Limits, ServerBuilder};
-use crate::connect::{self, Target};
+use crate::connect;
 use crate::connection::{Connection, ConnectionStream, stream_response};
 use crate::cors::Cors;
 use crate::error::{BuildError, ConnectionError, RegisterError, SendError};
@@ -371,7 +371,6 @@ impl Server {
         let admitted = connect::admit(inner, &request).await?;
         let resume = connect::resume(inner, &request, &admitted).await;
         let client_id = admitted.client_id.clone();
-        let context = admitted.context.clone();
         let span = connection_span(&client_id);
         let (serial, plan) = inner.hub.register(
             &client_id,
@@ -390,14 +389,7 @@ impl Server {
         inner
             .upkeep
             .ensure_running(&inner.hub, &inner.handler_env.local_history);
-        let target = Target {
-            serial,
-            client_id: client_id.clone(),
-            context,
-            sink,
-            span,
-        };
-        connect::follow_up(inner, target, plan);
+        connect::follow_up(inner, serial, client_id.clone(), sink, span, plan);
         Ok(Connection::new(inner.clone(), serial, client_id))
     }
 }

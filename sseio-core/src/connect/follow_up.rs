@@ -26,34 +26,55 @@ use super::join::Plan;
 
 /// The connection the follow-ups are for.
 #[derive(Clone)]
-pub(crate) struct Target {
-    pub(crate) serial: u64,
-    pub(crate) client_id: Arc<str>,
-    pub(crate) context: Context,
-    pub(crate) sink: Arc<dyn SseSink>,
-    pub(crate) span: tracing::Span,
+struct Target {
+    serial: u64,
+    client_id: Arc<str>,
+    context: Context,
+    sink: Arc<dyn SseSink>,
+    span: tracing::Span,
 }
 
-/// Starts what `plan` says follows the join of `target`, on the current tokio runtime; the
-/// connection's close aborts it.
-pub(crate) fn follow_up(server: &Arc<ServerInner>, target: Target, plan: Plan) {
+/// Starts what `plan` says follows the join of connection `serial`, on the current tokio
+/// runtime; the connection's close aborts it.
+pub(crate) fn follow_up(
+    server: &Arc<ServerInner>,
+    serial: u64,
+    client_id: Arc<str>,
+    sink: Arc<dyn SseSink>,
+    span: tracing::Span,
+    plan: Plan,
+) {
     if plan.fetches.is_empty() && plan.seen.is_none() {
         return;
     }
-    let Ok(runtime) = Handle::try_current() else {
-        return release_without_runtime(server, &target, &plan);
+    let Plan {
+        context,
+        fetches,
+        replaying,
+        resume_at,
+        seen,
+    } = plan;
+    let target = Target {
+        serial,
+        client_id,
+        context,
+        sink,
+        span,
     };
-    let mut tasks: Vec<AbortHandle> = plan
-        .fetches
+    let Ok(runtime) = Handle::try_current() else {
+        let fetches = fetches.iter().map(|(handler, hold, _)| (handler, hold));
+        let replays = replaying.iter().map(|(handler, _, hold)| (handler, hold));
+        return release_without_runtime(server, &target, fetches.chain(replays));
+    };
+    let mut tasks: Vec<AbortHandle> = fetches
         .into_iter()
         .map(|(handler, hold, resync)| {
             let fetch = start_fetch(server, &target, handler, hold, resync);
             runtime.spawn(fetch).abort_handle()
         })
         .collect();
-    if let (Some(store), Some(seen)) = (server.history_store(), plan.seen) {
-        let asked = plan
-            .replaying
+    if let (Some(store), Some(seen)) = (server.history_store(), seen) {
+        let asked = replaying
             .iter()
             .filter_map(|(handler, room, _)| {
                 Some(ReplayRoom {
@@ -63,7 +84,7 @@ pub(crate) fn follow_up(server: &Arc<ServerInner>, target: Target, plan: Plan) {
                 })
             })
             .collect();
-        let from = plan.resume_at.filter(|_| !plan.replaying.is_empty());
+        let from = resume_at.filter(|_| !replaying.is_empty());
         let answer = store.replay(asked, from);
         let span = target.span.clone();
         let resume = Resuming {
@@ -72,7 +93,7 @@ pub(crate) fn follow_up(server: &Arc<ServerInner>, target: Target, plan: Plan) {
             target: target.clone(),
             seen,
         };
-        let task = resume.finish(answer, plan.replaying).instrument(span);
+        let task = resume.finish(answer, replaying).instrument(span);
         tasks.push(runtime.spawn(task).abort_handle());
     }
     server.hub().add_tasks(target.serial, tasks);
@@ -100,16 +121,12 @@ fn start_fetch(
 
 /// Outside a tokio runtime nothing can run: delivers what is held, and says why nothing came
 /// first.
-fn release_without_runtime(server: &ServerInner, target: &Target, plan: &Plan) {
-    let fetches = plan
-        .fetches
-        .iter()
-        .map(|(handler, hold, _)| (handler, hold));
-    let replays = plan
-        .replaying
-        .iter()
-        .map(|(handler, _, hold)| (handler, hold));
-    for (handler, hold) in fetches.chain(replays) {
+fn release_without_runtime<'a>(
+    server: &ServerInner,
+    target: &Target,
+    held: impl Iterator<Item = (&'a EventHandler, &'a Arc<Hold>)>,
+) {
+    for (handler, hold) in held {
         server.report(ConnectionError::Fetch {
             event: handler.event_arc().clone(),
             client_id: target.client_id.clone(),

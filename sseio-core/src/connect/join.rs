@@ -11,6 +11,7 @@ use crate::handler::EventHandler;
 use crate::history::{HistoryLog, Joined};
 use crate::hub::{Live, Registering};
 use crate::position::{Position, Seen};
+use crate::request::Context;
 use crate::room::{Hold, Member};
 use crate::server::ServerInner;
 use crate::sink::SseSink;
@@ -20,6 +21,8 @@ use super::resume::Resume;
 
 /// What follows a join, outside the registry lock.
 pub(crate) struct Plan {
+    /// The connection's context, for its `fetch`es.
+    pub(crate) context: Context,
     /// The handlers whose `fetch` runs, each with the hold that keeps its room's messages
     /// back meanwhile, and whether it runs as a resync.
     pub(crate) fetches: Vec<(EventHandler, Arc<Hold>, bool)>,
@@ -58,6 +61,7 @@ pub(crate) fn join(
     let max_bytes = server.limits().max_buffer_bytes;
     let max_frames = server.limits().max_buffer_frames;
     let mut plan = Plan {
+        context: admitted.context,
         fetches: Vec::new(),
         replaying: Vec::new(),
         resume_at: from.flatten(),

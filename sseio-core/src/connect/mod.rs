@@ -14,6 +14,6 @@ mod join;
 mod resume;
 
 pub(crate) use admit::{admit, parse};
-pub(crate) use follow_up::{Target, follow_up};
+pub(crate) use follow_up::follow_up;
 pub(crate) use join::join;
 pub(crate) use resume::resume;
