@@ -72,16 +72,16 @@ struct Shard {
 
 /// One open connection, as the hub keeps it.
 pub(crate) struct Live {
-    pub(crate) client_id: Arc<str>,
-    pub(crate) principal: Option<Arc<str>>,
-    pub(crate) sink: Arc<dyn SseSink>,
+    client_id: Arc<str>,
+    principal: Option<Arc<str>>,
+    sink: Arc<dyn SseSink>,
     /// Each room it is in, with its handler.
-    pub(crate) rooms: Vec<(EventHandler, Arc<str>)>,
+    rooms: Vec<(EventHandler, Arc<str>)>,
     /// Where it stands in the messages with history; `None` without history.
-    pub(crate) seen: Option<Arc<Seen>>,
+    seen: Option<Arc<Seen>>,
     /// `sseio.connection` (with the `connection-spans` feature): the close and its
     /// notifications are raised inside it.
-    pub(crate) span: tracing::Span,
+    span: tracing::Span,
     /// Its `fetch`es and replay, aborted when it closes.
     tasks: Vec<AbortHandle>,
 }
