@@ -137,7 +137,19 @@ pub(crate) async fn serve_stream(
     // Boxed, so the state of accepting a connection is freed before the long streaming part.
     let outcome = Box::pin(server.handle((&request).into())).await;
     let result = match outcome {
-        Outcome::Stream(response) => stream(&mut socket, response).await,
+        Outcome::Stream(mut response) => {
+            // A client that asked to close, and any client once the server drains, gets its
+            // connection closed when its stream ends, instead of it kept for a next request.
+            let keep_alive = !asks_to_close(request.headers()) && !server.is_shutting_down();
+            if !keep_alive {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            stream(&mut socket, response)
+                .await
+                .map(|complete| complete && keep_alive && !server.is_shutting_down())
+        }
         Outcome::Reply(response) => reply(&mut socket, response).await.map(|()| false),
         // A GET on the SSE path is always the core's; answer like the standalone app would.
         Outcome::NotOurs => {
@@ -154,6 +166,16 @@ pub(crate) async fn serve_stream(
             None
         }
     }
+}
+
+/// Whether a request's `Connection` header has the `close` option.
+fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|option| option.trim().eq_ignore_ascii_case("close"))
 }
 
 /// Writes a complete response and closes the connection.

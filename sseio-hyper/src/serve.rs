@@ -18,10 +18,10 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use sseio_core::{BoxError, Server, bind};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tower_service::Service;
 
 use crate::lean::{self, First, Replay};
@@ -84,9 +84,14 @@ impl<A> Serve<A> {
         }
     }
 
-    /// Shuts down gracefully when `signal` completes: stop accepting, refuse new streams with
-    /// `503` and close the open ones spread over the grace period ([`Server::shutdown`]), and
-    /// wait for in-flight requests to finish.
+    /// Shuts down gracefully when `signal` completes: refuse new streams with `503` and close
+    /// the open ones spread over the grace period ([`Server::shutdown`]); then stop accepting and
+    /// close every connection as soon as it is idle, and return once the last one closed.
+    ///
+    /// While draining, a connection whose stream ended is closed rather than kept for a next
+    /// request, and one still waiting for a request when the drain is over is closed then; so
+    /// the server returns within the grace period plus the time in-flight non-streaming
+    /// responses take, whatever clients do with their kept-alive sockets.
     pub fn with_graceful_shutdown<F>(mut self, signal: F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
@@ -149,10 +154,13 @@ where
                 .header_read_timeout(HEADER_READ_TIMEOUT);
             let builder = Arc::new(builder);
             let service = SseioService::new(server.clone(), app);
-            let graceful = GracefulShutdown::new();
+            // Set once the drain is over: every connection still open closes as soon as it is
+            // idle (a lean connection waiting for its next request at once, a hyper one after
+            // its response), and the server returns once the last one did.
+            let (drained, drain_over) = watch::channel(false);
             let signal = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
-            // Once the signal comes, the server drains; connections are still accepted meanwhile, so
-            // new streams are told `503` and to retry instead of finding the port closed.
+            // Once the signal comes, the server drains; connections are still accepted meanwhile,
+            // so new streams are told `503` and to retry instead of finding the port closed.
             let drain = {
                 let server = server.clone();
                 async move {
@@ -163,7 +171,7 @@ where
             let mut drain = std::pin::pin!(drain);
 
             loop {
-                let mut socket = tokio::select! {
+                let socket = tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((socket, _)) => socket,
                         Err(error) => {
@@ -177,46 +185,89 @@ where
                 };
                 // Frames are coalesced before they are written; send each write at once.
                 let _ = socket.set_nodelay(true);
-                let (server, builder, service) = (server.clone(), builder.clone(), service.clone());
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    // A lean stream that the server ended leaves the connection open for the
-                    // client's next request, which starts over here.
-                    loop {
-                        let first = tokio::time::timeout(
-                            HEADER_READ_TIMEOUT,
-                            lean::read_first(&mut socket, &server),
-                        );
-                        match first.await {
-                            Ok(Ok(First::SseGet(request))) => {
-                                match lean::serve_stream(socket, &server, request).await {
-                                    Some(open) => socket = open,
-                                    None => break,
-                                }
-                            }
-                            Ok(Ok(First::Other(prefix))) => {
-                                let io = TokioIo::new(Replay::new(prefix, socket));
-                                let connection = builder
-                                    .serve_connection(io, TowerToHyperService::new(service))
-                                    .into_owned();
-                                // Boxed: a hyper connection is large, and most connections are
-                                // lean streams.
-                                if let Err(error) = Box::pin(watcher.watch(connection)).await {
-                                    tracing::debug!(%error, "sseio: connection ended with an error");
-                                }
-                                break;
-                            }
-                            Ok(Err(_)) | Err(_) => break,
-                        }
-                    }
-                });
+                let connection = Connection {
+                    server: server.clone(),
+                    builder: builder.clone(),
+                    service: service.clone(),
+                    drain_over: drain_over.clone(),
+                };
+                tokio::spawn(connection.serve(socket));
             }
 
             drop(listener);
-            graceful.shutdown().await;
+            drop(drain_over);
+            let _ = drained.send(true);
+            drained.closed().await;
             Ok(())
         })
     }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection<A> {
+    server: Server,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: SseioService<A>,
+    /// Changes to `true` once the server's drain is over.
+    drain_over: watch::Receiver<bool>,
+}
+
+impl<A, B> Connection<A>
+where
+    A: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    A::Future: Send + 'static,
+    A::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Serves `socket`: lean streams for as long as its requests are lean SSE `GET`s, then hyper.
+    async fn serve(mut self, mut socket: TcpStream) {
+        // A lean stream that the server ended leaves the connection open for the client's next
+        // request, which starts over here; once the drain is over, nobody waits for it.
+        loop {
+            let first = tokio::select! {
+                first = tokio::time::timeout(
+                    HEADER_READ_TIMEOUT,
+                    lean::read_first(&mut socket, &self.server),
+                ) => first,
+                () = drain_over(&mut self.drain_over) => return,
+            };
+            match first {
+                Ok(Ok(First::SseGet(request))) => {
+                    match lean::serve_stream(socket, &self.server, request).await {
+                        Some(open) => socket = open,
+                        None => return,
+                    }
+                }
+                Ok(Ok(First::Other(prefix))) => return self.serve_hyper(prefix, socket).await,
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Serves the rest of the connection with hyper, `prefix` (the bytes read so far) first,
+    /// shutting it down gracefully once the drain is over.
+    async fn serve_hyper(mut self, prefix: Bytes, socket: TcpStream) {
+        let io = TokioIo::new(Replay::new(prefix, socket));
+        let service = TowerToHyperService::new(self.service.clone());
+        // Boxed: a hyper connection is large, and most connections are lean streams.
+        let mut connection = Box::pin(self.builder.serve_connection(io, service).into_owned());
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = drain_over(&mut self.drain_over) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%error, "sseio: connection ended with an error");
+        }
+    }
+}
+
+/// Completes once the drain is over (or the server is gone).
+async fn drain_over(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|over| *over).await;
 }
 
 /// Completes on ctrl-c or, on Unix, `SIGTERM`: the usual signal for

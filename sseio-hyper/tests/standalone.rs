@@ -122,3 +122,40 @@ async fn a_stream_the_server_ended_leaves_the_connection_open_for_the_next_reque
     read_until(&mut client, &mut again, b"\r\n\r\n1\r\n\n\r\n").await;
     assert!(again.starts_with(b"HTTP/1.1 200 OK\r\n"), "{again:?}");
 }
+
+/// Regression: a request that said `Connection: close` was answered `keep-alive`, and once its
+/// stream ended the standalone server kept the connection open for up to 30 seconds, waiting for
+/// a next request the client had said would not come. Now the stream's response says `close`,
+/// and the connection closes when the stream ends.
+#[tokio::test]
+async fn a_stream_asked_with_connection_close_closes_its_connection_when_it_ends() {
+    let server = Server::builder().path("/sse").build().unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let addr = serve(server.clone());
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = b"GET /sse?clientId=c&events=e HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    client.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    read_until(&mut client, &mut received, b"\r\n\r\n1\r\n\n\r\n").await;
+    let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    while !matches!(
+        notifications.recv().await,
+        Some(Notification::ConnCreate { .. })
+    ) {}
+    server.disconnect("c").unwrap();
+    read_until(&mut client, &mut received, b"\r\n0\r\n\r\n").await;
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut rest))
+        .await
+        .expect("the server closes the connection once the stream ended");
+    assert_eq!(
+        read.unwrap(),
+        0,
+        "nothing after the last chunk, then the end"
+    );
+}

@@ -9,6 +9,7 @@ use crate::cases::*;
 
 crate::cases::registry::case_table! {
     drain_of_ten_thousand_streams needs [Settings, Signal],
+    a_drain_ends_while_clients_keep_their_sockets_open needs [Settings, Signal],
 }
 
 /// The streams open when the signal comes.
@@ -142,4 +143,69 @@ pub async fn drain_of_ten_thousand_streams(h: &Harness) {
         h.adapter(),
         log.len()
     ));
+}
+
+/// The standalone server's drain did not end while its clients kept their sockets open.
+///
+/// A stream the server ends leaves its HTTP/1.1 connection open for the client's next request
+/// (an `EventSource`'s reconnect), and every browser and HTTP client keeps such a connection in
+/// its keep-alive pool. A thousand streams drained on `SIGTERM` all ended in time, but the
+/// standalone server then waited for each of those connections' next request until its 30 s
+/// header timeout, so under Kubernetes' default 30 s termination grace the process was killed.
+/// Now a connection whose stream ended while draining is closed, and one still waiting for a
+/// request when the drain is over is closed then: the process exits within the grace period
+/// plus a small constant, whatever the clients do with their sockets.
+pub async fn a_drain_ends_while_clients_keep_their_sockets_open(h: &Harness) {
+    const KEPT: usize = 1_000;
+    let grace = Duration::from_millis(1000);
+    let grace_ms = grace.as_millis().to_string();
+    let mut h = h.with_env(&[("SSEIO_SHUTDOWN_GRACE_MS", &grace_ms)]).await;
+    let room = new_id();
+    let ids: Vec<String> = (0..KEPT).map(|_| new_id()).collect();
+    let targets: Vec<String> = ids
+        .iter()
+        .map(|id| sse_target(&room, id, &["normal-event"]))
+        .collect();
+    let streams = crate::open_streams(&h, &targets).await;
+    let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    wait_log_within(
+        &h,
+        Duration::from_secs(30),
+        "conn:create of every stream",
+        |log| {
+            log.iter()
+                .filter(|r| r.kind == "conn:create")
+                .filter(|r| r.client_id.as_deref().is_some_and(|id| ours.contains(id)))
+                .count()
+                == KEPT
+        },
+    )
+    .await;
+
+    h.terminate();
+    let signalled = Instant::now();
+    // Each client reads its stream to its end and keeps the connection, as a keep-alive pool
+    // does, until the harness is gone.
+    let kept: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                while let Ok(Some(_)) = stream.next_chunk().await {}
+                stream
+            })
+        })
+        .collect();
+    let limit = grace + Duration::from_secs(3);
+    let status = h.wait_exit(limit).await;
+    let exited = signalled.elapsed();
+    assert!(
+        status.success(),
+        "the harness exits 0 after draining: {status}"
+    );
+    note(&format!(
+        "{}: {KEPT} streams whose clients keep their sockets; exited at {exited:.2?} after \
+         SIGTERM (grace {grace:?})",
+        h.adapter()
+    ));
+    drop(kept);
 }
