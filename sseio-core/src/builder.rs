@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_CLIENT_ID_BYTES: usize = 128;
 pub const DEFAULT_MAX_ROOM_ID_BYTES: usize = 256;
 /// The default limit on one message's payload: 512 KiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024;
+/// The default least time a client is told to wait before it reconnects.
+pub const DEFAULT_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// The default spread added to [`DEFAULT_RECONNECT_DELAY`], a different part for each client.
+pub const DEFAULT_RECONNECT_SPREAD: Duration = Duration::from_secs(3);
 /// The default number of notifications a subscriber may fall behind.
 pub const DEFAULT_NOTIFICATION_CAPACITY: usize = 1024;
 /// The default time a `fetch` may take before it counts as failed.
@@ -77,6 +81,9 @@ pub struct ServerBuilder {
     pub(crate) resume_ttl: Duration,
     pub(crate) send_lag_metric: bool,
     pub(crate) notification_capacity: usize,
+    pub(crate) reconnect_delay: Duration,
+    pub(crate) reconnect_spread: Duration,
+    pub(crate) max_stream_lifetime: Option<Duration>,
 }
 
 impl ServerBuilder {
@@ -85,6 +92,31 @@ impl ServerBuilder {
     /// matches the rest of the path. Default: `/sseio`.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// How long clients are told to wait before they reconnect: `delay` plus a part of `spread`
+    /// that differs for every stream and every refusal, so that when a server restarts or
+    /// drains its clients come back over `spread` instead of all in the same second. Each
+    /// stream opens with an SSE `retry:` field of that many milliseconds, which an
+    /// `EventSource` waits before it reconnects once the stream ends; each `503` (draining, or
+    /// at [`max_connections`](ServerBuilder::max_connections)) carries it, rounded up to whole
+    /// seconds, as `Retry-After`. Defaults: [`DEFAULT_RECONNECT_DELAY`] (1 s) and
+    /// [`DEFAULT_RECONNECT_SPREAD`] (3 s).
+    pub fn reconnect_delay(mut self, delay: Duration, spread: Duration) -> Self {
+        self.reconnect_delay = delay;
+        self.reconnect_spread = spread;
+        self
+    }
+
+    /// Closes every stream after at most `lifetime`, each at a different moment in its last
+    /// fifth (`conn:close` with [`CloseReason::Expired`](crate::CloseReason::Expired)), so that
+    /// long-lived streams rebalance across nodes after a scale-out, as clients reconnect (after
+    /// their [`reconnect_delay`](ServerBuilder::reconnect_delay)) through the load balancer.
+    /// With history on, a client resumes where its stream ended and loses nothing. Checked once
+    /// a second. Default: none, streams live as long as their clients.
+    pub fn max_stream_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_stream_lifetime = Some(lifetime);
         self
     }
 
@@ -301,6 +333,9 @@ impl Default for ServerBuilder {
             resume_ttl: DEFAULT_RESUME_TTL,
             send_lag_metric: false,
             notification_capacity: DEFAULT_NOTIFICATION_CAPACITY,
+            reconnect_delay: DEFAULT_RECONNECT_DELAY,
+            reconnect_spread: DEFAULT_RECONNECT_SPREAD,
+            max_stream_lifetime: None,
         }
     }
 }

@@ -5,13 +5,18 @@
 //! so an `EventSource` joins the lines back with `\n` and no payload can end a frame early or
 //! inject a field or an event of its own.
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::position::Position;
 
 /// The first bytes of every stream: a lone line break, flushed at once so that clients and
-/// proxies see the stream open before the first message.
-pub(crate) const OPENING: Bytes = Bytes::from_static(b"\n");
+/// proxies see the stream open before the first message, then the `retry:` field that tells an
+/// `EventSource` how many milliseconds to wait before it reconnects once the stream ends.
+pub(crate) fn opening(reconnect: Duration) -> Bytes {
+    Bytes::from(format!("\nretry: {}\n\n", reconnect.as_millis()))
+}
 
 /// The heartbeat: one comment line. Every `EventSource` ignores it; it keeps idle connections
 /// alive through proxies and makes a dead peer show up as a failed write.

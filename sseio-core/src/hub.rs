@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use crate::broker::{Broker, ConnectionId};
 use crate::error::ConnectionError;
@@ -63,11 +64,25 @@ pub(crate) struct Hub {
     max_buffer_bytes: usize,
 }
 
-/// One shard: its connections by serial, and the serial of each `clientId`.
+/// One shard: its connections by serial, the serial of each `clientId`, and when each stream
+/// is to close (with a maximum stream lifetime only: nothing per connection without one).
 #[derive(Default)]
 struct Shard {
     live: HashMap<u64, Live>,
     by_client: HashMap<Arc<str>, u64>,
+    deadlines: HashMap<u64, Instant>,
+}
+
+impl Shard {
+    /// Takes connection `serial` out of the shard.
+    fn remove(&mut self, serial: u64) -> Option<Live> {
+        let live = self.live.remove(&serial)?;
+        if self.by_client.get(&live.client_id) == Some(&serial) {
+            self.by_client.remove(&live.client_id);
+        }
+        self.deadlines.remove(&serial);
+        Some(live)
+    }
 }
 
 /// One open connection, as the hub keeps it.
@@ -206,8 +221,9 @@ impl Hub {
 
     /// Registers a connection of `client_id`: under its shard's lock, checks that the server
     /// takes it, stops the connection it replaces, runs `join` (which joins its rooms and
-    /// returns it), then closes the replaced one, and raises `conn:create`. Returns the new
-    /// serial and what `join` made besides.
+    /// returns it), then closes the replaced one, and raises `conn:create`; the connection is
+    /// closed as expired at `deadline`, if given. Returns the new serial and what `join` made
+    /// besides.
     ///
     /// # Errors
     ///
@@ -218,6 +234,7 @@ impl Hub {
         client_id: &Arc<str>,
         principal: &Option<Arc<str>>,
         admission: Admission,
+        deadline: Option<Instant>,
         join: impl FnOnce(&Registering) -> (Live, T),
     ) -> Result<(u64, T), ConnectRejection> {
         let index = Self::client_index(client_id);
@@ -242,7 +259,7 @@ impl Hub {
             (self.next_serial.fetch_add(1, Ordering::Relaxed) << SHARD_BITS) | index as u64;
         // The replaced stream stops before the new one joins, so that where it stood counts
         // what it discarded; it leaves its rooms after, so shared rooms stay open.
-        let replaced = replacing.and_then(|old| shard.live.remove(&old).map(|live| (old, live)));
+        let replaced = replacing.and_then(|old| shard.remove(old).map(|live| (old, live)));
         let replaced_at = replaced.as_ref().and_then(|(old, live)| {
             live.stop(*old, CloseReason::Replaced);
             live.seen.as_ref().and_then(|seen| seen.resume_point())
@@ -263,6 +280,9 @@ impl Hub {
             principal: principal.clone(),
         });
         shard.live.insert(serial, live);
+        if let Some(deadline) = deadline {
+            shard.deadlines.insert(serial, deadline);
+        }
         Ok((serial, made))
     }
 
@@ -298,12 +318,9 @@ impl Hub {
     /// Closes connection `serial` if it is still open: the one close path, whatever the cause.
     pub(crate) fn close(&self, serial: u64, reason: CloseReason) {
         let mut shard = self.shard_of_serial(serial);
-        let Some(live) = shard.live.remove(&serial) else {
+        let Some(live) = shard.remove(serial) else {
             return;
         };
-        if shard.by_client.get(&live.client_id) == Some(&serial) {
-            shard.by_client.remove(&live.client_id);
-        }
         self.open.fetch_sub(1, Ordering::Relaxed);
         live.stop(serial, reason);
         // Under the shard's lock, so that it is ordered with every join of this clientId.
@@ -327,11 +344,29 @@ impl Hub {
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             shard.by_client.clear();
+            shard.deadlines.clear();
             let closed: Vec<_> = shard.live.drain().collect();
             for (serial, live) in closed {
                 self.open.fetch_sub(1, Ordering::Relaxed);
                 live.stop(serial, reason);
                 self.finish_close(serial, live, reason);
+            }
+        }
+    }
+
+    /// Closes the streams whose deadline passed by `now`.
+    pub(crate) fn close_expired(&self, now: Instant) {
+        for shard in self.shards.iter() {
+            let expired: Vec<u64> = {
+                let shard = lock(shard);
+                let due = shard
+                    .deadlines
+                    .iter()
+                    .filter(|(_, deadline)| **deadline <= now);
+                due.map(|(&serial, _)| serial).collect()
+            };
+            for serial in expired {
+                self.close(serial, CloseReason::Expired);
             }
         }
     }

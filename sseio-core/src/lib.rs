@@ -17,6 +17,7 @@ mod message;
 mod metrics;
 mod node;
 mod notify;
+mod pacing;
 mod position;
 mod rejection;
 mod request;
@@ -35,7 +36,7 @@ pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_BUFFER_FRAMES, DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_NOTIFICATION_CAPACITY,
-    DEFAULT_PATH, ServerBuilder,
+    DEFAULT_PATH, DEFAULT_RECONNECT_DELAY, DEFAULT_RECONNECT_SPREAD, ServerBuilder,
 };
 pub use connection::{Connection, ConnectionStream};
 pub use cors::Cors;

@@ -162,6 +162,7 @@ struct Disconnects {
     server_closed: Counter,
     shutdown: Counter,
     disconnected: Counter,
+    expired: Counter,
 }
 
 impl Disconnects {
@@ -174,6 +175,7 @@ impl Disconnects {
             server_closed: counter("server_closed"),
             shutdown: counter("shutdown"),
             disconnected: counter("disconnected"),
+            expired: counter("expired"),
         }
     }
 
@@ -186,6 +188,7 @@ impl Disconnects {
             CloseReason::ServerClosed if draining => &self.shutdown,
             CloseReason::ServerClosed => &self.server_closed,
             CloseReason::Disconnected => &self.disconnected,
+            CloseReason::Expired => &self.expired,
         }
     }
 }

@@ -77,6 +77,9 @@ pub enum CloseReason {
     /// The application disconnected this client, with
     /// [`Server::disconnect`](crate::Server::disconnect) (on this node or another).
     Disconnected,
+    /// The stream reached its
+    /// [`max_stream_lifetime`](crate::ServerBuilder::max_stream_lifetime).
+    Expired,
 }
 
 impl fmt::Display for CloseReason {
@@ -87,6 +90,7 @@ impl fmt::Display for CloseReason {
             Self::SlowConsumer => "slow consumer",
             Self::ServerClosed => "closed by the server",
             Self::Disconnected => "disconnected by the application",
+            Self::Expired => "reached its maximum lifetime",
         })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Response};
+use http::{HeaderValue, Method, Response, header};
 use serde::Serialize;
 
 use crate::auth::AuthorizeFn;
@@ -24,6 +24,7 @@ use crate::hub::{Admission, Hub};
 use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
+use crate::pacing::Pacing;
 use crate::rejection::ConnectRejection;
 use crate::request::{PathPattern, RequestHead};
 use crate::sink::{QueueSink, SseSink};
@@ -65,6 +66,8 @@ pub(crate) struct ServerInner {
     handler_env: HandlerEnv,
     hub: Arc<Hub>,
     upkeep: Upkeep,
+    pacing: Pacing,
+    max_stream_lifetime: Option<Duration>,
 }
 
 /// How often [`Server::shutdown`] closes the streams that are due.
@@ -108,6 +111,8 @@ impl Server {
             handler_env,
             hub,
             upkeep: Upkeep::new(builder.heartbeat_interval),
+            pacing: Pacing::new(builder.reconnect_delay, builder.reconnect_spread),
+            max_stream_lifetime: builder.max_stream_lifetime,
         });
         if let Some(broker) = inner.broker() {
             let local: Arc<dyn LocalNode> = inner.clone();
@@ -335,7 +340,7 @@ impl Server {
     ) -> Result<Response<ConnectionStream>, ConnectRejection> {
         let limits = &self.inner.limits;
         let sink = Arc::new(QueueSink::new(
-            frame::OPENING,
+            frame::opening(self.inner.pacing.next_delay()),
             limits.max_buffer_bytes,
             limits.max_buffer_frames,
             self.inner.metrics().tracks_send_lag(),
@@ -376,6 +381,7 @@ impl Server {
             &client_id,
             &admitted.principal.clone(),
             inner.admission,
+            inner.stream_deadline(),
             |registering| {
                 let span = span_with_serial(&span, registering.serial);
                 connect::join(inner, admitted, resume, &sink, registering, span)
@@ -489,6 +495,20 @@ impl ServerInner {
     /// The answer to a refused request, counted by status.
     fn reject(&self, rejection: ConnectRejection) -> Outcome {
         self.metrics().rejected(rejection.status());
-        Outcome::Reply(rejection.into_response())
+        let mut response = rejection.into_response();
+        if let Some(retry_after) = response.headers_mut().get_mut(header::RETRY_AFTER) {
+            let seconds = self.pacing.next_delay().as_secs_f64().ceil().max(1.0);
+            *retry_after = HeaderValue::from(seconds as u64);
+        }
+        Outcome::Reply(response)
+    }
+
+    /// When a stream opened now is to close, with a
+    /// [`max_stream_lifetime`](ServerBuilder::max_stream_lifetime): a moment in its lifetime's
+    /// last fifth.
+    pub(crate) fn stream_deadline(&self) -> Option<tokio::time::Instant> {
+        let lifetime = self.max_stream_lifetime?;
+        let share = 0.8 + 0.2 * self.pacing.next_fraction();
+        Some(tokio::time::Instant::now() + lifetime.mul_f64(share))
     }
 }

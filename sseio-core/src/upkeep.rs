@@ -68,8 +68,8 @@ impl Upkeep {
     }
 }
 
-/// Beats every `heartbeat` (none when it is zero) and sweeps every [`SWEEP_INTERVAL`], until the
-/// server is gone.
+/// Beats every `heartbeat` (none when it is zero), and every [`SWEEP_INTERVAL`] sweeps expired
+/// history and closes the streams past their lifetime, until the server is gone.
 async fn run(hub: Weak<Hub>, history: Weak<LocalHistory>, heartbeat: Duration, _running: Running) {
     let start = tokio::time::Instant::now();
     let ticker = |period: Duration| {
@@ -98,6 +98,7 @@ async fn run(hub: Weak<Hub>, history: Weak<LocalHistory>, heartbeat: Duration, _
                 if let Some(history) = history.upgrade() {
                     history.sweep();
                 }
+                hub.close_expired(tokio::time::Instant::now());
             }
         }
     }

@@ -101,6 +101,7 @@ async fn fetch_past_its_timeout_is_reported_and_held_messages_flow() {
     let server = builder()
         .fetch_timeout(Duration::from_secs(2))
         .heartbeat_interval(Duration::ZERO)
+        .reconnect_delay(Duration::from_secs(1), Duration::ZERO)
         .build()
         .unwrap();
     let handler = server
@@ -128,7 +129,7 @@ async fn fetch_past_its_timeout_is_reported_and_held_messages_flow() {
         matches!(&*error, ConnectionError::FetchTimedOut { timeout, .. } if *timeout == Duration::from_secs(2))
     );
     // Frames queued together come out coalesced in one chunk; read until both are in.
-    let expected: &[u8] = b"\nevent: e\ndata: held\n\n";
+    let expected: &[u8] = b"\nretry: 1000\n\nevent: e\ndata: held\n\n";
     let mut received = Vec::new();
     while received.len() < expected.len() {
         let chunk = std::future::poll_fn(|cx| {
@@ -144,7 +145,11 @@ async fn fetch_past_its_timeout_is_reported_and_held_messages_flow() {
 
 #[tokio::test]
 async fn messages_held_behind_a_fetch_count_against_the_buffer() {
-    let server = builder().max_buffer_bytes(64).build().unwrap();
+    let server = builder()
+        .max_buffer_bytes(80)
+        .reconnect_delay(Duration::from_secs(1), Duration::ZERO)
+        .build()
+        .unwrap();
     let handler = server
         .register_event_handler(
             "e",
@@ -159,12 +164,12 @@ async fn messages_held_behind_a_fetch_count_against_the_buffer() {
     let Outcome::Stream(_stream) = server.handle((&request).into()).await else {
         panic!("opens");
     };
-    // "event: e\ndata: 0123456789\n\n" is 29 bytes; the opening line break is 1 more.
+    // "event: e\ndata: 0123456789\n\n" is 29 bytes; the opening ("\nretry: 1000\n\n") is 14.
     handler.send("r", "0123456789").unwrap();
     handler.send("r", "0123456789").unwrap();
-    assert_eq!(server.connection_count(), 1, "59 bytes fit in 64");
+    assert_eq!(server.connection_count(), 1, "72 bytes fit in 80");
     handler.send("r", "0123456789").unwrap();
-    assert_eq!(server.connection_count(), 0, "88 bytes do not");
+    assert_eq!(server.connection_count(), 0, "101 bytes do not");
     let closed = std::iter::from_fn(|| notifications.try_recv()).any(|n| {
         matches!(
             n,

@@ -42,6 +42,21 @@ async fn next_chunk(stream: &mut ConnectionStream) -> Option<Bytes> {
         .map(|chunk| chunk.expect("streams never fail"))
 }
 
+/// The opening of a stream: a lone line break, then the `retry:` it is to wait before it
+/// reconnects (within the default 1–4 s window).
+fn assert_opening(chunk: Option<Bytes>) {
+    let chunk = chunk.expect("the stream opens");
+    let retry = std::str::from_utf8(&chunk)
+        .ok()
+        .and_then(|text| text.strip_prefix("\nretry: "))
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .and_then(|ms| ms.parse::<u64>().ok());
+    assert!(
+        retry.is_some_and(|ms| (1000..4000).contains(&ms)),
+        "opening {chunk:?}"
+    );
+}
+
 fn drain(notifications: &mut Notifications) -> Vec<Notification> {
     std::iter::from_fn(|| notifications.try_recv()).collect()
 }
@@ -155,7 +170,7 @@ async fn conn_close_fires_once_when_both_sides_close() {
     let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut notifications = server.subscribe();
     let mut stream = open_stream(&server, "/files/g/pull?clientId=c&events=e").await;
-    assert_eq!(next_chunk(&mut stream).await.unwrap(), "\n");
+    assert_opening(next_chunk(&mut stream).await);
     server.close_all();
     assert_eq!(next_chunk(&mut stream).await, None);
     drop(stream);
@@ -331,8 +346,8 @@ async fn heartbeats_come_from_the_shared_timer_every_interval() {
     let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut first = open_stream(&server, "/files/g/pull?clientId=1&events=e").await;
     let mut second = open_stream(&server, "/files/g/pull?clientId=2&events=e").await;
-    assert_eq!(next_chunk(&mut first).await.unwrap(), "\n");
-    assert_eq!(next_chunk(&mut second).await.unwrap(), "\n");
+    assert_opening(next_chunk(&mut first).await);
+    assert_opening(next_chunk(&mut second).await);
     let started = tokio::time::Instant::now();
     for beat in 1..=3u32 {
         assert_eq!(next_chunk(&mut first).await.unwrap(), ":\n\n");
@@ -417,7 +432,7 @@ async fn request_outcomes_follow_the_protocol() {
 async fn shutdown_refuses_new_streams_and_ends_open_ones() {
     let (server, _handler) = server_with(HandlerOptions::new(by_guid));
     let mut stream = open_stream(&server, "/files/g/pull?clientId=c&events=e").await;
-    assert_eq!(next_chunk(&mut stream).await.unwrap(), "\n");
+    assert_opening(next_chunk(&mut stream).await);
     server.shutdown(Duration::ZERO).await;
     assert_eq!(next_chunk(&mut stream).await, None);
     let Outcome::Reply(response) = server
