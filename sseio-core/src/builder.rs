@@ -75,7 +75,8 @@ pub struct ServerBuilder {
     pub(crate) limits: Limits,
     pub(crate) cors: Option<Cors>,
     pub(crate) authorize: Option<Arc<AuthorizeFn>>,
-    pub(crate) same_principal_takeover: bool,
+    /// `None`: required exactly when there is an `authorize` hook.
+    pub(crate) same_principal_takeover: Option<bool>,
     pub(crate) broker: Option<Arc<dyn Broker>>,
     pub(crate) history: Option<History>,
     pub(crate) resume_ttl: Duration,
@@ -248,10 +249,14 @@ impl ServerBuilder {
     }
 
     /// Whether a new connection may replace an open one with the same `clientId` only when
-    /// `authorize` granted both the same principal; otherwise it is refused with `403`.
-    /// Default: off (any connection with the same `clientId` replaces the open one).
+    /// `authorize` granted both the same principal; otherwise it is refused with `403`. A
+    /// `clientId` travels in URLs and logs, so without this any authenticated client that
+    /// learns another's could close that client's stream by connecting with it.
+    /// Default: on when there is an [`authorize`](ServerBuilder::authorize) hook, off without
+    /// one (there are no principals then, and any connection with the same `clientId` replaces
+    /// the open one).
     pub fn takeover_requires_same_principal(mut self, required: bool) -> Self {
-        self.same_principal_takeover = required;
+        self.same_principal_takeover = Some(required);
         self
     }
 
@@ -327,7 +332,7 @@ impl Default for ServerBuilder {
             },
             cors: None,
             authorize: None,
-            same_principal_takeover: false,
+            same_principal_takeover: None,
             broker: None,
             history: None,
             resume_ttl: DEFAULT_RESUME_TTL,

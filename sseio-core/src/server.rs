@@ -101,7 +101,9 @@ impl Server {
         let inner = Arc::new(ServerInner {
             path,
             admission: Admission {
-                same_principal_takeover: builder.same_principal_takeover,
+                same_principal_takeover: builder
+                    .same_principal_takeover
+                    .unwrap_or(builder.authorize.is_some()),
                 max_connections: builder.limits.max_connections,
             },
             limits: builder.limits,

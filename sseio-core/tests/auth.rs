@@ -12,10 +12,14 @@ use sseio_core::{
 #[derive(Debug, Clone, PartialEq)]
 struct Tenant(String);
 
-fn server(same_principal_takeover: bool) -> Server {
-    let server = Server::builder()
-        .path("/s")
-        .takeover_requires_same_principal(same_principal_takeover)
+/// A server whose `authorize` knows the tokens `ada` and `grace`; `same_principal_takeover` as
+/// set, or the default when `None`.
+fn server(same_principal_takeover: Option<bool>) -> Server {
+    let mut builder = Server::builder().path("/s");
+    if let Some(required) = same_principal_takeover {
+        builder = builder.takeover_requires_same_principal(required);
+    }
+    let server = builder
         .authorize(|ctx: Context| async move {
             let token = ctx
                 .headers()
@@ -81,7 +85,7 @@ fn reply(outcome: Outcome) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn no_credentials_is_401_and_a_bad_token_403() {
-    let server = server(false);
+    let server = server(Some(false));
     let (status, body) = reply(handle(&server, "news", None).await);
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("a token is required"), "{body}");
@@ -92,7 +96,7 @@ async fn no_credentials_is_401_and_a_bad_token_403() {
 
 #[tokio::test]
 async fn the_grant_reaches_get_room_id_and_notifications() {
-    let server = server(false);
+    let server = server(Some(false));
     let news = server.handler("news").unwrap();
     let mut notifications = server.subscribe();
     let outcome = handle(&server, "news", Some(("cookie", "theme=dark; token=ada"))).await;
@@ -110,7 +114,7 @@ async fn the_grant_reaches_get_room_id_and_notifications() {
 
 #[tokio::test]
 async fn get_room_id_refuses_one_event_with_403_naming_it() {
-    let server = server(false);
+    let server = server(Some(false));
     let (status, body) = reply(
         handle(
             &server,
@@ -132,7 +136,7 @@ async fn get_room_id_refuses_one_event_with_403_naming_it() {
 
 #[tokio::test]
 async fn a_panicking_authorize_is_a_500_and_an_error() {
-    let server = server(false);
+    let server = server(Some(false));
     let mut notifications = server.subscribe();
     let (status, _) = reply(handle(&server, "news", Some(("authorization", "Bearer boom"))).await);
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -147,7 +151,7 @@ async fn a_panicking_authorize_is_a_500_and_an_error() {
 
 #[tokio::test]
 async fn takeover_by_another_principal_can_be_refused() {
-    let server = server(true);
+    let server = server(Some(true));
     let mut notifications = server.subscribe();
     let Outcome::Stream(_ada) =
         handle(&server, "news", Some(("authorization", "Bearer ada"))).await
@@ -183,4 +187,32 @@ async fn an_authorize_that_panics_before_its_future_is_contained_too() {
         notifications.try_recv(),
         Some(Notification::Error(_))
     ));
+}
+
+/// With an `authorize` hook, another principal could close a client's stream by connecting with
+/// its `clientId` (which travels in URLs and logs), unless the application had found
+/// `takeover_requires_same_principal`. It is the default once `authorize` is on; the opt-out
+/// stays.
+#[tokio::test]
+async fn with_authorize_only_the_same_principal_takes_a_client_id_over_by_default() {
+    let secure = server(None);
+    let Outcome::Stream(_ada) =
+        handle(&secure, "news", Some(("authorization", "Bearer ada"))).await
+    else {
+        panic!("ada may listen");
+    };
+    let (status, body) =
+        reply(handle(&secure, "news", Some(("authorization", "Bearer grace"))).await);
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    let open = server(Some(false));
+    let Outcome::Stream(_ada) = handle(&open, "news", Some(("authorization", "Bearer ada"))).await
+    else {
+        panic!("ada may listen");
+    };
+    let taken = handle(&open, "news", Some(("authorization", "Bearer grace"))).await;
+    assert!(
+        matches!(taken, Outcome::Stream(_)),
+        "opted out: grace takes it over"
+    );
 }
