@@ -283,6 +283,18 @@ impl Server {
         self.close_all();
     }
 
+    /// Whether this server should be sent new clients: it is not draining, and its
+    /// [broker](ServerBuilder::broker), if any, is [available](Broker::is_available). What an
+    /// orchestrator's readiness probe asks (the standalone server of `sseio-hyper` answers it on
+    /// a path of its own); a server that is not ready still serves its open streams.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down()
+            && self
+                .inner
+                .broker()
+                .is_none_or(|broker| broker.is_available())
+    }
+
     /// Whether [`Server::shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.hub.is_draining()

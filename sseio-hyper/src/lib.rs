@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod health;
 mod lean;
 mod serve;
 mod service;
 
+pub use health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthFuture};
 pub use serve::{DEFAULT_SHUTDOWN_GRACE, NotFound, Serve, listen, serve, shutdown_signal};
 pub use service::{ResponseFuture, SseioBody, SseioLayer, SseioService};
 #[doc(no_inline)]

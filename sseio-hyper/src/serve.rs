@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower_service::Service;
 
+use crate::health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthPaths};
 use crate::lean::{self, First, Replay};
 use crate::service::SseioService;
 
@@ -43,6 +44,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// When the address cannot be bound.
 pub async fn listen(addr: SocketAddr, server: Server) -> io::Result<()> {
     serve(bind(addr)?, server)
+        .with_health(DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH)
         .with_graceful_shutdown(shutdown_signal())
         .await
 }
@@ -58,6 +60,7 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve<NotFound> {
         app: NotFound,
         shutdown: None,
         grace: DEFAULT_SHUTDOWN_GRACE,
+        health: None,
     }
 }
 
@@ -69,6 +72,7 @@ pub struct Serve<A> {
     app: A,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     grace: Duration,
+    health: Option<HealthPaths>,
 }
 
 impl<A> Serve<A> {
@@ -81,7 +85,21 @@ impl<A> Serve<A> {
             app,
             shutdown: self.shutdown,
             grace: self.grace,
+            health: self.health,
         }
+    }
+
+    /// Answers liveness on `live` (`200` while the process serves) and readiness on `ready`
+    /// (`200` while [`Server::is_ready`], `503` while the server drains or its broker is
+    /// unavailable), each with a small JSON body, for an orchestrator's probes; `GET` and
+    /// `HEAD` only, ahead of the application's routes. [`listen`] answers them on
+    /// [`DEFAULT_LIVENESS_PATH`] and [`DEFAULT_READINESS_PATH`]. Default: off.
+    pub fn with_health(mut self, live: impl Into<String>, ready: impl Into<String>) -> Self {
+        self.health = Some(HealthPaths {
+            live: live.into(),
+            ready: ready.into(),
+        });
+        self
     }
 
     /// Shuts down gracefully when `signal` completes: refuse new streams with `503` and close
@@ -123,6 +141,7 @@ impl<A> fmt::Debug for Serve<A> {
             .field("listener", &self.listener)
             .field("server", &self.server)
             .field("graceful_shutdown", &self.shutdown.is_some())
+            .field("health", &self.health)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +164,7 @@ where
             app,
             shutdown,
             grace,
+            health,
         } = self;
         Box::pin(async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -153,6 +173,7 @@ where
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
             let builder = Arc::new(builder);
+            let app = Health::new(app, server.clone(), health);
             let service = SseioService::new(server.clone(), app);
             // Set once the drain is over: every connection still open closes as soon as it is
             // idle (a lean connection waiting for its next request at once, a hyper one after
@@ -207,7 +228,7 @@ where
 struct Connection<A> {
     server: Server,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    service: SseioService<A>,
+    service: SseioService<Health<A>>,
     /// Changes to `true` once the server's drain is over.
     drain_over: watch::Receiver<bool>,
 }

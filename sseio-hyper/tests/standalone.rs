@@ -108,7 +108,7 @@ async fn a_stream_the_server_ended_leaves_the_connection_open_for_the_next_reque
     let request = b"GET /sse?clientId=c&events=e HTTP/1.1\r\nhost: x\r\n\r\n";
     client.write_all(request).await.unwrap();
     let mut received = Vec::new();
-    read_until(&mut client, &mut received, b"\r\n\r\n1\r\n\n\r\n").await;
+    read_until(&mut client, &mut received, b"\n\n\r\n").await;
     while !matches!(
         notifications.recv().await,
         Some(Notification::ConnCreate { .. })
@@ -119,7 +119,7 @@ async fn a_stream_the_server_ended_leaves_the_connection_open_for_the_next_reque
     // The same connection, the next request: a new stream.
     client.write_all(request).await.unwrap();
     let mut again = Vec::new();
-    read_until(&mut client, &mut again, b"\r\n\r\n1\r\n\n\r\n").await;
+    read_until(&mut client, &mut again, b"\n\n\r\n").await;
     assert!(again.starts_with(b"HTTP/1.1 200 OK\r\n"), "{again:?}");
 }
 
@@ -140,7 +140,7 @@ async fn a_stream_asked_with_connection_close_closes_its_connection_when_it_ends
     let request = b"GET /sse?clientId=c&events=e HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     client.write_all(request).await.unwrap();
     let mut received = Vec::new();
-    read_until(&mut client, &mut received, b"\r\n\r\n1\r\n\n\r\n").await;
+    read_until(&mut client, &mut received, b"\n\n\r\n").await;
     let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
     while !matches!(
@@ -158,4 +158,66 @@ async fn a_stream_asked_with_connection_close_closes_its_connection_when_it_ends
         0,
         "nothing after the last chunk, then the end"
     );
+}
+
+/// Sends one request with `Connection: close` and reads the whole answer.
+async fn answer(addr: SocketAddr, path: &str) -> String {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+        .await
+        .expect("the server answers")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}, after {received:?}"));
+    String::from_utf8(received).unwrap()
+}
+
+/// Liveness and readiness for an orchestrator: live while the process serves, ready until the
+/// server drains (when new clients should go elsewhere), on paths of the server's own.
+#[tokio::test]
+async fn health_paths_answer_live_and_ready_until_the_drain() {
+    let server = Server::builder().path("/sse").build().unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(std::future::IntoFuture::into_future(
+        sseio_hyper::serve(listener, server.clone())
+            .with_health("/livez", "/readyz")
+            .shutdown_grace(Duration::from_secs(30))
+            .with_graceful_shutdown(async {
+                let _ = signalled.await;
+            }),
+    ));
+    let live = answer(addr, "/livez").await;
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert!(live.ends_with(r#"{"status":"live"}"#), "{live}");
+    let ready = answer(addr, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(answer(addr, "/elsewhere").await.starts_with("HTTP/1.1 404"));
+
+    // Open streams keep the drain going (their closes spread over its 30 s), so the server
+    // still answers while it drains.
+    let mut streams = Vec::new();
+    for n in 0..10 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /sse?clientId={n}&events=e HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        read_until(&mut stream, &mut Vec::new(), b"\n\n\r\n").await;
+        streams.push(stream);
+    }
+    signal.send(()).unwrap();
+    let draining = loop {
+        let ready = answer(addr, "/readyz").await;
+        if !ready.starts_with("HTTP/1.1 200") {
+            break ready;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert!(draining.starts_with("HTTP/1.1 503"), "{draining}");
+    assert!(draining.ends_with(r#"{"status":"draining"}"#), "{draining}");
+    assert!(answer(addr, "/livez").await.starts_with("HTTP/1.1 200"));
 }

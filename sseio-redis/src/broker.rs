@@ -519,6 +519,10 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn is_available(&self) -> bool {
+        self.is_connected()
+    }
+
     /// The history in Redis, shared by every node; none with sharded Pub/Sub, where each node
     /// keeps its own (one sequence for the whole cluster would put every send through one
     /// shard).

@@ -204,6 +204,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Whether the broker can carry sends now (its backend is reachable): what a node's
+    /// [`Server::is_ready`](crate::Server::is_ready) reports to an orchestrator. Default: always.
+    fn is_available(&self) -> bool {
+        true
+    }
+
     /// The history store this broker keeps for the whole cluster, if it keeps one. With it,
     /// handlers with [history](crate::History) number and record their messages through the
     /// broker, so a client resumes on any node. Without it (the default), each node numbers the
