@@ -89,6 +89,7 @@ pub const ADAPTERS: &[Adapter] = &[
     Adapter::new("warp", env!("CARGO_BIN_EXE_harness-warp")),
     Adapter::new("poem", env!("CARGO_BIN_EXE_harness-poem")),
     Adapter::new("salvo", env!("CARGO_BIN_EXE_harness-salvo")),
+    Adapter::new("actix", env!("CARGO_BIN_EXE_harness-actix")),
 ];
 
 /// The adapter named `name`.

@@ -1,0 +1,8 @@
+#![doc = include_str!("../README.md")]
+
+mod convert;
+mod middleware;
+
+pub use middleware::{SseioMiddleware, SseioMiddlewareService, respond};
+#[doc(no_inline)]
+pub use sseio_core::*;
