@@ -75,11 +75,28 @@ pub struct Adapter {
     pub name: &'static str,
     /// The path of its harness binary.
     pub bin: &'static str,
+    /// Its framework notices an HTTP/2 stream the client reset (`RST_STREAM`) only when it next
+    /// writes to that stream, at the stream's next heartbeat at the latest, not at once. Only
+    /// the case that checks how soon may allow for it; the stream must still close once,
+    /// without an error.
+    pub h2_reset_seen_at_next_write: bool,
 }
 
 impl Adapter {
     const fn new(name: &'static str, bin: &'static str) -> Adapter {
-        Adapter { name, bin }
+        Adapter {
+            name,
+            bin,
+            h2_reset_seen_at_next_write: false,
+        }
+    }
+
+    /// See [`Adapter::h2_reset_seen_at_next_write`].
+    const fn h2_reset_seen_at_next_write(self) -> Adapter {
+        Adapter {
+            h2_reset_seen_at_next_write: true,
+            ..self
+        }
     }
 }
 
@@ -89,7 +106,9 @@ pub const ADAPTERS: &[Adapter] = &[
     Adapter::new("warp", env!("CARGO_BIN_EXE_harness-warp")),
     Adapter::new("poem", env!("CARGO_BIN_EXE_harness-poem")),
     Adapter::new("salvo", env!("CARGO_BIN_EXE_harness-salvo")),
-    Adapter::new("actix", env!("CARGO_BIN_EXE_harness-actix")),
+    // actix-web 4.17 awaits an idle response body without watching for a reset of its
+    // HTTP/2 stream (`actix-http`'s `h2::dispatcher::handle_response`).
+    Adapter::new("actix", env!("CARGO_BIN_EXE_harness-actix")).h2_reset_seen_at_next_write(),
 ];
 
 /// The adapter named `name`.
