@@ -9,6 +9,7 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::{Error, HttpRequest, HttpResponse, HttpResponseBuilder};
 use sseio_core::{Outcome, RequestHead, Server};
 
+use crate::body::Pieces;
 use crate::convert::{self, Head};
 
 /// A middleware serving SSE-IO in front of an actix app: requests on the server's path are
@@ -135,7 +136,7 @@ pub async fn respond(server: &Server, req: &HttpRequest) -> Option<HttpResponse>
             let (parts, stream) = response.into_parts();
             // Dropping the body (the client went away, or the server stops) closes the
             // connection in the core.
-            Some(builder(&parts).streaming(stream))
+            Some(builder(&parts).streaming(Pieces::new(stream)))
         }
     }
 }
@@ -147,4 +148,92 @@ fn builder(parts: &http::response::Parts) -> HttpResponseBuilder {
         builder.append_header(header);
     }
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::{Method, StatusCode, header};
+    use actix_web::test::{TestRequest, call_service, init_service, read_body};
+    use actix_web::{App, web};
+
+    use super::*;
+
+    async fn app() -> &'static str {
+        "app"
+    }
+
+    fn server() -> Server {
+        Server::new("/sseio").unwrap()
+    }
+
+    #[tokio::test]
+    async fn middleware_streams_on_the_sse_path() {
+        let service = init_service(
+            App::new()
+                .wrap(SseioMiddleware::new(server()))
+                .default_service(web::to(app)),
+        )
+        .await;
+        let req = TestRequest::get()
+            .uri("/sseio?clientId=c&events=e")
+            .to_request();
+        let res = call_service(&service, req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers().get(header::CONTENT_TYPE).unwrap(), "text/event-stream");
+    }
+
+    #[tokio::test]
+    async fn middleware_passes_other_paths_and_options_to_the_app() {
+        let service = init_service(
+            App::new()
+                .wrap(SseioMiddleware::new(server()))
+                .default_service(web::to(app)),
+        )
+        .await;
+        let res = call_service(&service, TestRequest::get().uri("/elsewhere").to_request()).await;
+        assert_eq!(read_body(res).await, "app");
+        let preflight = TestRequest::default()
+            .method(Method::OPTIONS)
+            .uri("/sseio")
+            .to_request();
+        let res = call_service(&service, preflight).await;
+        assert_eq!(read_body(res).await, "app");
+    }
+
+    #[tokio::test]
+    async fn middleware_rejects_a_bad_request_with_json() {
+        let service = init_service(
+            App::new()
+                .wrap(SseioMiddleware::new(server()))
+                .default_service(web::to(app)),
+        )
+        .await;
+        let res = call_service(
+            &service,
+            TestRequest::get().uri("/sseio?events=e").to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(res.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+    }
+
+    #[tokio::test]
+    async fn respond_answers_none_off_the_sse_path() {
+        let req = TestRequest::get().uri("/elsewhere").to_http_request();
+        assert!(respond(&server(), &req).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn headers_keep_their_order_and_repeats() {
+        let req = TestRequest::get()
+            .uri("/sseio?clientId=c&events=e")
+            .insert_header(("x-a", "1"))
+            .append_header(("x-a", "2"))
+            .to_http_request();
+        let head = Head::from_request(&req).unwrap();
+        let values: Vec<_> = head.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(head.uri, "/sseio?clientId=c&events=e");
+        assert_eq!(head.method, http::Method::GET);
+    }
 }
