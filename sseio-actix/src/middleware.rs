@@ -179,7 +179,10 @@ mod tests {
             .to_request();
         let res = call_service(&service, req).await;
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(res.headers().get(header::CONTENT_TYPE).unwrap(), "text/event-stream");
+        assert_eq!(
+            res.headers().get(header::CONTENT_TYPE).unwrap(),
+            "text/event-stream"
+        );
     }
 
     #[tokio::test]
@@ -214,7 +217,10 @@ mod tests {
         )
         .await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(res.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+        assert_eq!(
+            res.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
     }
 
     #[tokio::test]
