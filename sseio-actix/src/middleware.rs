@@ -152,6 +152,7 @@ fn builder(parts: &http::response::Parts) -> HttpResponseBuilder {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::body::BoxBody;
     use actix_web::http::{Method, StatusCode, header};
     use actix_web::test::{TestRequest, call_service, init_service, read_body};
     use actix_web::{App, web};
@@ -166,18 +167,17 @@ mod tests {
         Server::new("/sseio").unwrap()
     }
 
+    /// `req` through an app whose every route answers `app`, behind the middleware.
+    async fn call(req: TestRequest) -> ServiceResponse<EitherBody<BoxBody>> {
+        let app = App::new()
+            .wrap(SseioMiddleware::new(server()))
+            .default_service(web::to(app));
+        call_service(&init_service(app).await, req.to_request()).await
+    }
+
     #[tokio::test]
     async fn middleware_streams_on_the_sse_path() {
-        let service = init_service(
-            App::new()
-                .wrap(SseioMiddleware::new(server()))
-                .default_service(web::to(app)),
-        )
-        .await;
-        let req = TestRequest::get()
-            .uri("/sseio?clientId=c&events=e")
-            .to_request();
-        let res = call_service(&service, req).await;
+        let res = call(TestRequest::get().uri("/sseio?clientId=c&events=e")).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(
             res.headers().get(header::CONTENT_TYPE).unwrap(),
@@ -187,35 +187,15 @@ mod tests {
 
     #[tokio::test]
     async fn middleware_passes_other_paths_and_options_to_the_app() {
-        let service = init_service(
-            App::new()
-                .wrap(SseioMiddleware::new(server()))
-                .default_service(web::to(app)),
-        )
-        .await;
-        let res = call_service(&service, TestRequest::get().uri("/elsewhere").to_request()).await;
+        let res = call(TestRequest::get().uri("/elsewhere")).await;
         assert_eq!(read_body(res).await, "app");
-        let preflight = TestRequest::default()
-            .method(Method::OPTIONS)
-            .uri("/sseio")
-            .to_request();
-        let res = call_service(&service, preflight).await;
+        let res = call(TestRequest::default().method(Method::OPTIONS).uri("/sseio")).await;
         assert_eq!(read_body(res).await, "app");
     }
 
     #[tokio::test]
     async fn middleware_rejects_a_bad_request_with_json() {
-        let service = init_service(
-            App::new()
-                .wrap(SseioMiddleware::new(server()))
-                .default_service(web::to(app)),
-        )
-        .await;
-        let res = call_service(
-            &service,
-            TestRequest::get().uri("/sseio?events=e").to_request(),
-        )
-        .await;
+        let res = call(TestRequest::get().uri("/sseio?events=e")).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
             res.headers().get(header::CONTENT_TYPE).unwrap(),

@@ -10,14 +10,10 @@ use actix_web::http::header;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use conformance_tests::harness::{
-    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
-    shutdown_signal,
+    HarnessApp, MAX_CONTROL_BODY, METRICS_CONTENT_TYPE, announce, bind_from_env, drained_on_signal,
+    init_tracing,
 };
 use sseio_actix::SseioMiddleware;
-
-/// The largest `/_control/send` body read: actix's default (256 KiB) leaves no room above the
-/// 256 KiB the harness contract requires.
-const MAX_SEND_BODY: usize = 1024 * 1024;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -28,18 +24,13 @@ async fn main() -> std::io::Result<()> {
     announce(listener.local_addr()?);
     // actix's stop starts once the drain is over: until then it keeps accepting, so new streams
     // are told `503` instead of being refused. This replaces actix's own signal handling.
-    let drain = {
-        let sseio = sseio.clone();
-        async move {
-            shutdown_signal().await;
-            sseio.shutdown(shutdown_grace()).await;
-        }
-    };
+    let drain = drained_on_signal(sseio.clone());
     let data = Data::new(app.clone());
     HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(MAX_SEND_BODY))
+            // actix's default limit (256 KiB) leaves no room above the contract's 256 KiB.
+            .app_data(web::PayloadConfig::new(MAX_CONTROL_BODY))
             .route("/hello", web::get().to(hello))
             .route("/metrics", web::get().to(metrics))
             .route("/_control/{action}", web::route().to(control))
