@@ -447,6 +447,18 @@ pub fn shutdown_grace() -> Duration {
 /// Completes on ctrl-c or `SIGTERM`: every harness drains on it.
 pub use sseio_hyper::shutdown_signal;
 
+/// Completes once [`shutdown_signal`] came and `server` drained: new streams refused with `503`,
+/// open ones closed spread over [`shutdown_grace`]. A harness whose framework has a graceful stop
+/// of its own starts it after this, so that it keeps accepting (and refusing streams) meanwhile.
+pub async fn drained_on_signal(server: Server) {
+    shutdown_signal().await;
+    server.shutdown(shutdown_grace()).await;
+}
+
+/// The largest `/_control/send` body a harness reads, for frameworks whose default limit is not
+/// above the 256 KiB the harness contract requires.
+pub const MAX_CONTROL_BODY: usize = 1024 * 1024;
+
 /// Logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (for example `"warn"`).
 pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
-    shutdown_signal,
+    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, drained_on_signal, init_tracing,
 };
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -51,13 +50,7 @@ async fn main() -> std::io::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     // Keep accepting while draining, so new streams are told `503` instead of being refused.
-    let drain = {
-        let server = server.clone();
-        async move {
-            shutdown_signal().await;
-            server.shutdown(shutdown_grace()).await;
-        }
-    };
+    let drain = drained_on_signal(server.clone());
     let mut drain = std::pin::pin!(drain);
     loop {
         let (stream, remote_addr) = tokio::select! {

@@ -6,18 +6,14 @@
 use std::collections::HashMap;
 
 use conformance_tests::harness::{
-    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
-    shutdown_signal,
+    HarnessApp, MAX_CONTROL_BODY, METRICS_CONTENT_TYPE, announce, bind_from_env, drained_on_signal,
+    init_tracing,
 };
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::http::{StatusCode, header};
 use salvo::writing::Text;
 use salvo::{Request, Response, Router, Service, handler};
 use sseio_salvo::SseioHandler;
-
-/// The largest `/_control/send` body read: salvo's default (64 KiB) is below the 256 KiB the
-/// harness contract requires.
-const MAX_SEND_BODY: usize = 1024 * 1024;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -35,8 +31,7 @@ async fn main() -> std::io::Result<()> {
     let server = salvo::Server::new(TcpAcceptor::try_from(listener)?);
     let handle = server.handle();
     tokio::spawn(async move {
-        shutdown_signal().await;
-        sseio.shutdown(shutdown_grace()).await;
+        drained_on_signal(sseio).await;
         handle.stop_graceful(None);
     });
     server.try_serve(service).await?;
@@ -79,7 +74,8 @@ impl Control {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let (status, body) = match req.payload_with_max_size(MAX_SEND_BODY).await {
+        // salvo's default limit (64 KiB) is below the contract's 256 KiB.
+        let (status, body) = match req.payload_with_max_size(MAX_CONTROL_BODY).await {
             Ok(body) => {
                 self.0
                     .control(&method, &action, &query, content_type.as_deref(), body)

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
-    shutdown_signal,
+    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, drained_on_signal, init_tracing,
 };
 use warp::Filter;
 use warp::http::{Method, StatusCode};
@@ -49,10 +48,7 @@ async fn main() -> std::io::Result<()> {
     announce(listener.local_addr()?);
     warp::serve(routes)
         .incoming(listener)
-        .graceful(async move {
-            shutdown_signal().await;
-            server.shutdown(shutdown_grace()).await;
-        })
+        .graceful(drained_on_signal(server))
         .run()
         .await;
     exit_log.print_log().await;

@@ -68,7 +68,7 @@ pub struct ClusterCase {
 pub enum Topology {
     /// One hyper harness without a broker.
     Memory,
-    /// hyper, warp and salvo harnesses on one `redis-server`.
+    /// hyper, warp, salvo and actix harnesses on one `redis-server`.
     Redis,
     /// poem and hyper harnesses on a one-node Redis Cluster, with sharded Pub/Sub.
     RedisSharded,
@@ -120,7 +120,7 @@ impl Topology {
         let hyper = registry::adapter("hyper").bin;
         match self {
             Topology::Memory => Cluster::memory(hyper).await,
-            Topology::Redis => Cluster::redis(&nodes(&["hyper", "warp", "salvo"])).await,
+            Topology::Redis => Cluster::redis(&nodes(&["hyper", "warp", "salvo", "actix"])).await,
             Topology::RedisSharded => Cluster::redis_sharded(&nodes(&["poem", "hyper"])).await,
             Topology::MemoryWithHistory => Cluster::memory_with_history(hyper).await,
             Topology::RedisWithHistory => {

@@ -75,11 +75,41 @@ pub struct Adapter {
     pub name: &'static str,
     /// The path of its harness binary.
     pub bin: &'static str,
+    /// Its framework notices an HTTP/2 stream the client reset (`RST_STREAM`) only when it next
+    /// writes to that stream, at the stream's next heartbeat at the latest, not at once. Only
+    /// the case that checks how soon may allow for it; the stream must still close once,
+    /// without an error.
+    pub h2_reset_seen_at_next_write: bool,
+    /// How far its framework's per-connection write buffer may grow under load beyond what it
+    /// held once the stream had its first frames: 0 for a framework that writes the frames it is
+    /// given without copying them. The stalled-reader case allows this much more per reader.
+    pub write_buffer_growth: u64,
 }
 
 impl Adapter {
     const fn new(name: &'static str, bin: &'static str) -> Adapter {
-        Adapter { name, bin }
+        Adapter {
+            name,
+            bin,
+            h2_reset_seen_at_next_write: false,
+            write_buffer_growth: 0,
+        }
+    }
+
+    /// See [`Adapter::write_buffer_growth`].
+    const fn write_buffer_growth(self, bytes: u64) -> Adapter {
+        Adapter {
+            write_buffer_growth: bytes,
+            ..self
+        }
+    }
+
+    /// See [`Adapter::h2_reset_seen_at_next_write`].
+    const fn h2_reset_seen_at_next_write(self) -> Adapter {
+        Adapter {
+            h2_reset_seen_at_next_write: true,
+            ..self
+        }
     }
 }
 
@@ -89,6 +119,14 @@ pub const ADAPTERS: &[Adapter] = &[
     Adapter::new("warp", env!("CARGO_BIN_EXE_harness-warp")),
     Adapter::new("poem", env!("CARGO_BIN_EXE_harness-poem")),
     Adapter::new("salvo", env!("CARGO_BIN_EXE_harness-salvo")),
+    // actix-web 4.17 awaits an idle response body without watching for a reset of its
+    // HTTP/2 stream (`actix-http`'s `h2::dispatcher::handle_response`). Its HTTP/1 dispatcher
+    // copies body chunks into a write buffer that it flushes at 32 KiB and never shrinks: one
+    // that ends up holding a little over 32 KiB (sseio-actix hands it 16 KiB slices) doubles its
+    // capacity to 64 KiB.
+    Adapter::new("actix", env!("CARGO_BIN_EXE_harness-actix"))
+        .h2_reset_seen_at_next_write()
+        .write_buffer_growth(32 * 1024),
 ];
 
 /// The adapter named `name`.
