@@ -6,9 +6,10 @@ use std::sync::Arc;
 /// Where [`MessageCheck`] is in the event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum At {
-    /// At the start of a line: an empty line, a comment (a heartbeat) or the next message.
+    /// At the start of a line: an empty line, a comment (a heartbeat), the opening's `retry:`
+    /// line or the next message.
     LineStart,
-    /// Inside a comment line.
+    /// Inside a line that carries no message: a comment, or the `retry:` field.
     Comment,
     /// This many bytes into the frame of message `seq`.
     Frame(usize),
@@ -16,8 +17,8 @@ enum At {
 
 /// Checks an event stream, as its bytes arrive, against numbered messages: message `seq` must
 /// come next as exactly `event: <event>\ndata: <seq, six digits> <filler>\n\n`, with only empty
-/// lines and comments (the opening line break, heartbeats) between messages, and nothing but
-/// those after the last one. Whole payloads are compared with slice equality (`memcmp`), never
+/// lines, comments (heartbeats) and `retry:` lines (the opening's reconnect delay) between
+/// messages, and nothing but those after the last one. Whole payloads are compared with slice equality (`memcmp`), never
 /// parsed byte by byte, so a thousand readers can check 50 GB on two cores.
 #[derive(Debug)]
 pub struct MessageCheck {
@@ -59,7 +60,9 @@ impl MessageCheck {
             match self.at {
                 At::LineStart => match first {
                     b'\n' => bytes = &bytes[1..],
-                    b':' => self.at = At::Comment,
+                    // A message frame starts with `event:`; a line starting with `r` is the
+                    // opening's `retry:` field.
+                    b':' | b'r' => self.at = At::Comment,
                     _ if self.seq == self.messages => {
                         return Err(format!(
                             "bytes after the last message: {:?}",
@@ -132,6 +135,17 @@ mod tests {
             check.feed(&stream[..split]).unwrap();
             check.feed(&stream[split..]).unwrap();
             assert_eq!(check.seq(), 2);
+        }
+    }
+
+    #[test]
+    fn the_openings_retry_line_is_not_a_message() {
+        let stream: &[u8] = b"\nretry: 2530\n\nevent: normal-event\ndata: 000000 aaa\n\n";
+        for split in 0..stream.len() {
+            let mut check = MessageCheck::new("normal-event", 763, fillers());
+            check.feed(&stream[..split]).unwrap();
+            check.feed(&stream[split..]).unwrap();
+            assert_eq!(check.seq(), 1);
         }
     }
 
