@@ -97,24 +97,8 @@ async fn read_until(client: &mut TcpStream, received: &mut Vec<u8>, end: &[u8]) 
 /// open for the next request.
 #[tokio::test]
 async fn a_stream_the_server_ended_leaves_the_connection_open_for_the_next_request() {
-    let server = Server::builder().path("/sse").build().unwrap();
-    server
-        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
-        .unwrap();
-    let mut notifications = server.subscribe();
-    let addr = serve(server.clone());
-
-    let mut client = TcpStream::connect(addr).await.unwrap();
     let request = b"GET /sse?clientId=c&events=e HTTP/1.1\r\nhost: x\r\n\r\n";
-    client.write_all(request).await.unwrap();
-    let mut received = Vec::new();
-    read_until(&mut client, &mut received, b"\n\n\r\n").await;
-    while !matches!(
-        notifications.recv().await,
-        Some(Notification::ConnCreate { .. })
-    ) {}
-    server.disconnect("c").unwrap();
-    read_until(&mut client, &mut received, b"\r\n0\r\n\r\n").await;
+    let (mut client, _) = stream_ended_by_the_server(request).await;
 
     // The same connection, the next request: a new stream.
     client.write_all(request).await.unwrap();
@@ -129,26 +113,10 @@ async fn a_stream_the_server_ended_leaves_the_connection_open_for_the_next_reque
 /// and the connection closes when the stream ends.
 #[tokio::test]
 async fn a_stream_asked_with_connection_close_closes_its_connection_when_it_ends() {
-    let server = Server::builder().path("/sse").build().unwrap();
-    server
-        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
-        .unwrap();
-    let mut notifications = server.subscribe();
-    let addr = serve(server.clone());
-
-    let mut client = TcpStream::connect(addr).await.unwrap();
     let request = b"GET /sse?clientId=c&events=e HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    client.write_all(request).await.unwrap();
-    let mut received = Vec::new();
-    read_until(&mut client, &mut received, b"\n\n\r\n").await;
+    let (mut client, received) = stream_ended_by_the_server(request).await;
     let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
-    while !matches!(
-        notifications.recv().await,
-        Some(Notification::ConnCreate { .. })
-    ) {}
-    server.disconnect("c").unwrap();
-    read_until(&mut client, &mut received, b"\r\n0\r\n\r\n").await;
     let mut rest = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut rest))
         .await
@@ -158,6 +126,30 @@ async fn a_stream_asked_with_connection_close_closes_its_connection_when_it_ends
         0,
         "nothing after the last chunk, then the end"
     );
+}
+
+/// Opens a stream for client `c` with `request` on a standalone server, has the server end it
+/// (a disconnect), and returns the client's connection and everything it received, up to the
+/// response's last chunk.
+async fn stream_ended_by_the_server(request: &[u8]) -> (TcpStream, Vec<u8>) {
+    let server = Server::builder().path("/sse").build().unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let addr = serve(server.clone());
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    read_until(&mut client, &mut received, b"\n\n\r\n").await;
+    while !matches!(
+        notifications.recv().await,
+        Some(Notification::ConnCreate { .. })
+    ) {}
+    server.disconnect("c").unwrap();
+    read_until(&mut client, &mut received, b"\r\n0\r\n\r\n").await;
+    (client, received)
 }
 
 /// Sends one request with `Connection: close` and reads the whole answer.
