@@ -133,7 +133,11 @@ fn parse_sse_get(buf: &[u8], server: &Server) -> Parse {
 /// Answers a lean `GET` on the SSE path: the stream, or the core's rejection. Returns the
 /// socket when the response ended complete on a connection that stays open (the server ended
 /// the stream with its last chunk), for the next request on it.
-pub(crate) async fn serve_stream<S>(mut socket: S, server: &Server, request: Request<()>) -> Option<S>
+pub(crate) async fn serve_stream<S>(
+    mut socket: S,
+    server: &Server,
+    request: Request<()>,
+) -> Option<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
