@@ -228,17 +228,20 @@ where
                     socket.flush().await?;
                     return Ok(true);
                 };
-                let mut size = [0u8; 20];
-                let size = chunk_size_line(&mut size, data.len());
-                let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
-                let write = async {
-                    socket.write_all_buf(&mut out).await?;
-                    socket.flush().await
-                };
+                // A client that stopped reading blocks this write (or, over TLS, the flush) for
+                // good; once the core has closed it (its buffer filled up), drop the socket
+                // instead of waiting.
+                {
+                    let mut size = [0u8; 20];
+                    let size = chunk_size_line(&mut size, data.len());
+                    let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
+                    tokio::select! {
+                        written = socket.write_all_buf(&mut out) => written?,
+                        () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
+                    }
+                }
                 tokio::select! {
-                    written = write => written?,
-                    // A client that stopped reading blocks this write for good; once the core
-                    // has closed it (its buffer filled up), drop the socket instead of waiting.
+                    flushed = socket.flush() => flushed?,
                     () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
                 }
             }

@@ -265,11 +265,9 @@ struct Shared {
 }
 
 /// hyper's connection builders: one that detects the protocol from the first bytes, and one for
-/// each protocol that TLS negotiated by ALPN.
+/// HTTP/2 that TLS negotiated by ALPN.
 struct Builders {
     detect: auto::Builder<TokioExecutor>,
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    http1: auto::Builder<TokioExecutor>,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     http2: auto::Builder<TokioExecutor>,
 }
@@ -282,21 +280,18 @@ impl Builders {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
         Self {
-            http1: detect.clone().http1_only(),
             http2: detect.clone().http2_only(),
             detect,
         }
     }
 }
 
-/// How a connection's protocol is known, once the lean path has handed it to hyper.
+/// How hyper learns a connection's protocol.
 #[derive(Clone, Copy)]
 enum Protocol {
-    /// From its first bytes: cleartext, or TLS that negotiated no protocol.
+    /// From its first bytes: HTTP/1.1, or HTTP/2 with prior knowledge. Cleartext connections,
+    /// and TLS ones that negotiated `http/1.1` (whose first bytes then say so) or nothing.
     Detect,
-    /// TLS negotiated `http/1.1`.
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    Http1,
     /// TLS negotiated `h2`.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Http2,
@@ -319,11 +314,6 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    /// Serves a cleartext connection.
-    async fn serve(self, socket: TcpStream) {
-        self.serve_http(socket, Protocol::Detect).await;
-    }
-
     /// Serves a TLS connection: the handshake, then HTTP as ALPN decided.
     #[cfg(feature = "tls")]
     async fn serve_tls(mut self, socket: TcpStream, tls: TlsConfig) {
@@ -338,22 +328,20 @@ where
                 return;
             }
         };
-        let protocol = match stream.get_ref().1.alpn_protocol() {
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             // Nothing for the lean path to look at: every request of an HTTP/2 connection is
             // hyper's.
-            Some(b"h2") => {
-                return self
-                    .serve_hyper(Bytes::new(), stream, Protocol::Http2)
-                    .await;
-            }
-            Some(b"http/1.1") => Protocol::Http1,
-            _ => Protocol::Detect,
-        };
-        self.serve_http(stream, protocol).await;
+            self.serve_hyper(Bytes::new(), stream, Protocol::Http2)
+                .await;
+        } else {
+            self.serve(stream).await;
+        }
     }
 
     /// Serves `socket`: lean streams for as long as its requests are lean SSE `GET`s, then hyper.
-    async fn serve_http<S>(mut self, mut socket: S, protocol: Protocol)
+    /// A cleartext connection's task as it is: a wrapper would hold the connection and the
+    /// socket twice, and every idle stream would pay for it.
+    async fn serve<S>(mut self, mut socket: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -375,7 +363,7 @@ where
                     }
                 }
                 Ok(Ok(First::Other(prefix))) => {
-                    return self.serve_hyper(prefix, socket, protocol).await;
+                    return self.serve_hyper(prefix, socket, Protocol::Detect).await;
                 }
                 Ok(Err(_)) | Err(_) => return,
             }
@@ -390,11 +378,9 @@ where
     {
         let io = TokioIo::new(Replay::new(prefix, socket));
         let service = TowerToHyperService::new(self.service.clone());
-        let builders = &self.shared.builders;
         let builder = match protocol {
-            Protocol::Detect => &builders.detect,
-            Protocol::Http1 => &builders.http1,
-            Protocol::Http2 => &builders.http2,
+            Protocol::Detect => &self.shared.builders.detect,
+            Protocol::Http2 => &self.shared.builders.http2,
         };
         // Boxed: a hyper connection is large, and most connections are lean streams.
         let mut connection = Box::pin(builder.serve_connection(io, service).into_owned());
