@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -125,9 +126,12 @@ impl Live {
     /// Stops everything going out of connection `serial`: its sink is closed, its tasks
     /// aborted, and whatever it was not given (frames the sink discarded, frames still held
     /// back) marks where it stands. The first half of a close; [`Hub::finish_close`] is the
-    /// second.
-    fn stop(&self, serial: u64, reason: CloseReason) {
-        self.sink.close(reason);
+    /// second. With `last`, the sink writes that field before the stream ends.
+    fn stop(&self, serial: u64, reason: CloseReason, last: Option<Bytes>) {
+        match last {
+            Some(last) => self.sink.close_with(reason, last),
+            None => self.sink.close(reason),
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -261,7 +265,7 @@ impl Hub {
         // what it discarded; it leaves its rooms after, so shared rooms stay open.
         let replaced = replacing.and_then(|old| shard.remove(old).map(|live| (old, live)));
         let replaced_at = replaced.as_ref().and_then(|(old, live)| {
-            live.stop(*old, CloseReason::Replaced);
+            live.stop(*old, CloseReason::Replaced, None);
             live.seen.as_ref().and_then(|seen| seen.resume_point())
         });
         let (live, made) = join(&Registering {
@@ -317,12 +321,18 @@ impl Hub {
 
     /// Closes connection `serial` if it is still open: the one close path, whatever the cause.
     pub(crate) fn close(&self, serial: u64, reason: CloseReason) {
+        self.close_with(serial, reason, None);
+    }
+
+    /// Closes connection `serial` like [`Hub::close`], its stream ending with `last` when given
+    /// (a field that is not a message, such as the drain's `retry:`).
+    pub(crate) fn close_with(&self, serial: u64, reason: CloseReason, last: Option<Bytes>) {
         let mut shard = self.shard_of_serial(serial);
         let Some(live) = shard.remove(serial) else {
             return;
         };
         self.open.fetch_sub(1, Ordering::Relaxed);
-        live.stop(serial, reason);
+        live.stop(serial, reason, last);
         // Under the shard's lock, so that it is ordered with every join of this clientId.
         self.finish_close(serial, live, reason);
     }
@@ -348,7 +358,7 @@ impl Hub {
             let closed: Vec<_> = shard.live.drain().collect();
             for (serial, live) in closed {
                 self.open.fetch_sub(1, Ordering::Relaxed);
-                live.stop(serial, reason);
+                live.stop(serial, reason, None);
                 self.finish_close(serial, live, reason);
             }
         }

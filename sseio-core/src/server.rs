@@ -256,8 +256,12 @@ impl Server {
     /// instant, to whichever instance the balancer picks. `Duration::ZERO` closes them all now.
     ///
     /// A browser's native `EventSource` reconnects by itself when a stream ends, but treats a
-    /// `503` as final: a page that uses it directly should reopen it after an `error` event with
-    /// `readyState === EventSource.CLOSED` (the demo in `examples/` shows how).
+    /// `503` as final. So each stream closed here ends with a `retry:` field that tells it to
+    /// wait for the rest of `grace`, plus the [reconnect delay](ServerBuilder::reconnect_delay):
+    /// by then this server has stopped accepting, and the `EventSource` reaches its successor,
+    /// or finds the port closed, which it retries as a network error. Only an `EventSource`
+    /// opened while the server drains gets a `503` and stays closed: a page should reopen it
+    /// after an `error` event with `readyState === EventSource.CLOSED`.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.hub.start_draining();
         let serials = self.inner.hub.serials();
@@ -268,14 +272,19 @@ impl Server {
         let mut closed = 0;
         while closed < serials.len() {
             ticker.tick().await;
-            let elapsed = started.elapsed().as_secs_f64();
+            let elapsed = started.elapsed();
             let due = if spread > 0.0 {
-                ((elapsed / spread * serials.len() as f64) as usize + 1).min(serials.len())
+                ((elapsed.as_secs_f64() / spread * serials.len() as f64) as usize + 1)
+                    .min(serials.len())
             } else {
                 serials.len()
             };
+            let rest_of_grace = grace.saturating_sub(elapsed);
             for &serial in &serials[closed..due.max(closed)] {
-                self.inner.hub.close(serial, CloseReason::ServerClosed);
+                let retry = frame::retry(rest_of_grace + self.inner.pacing.next_delay());
+                self.inner
+                    .hub
+                    .close_with(serial, CloseReason::ServerClosed, Some(retry));
             }
             closed = due.max(closed);
         }
