@@ -216,6 +216,9 @@ async fn stream(socket: &mut TcpStream, response: Response<ConnectionStream>) ->
                 let size = chunk_size_line(&mut size, data.len());
                 let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
                 tokio::select! {
+                    // The write first: a chunk handed out after the close (its last field) is
+                    // written whenever the socket takes it, never dropped for the close.
+                    biased;
                     written = writer.write_all_buf(&mut out) => written?,
                     // A client that stopped reading blocks this write for good; once the core
                     // has closed it (its buffer filled up), drop the socket instead of waiting.
