@@ -118,14 +118,11 @@ where
 /// The path the core matches is the request's whole path, also under a `web::scope`.
 pub async fn respond(server: &Server, req: &HttpRequest) -> Option<HttpResponse> {
     let head = Head::from_request(req)?;
-    let outcome = server
-        .handle(RequestHead::new(
-            &head.method,
-            &head.uri,
-            head.version,
-            &head.headers,
-        ))
-        .await;
+    let mut request = RequestHead::new(&head.method, &head.uri, head.version, &head.headers);
+    if let Some(peer) = req.peer_addr() {
+        request = request.with_client_addr(peer.ip());
+    }
+    let outcome = server.handle(request).await;
     match outcome {
         Outcome::NotOurs => None,
         Outcome::Reply(response) => {

@@ -50,6 +50,8 @@ pub(crate) struct Limits {
     pub(crate) max_room_id_bytes: usize,
     pub(crate) max_message_bytes: usize,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_streams_per_principal: Option<usize>,
+    pub(crate) max_streams_per_address: Option<usize>,
     pub(crate) fetch_timeout: Duration,
 }
 
@@ -203,6 +205,27 @@ impl ServerBuilder {
         self
     }
 
+    /// The most streams one principal (what [`authorize`](ServerBuilder::authorize) granted)
+    /// may hold open at once; one more is answered `429` with a jittered `Retry-After`, on which
+    /// the official client backs off and retries. A replacement of one of its own `clientId`s
+    /// takes the replaced stream's place. Streams without a principal are not counted. Default:
+    /// no limit.
+    pub fn max_streams_per_principal(mut self, streams: usize) -> Self {
+        self.limits.max_streams_per_principal = Some(streams);
+        self
+    }
+
+    /// The most streams one client IP address may hold open at once, answered like
+    /// [`max_streams_per_principal`](ServerBuilder::max_streams_per_principal). The address is
+    /// [`RequestHead::client_addr`](crate::RequestHead::client_addr), which each adapter fills
+    /// from the connection's peer: behind a proxy, every client shares the proxy's address, so
+    /// set it there from the forwarded address the proxy adds, or cap at the proxy instead.
+    /// Default: no limit.
+    pub fn max_streams_per_address(mut self, streams: usize) -> Self {
+        self.limits.max_streams_per_address = Some(streams);
+        self
+    }
+
     /// How long a `fetch` may run; past it, it is abandoned, an `error` notification is raised
     /// and the messages held back behind it are delivered. Default: 30 seconds.
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
@@ -328,6 +351,8 @@ impl Default for ServerBuilder {
                 max_room_id_bytes: DEFAULT_MAX_ROOM_ID_BYTES,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
                 max_connections: None,
+                max_streams_per_principal: None,
+                max_streams_per_address: None,
                 fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             },
             cors: None,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::history::LocalHistory;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifier};
 use crate::position::{Position, Seen};
+use crate::quota::{Holders, Quotas};
 use crate::rejection::ConnectRejection;
 use crate::sink::{SinkError, SseSink};
 use crate::sync::lock;
@@ -39,7 +41,7 @@ const SHARDS: usize = 1 << SHARD_BITS;
 /// 3. a handler's rooms, one handler at a time;
 /// 4. a member's hold-back queue, then the connection's sink;
 /// 5. leaves, which call nothing: resume records, a connection's [`Seen`], the notification
-///    channel, a broker's queue.
+///    channel, a broker's queue, the counts of the caps per principal and per address.
 ///
 /// Shards are private to the hub and each method takes at most one, calling out of it only
 /// into levels 2 to 5 (joining and leaving rooms, closing a sink, raising a notification), so no
@@ -63,6 +65,8 @@ pub(crate) struct Hub {
     history: Arc<LocalHistory>,
     resume_ttl: Duration,
     max_buffer_bytes: usize,
+    /// The caps per principal and per address, if any.
+    quotas: Option<Quotas>,
 }
 
 /// One shard: its connections by serial, the serial of each `clientId`, and when each stream
@@ -170,6 +174,7 @@ impl Hub {
         history: Arc<LocalHistory>,
         resume_ttl: Duration,
         max_buffer_bytes: usize,
+        quotas: Option<Quotas>,
     ) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -182,6 +187,7 @@ impl Hub {
             history,
             resume_ttl,
             max_buffer_bytes,
+            quotas,
         }
     }
 
@@ -231,12 +237,13 @@ impl Hub {
     ///
     /// # Errors
     ///
-    /// The server is draining, the `clientId` belongs to another principal, or the server is
-    /// full.
+    /// The server is draining, the `clientId` belongs to another principal, the server is
+    /// full, or the stream's principal or address holds as many streams as it may.
     pub(crate) fn register<T>(
         &self,
         client_id: &Arc<str>,
         principal: &Option<Arc<str>>,
+        address: Option<IpAddr>,
         admission: Admission,
         deadline: Option<Instant>,
         join: impl FnOnce(&Registering) -> (Live, T),
@@ -255,12 +262,30 @@ impl Hub {
                 message: "this clientId is in use by another principal".to_owned(),
             });
         }
-        // A replacement takes its predecessor's place in the count.
-        if replacing.is_none() && !self.reserve(admission.max_connections) {
-            return Err(ConnectRejection::TooManyConnections);
-        }
         let serial =
             (self.next_serial.fetch_add(1, Ordering::Relaxed) << SHARD_BITS) | index as u64;
+        if let Some(quotas) = &self.quotas {
+            let holders = Holders {
+                principal: principal.as_ref(),
+                address,
+            };
+            let replacing = replacing.and_then(|old| {
+                let live = shard.live.get(&old)?;
+                let holders = Holders {
+                    principal: live.principal.as_ref(),
+                    address: None,
+                };
+                Some((old, holders))
+            });
+            quotas.take(serial, holders, replacing)?;
+        }
+        // A replacement takes its predecessor's place in the count.
+        if replacing.is_none() && !self.reserve(admission.max_connections) {
+            if let Some(quotas) = &self.quotas {
+                quotas.release(serial, principal.as_ref());
+            }
+            return Err(ConnectRejection::TooManyConnections);
+        }
         // The replaced stream stops before the new one joins, so that where it stood counts
         // what it discarded; it leaves its rooms after, so shared rooms stay open.
         let replaced = replacing.and_then(|old| shard.remove(old).map(|live| (old, live)));
@@ -396,6 +421,9 @@ impl Hub {
         let _span = live.span.clone().entered();
         self.metrics.closed(reason, self.is_draining());
         tracing::debug!(%reason, "sseio connection closed");
+        if let Some(quotas) = &self.quotas {
+            quotas.release(serial, live.principal.as_ref());
+        }
         for (handler, room) in &live.rooms {
             handler.leave(room, serial);
         }

@@ -25,6 +25,7 @@ use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::pacing::Pacing;
+use crate::quota::Quotas;
 use crate::rejection::ConnectRejection;
 use crate::request::{PathPattern, RequestHead};
 use crate::sink::{QueueSink, SseSink};
@@ -88,6 +89,10 @@ impl Server {
             local_history.clone(),
             builder.resume_ttl,
             builder.limits.max_buffer_bytes,
+            Quotas::new(
+                builder.limits.max_streams_per_principal,
+                builder.limits.max_streams_per_address,
+            ),
         ));
         let handler_env = HandlerEnv {
             hub: Arc::downgrade(&hub),
@@ -389,7 +394,8 @@ impl Server {
     /// query is missing `clientId` or `events`, cannot be decoded, or passes a limit (`400`);
     /// `authorize` or a `get_room_id` refused it (`401`/`403`) or panicked (`500`); the server
     /// is draining or full (`503`); the `clientId` is another principal's (`403`, with
-    /// [`ServerBuilder::takeover_requires_same_principal`]).
+    /// [`ServerBuilder::takeover_requires_same_principal`]); its principal or address holds as
+    /// many streams as it may (`429`).
     pub async fn connect(
         &self,
         request: RequestHead<'_>,
@@ -403,6 +409,7 @@ impl Server {
         let (serial, plan) = inner.hub.register(
             &client_id,
             &admitted.principal.clone(),
+            request.client_addr,
             inner.admission,
             inner.stream_deadline(),
             |registering| {

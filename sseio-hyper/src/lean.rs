@@ -23,6 +23,8 @@ use sseio_core::{ConnectionStream, Outcome, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::service::request_head;
+
 /// The largest request head read here; a larger one goes to hyper, which answers it.
 pub const HEAD_LIMIT: usize = 16 * 1024;
 /// The most headers parsed here; a request with more goes to hyper.
@@ -135,7 +137,7 @@ pub(crate) async fn serve_stream(
     request: Request<()>,
 ) -> Option<TcpStream> {
     // Boxed, so the state of accepting a connection is freed before the long streaming part.
-    let outcome = Box::pin(server.handle((&request).into())).await;
+    let outcome = Box::pin(server.handle(request_head(&request))).await;
     let result = match outcome {
         Outcome::Stream(mut response) => {
             // A client that asked to close, and any client once the server drains, gets its

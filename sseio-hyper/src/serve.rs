@@ -26,7 +26,7 @@ use tower_service::Service;
 
 use crate::health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthPaths};
 use crate::lean::{self, First, Replay};
-use crate::service::SseioService;
+use crate::service::{ClientAddr, SseioService};
 
 /// How long [`Serve`]'s graceful shutdown spreads the closing of open streams, by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -192,9 +192,9 @@ where
             let mut drain = std::pin::pin!(drain);
 
             loop {
-                let socket = tokio::select! {
+                let (socket, peer) = tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((socket, _)) => socket,
+                        Ok(accepted) => accepted,
                         Err(error) => {
                             // Out of file descriptors or similar: keep serving the open connections.
                             tracing::warn!(%error, "sseio: accept failed");
@@ -212,7 +212,7 @@ where
                     service: service.clone(),
                     drain_over: drain_over.clone(),
                 };
-                tokio::spawn(connection.serve(socket));
+                tokio::spawn(connection.serve(socket, ClientAddr(peer.ip())));
             }
 
             drop(listener);
@@ -242,7 +242,7 @@ where
     B::Error: Into<BoxError>,
 {
     /// Serves `socket`: lean streams for as long as its requests are lean SSE `GET`s, then hyper.
-    async fn serve(mut self, mut socket: TcpStream) {
+    async fn serve(mut self, mut socket: TcpStream, peer: ClientAddr) {
         // A lean stream that the server ended leaves the connection open for the client's next
         // request, which starts over here; once the drain is over, nobody waits for it.
         loop {
@@ -254,13 +254,16 @@ where
                 () = drain_over(&mut self.drain_over) => return,
             };
             match first {
-                Ok(Ok(First::SseGet(request))) => {
+                Ok(Ok(First::SseGet(mut request))) => {
+                    request.extensions_mut().insert(peer);
                     match lean::serve_stream(socket, &self.server, request).await {
                         Some(open) => socket = open,
                         None => return,
                     }
                 }
-                Ok(Ok(First::Other(prefix))) => return self.serve_hyper(prefix, socket).await,
+                Ok(Ok(First::Other(prefix))) => {
+                    return self.serve_hyper(prefix, socket, peer).await;
+                }
                 Ok(Err(_)) | Err(_) => return,
             }
         }
@@ -268,9 +271,12 @@ where
 
     /// Serves the rest of the connection with hyper, `prefix` (the bytes read so far) first,
     /// shutting it down gracefully once the drain is over.
-    async fn serve_hyper(mut self, prefix: Bytes, socket: TcpStream) {
+    async fn serve_hyper(mut self, prefix: Bytes, socket: TcpStream, peer: ClientAddr) {
         let io = TokioIo::new(Replay::new(prefix, socket));
-        let service = TowerToHyperService::new(self.service.clone());
+        let service = TowerToHyperService::new(FromPeer {
+            inner: self.service.clone(),
+            peer,
+        });
         // Boxed: a hyper connection is large, and most connections are lean streams.
         let mut connection = Box::pin(self.builder.serve_connection(io, service).into_owned());
         let ended = tokio::select! {
@@ -283,6 +289,31 @@ where
         if let Err(error) = ended {
             tracing::debug!(%error, "sseio: connection ended with an error");
         }
+    }
+}
+
+/// A connection's service: each request carries the connection's peer as its [`ClientAddr`].
+#[derive(Clone)]
+struct FromPeer<S> {
+    inner: S,
+    peer: ClientAddr,
+}
+
+impl<S, B> Service<Request<B>> for FromPeer<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> S::Future {
+        request.extensions_mut().insert(self.peer);
+        self.inner.call(request)
     }
 }
 

@@ -258,3 +258,35 @@ async fn every_stream_a_drain_ends_gets_its_retry_and_last_chunk() {
         );
     }
 }
+
+/// The standalone server tells the core each connection's peer, so a cap per client address
+/// holds: a third stream from this host is answered `429` with a `Retry-After`.
+#[tokio::test]
+async fn the_cap_per_address_counts_the_peers_streams() {
+    let server = Server::builder()
+        .path("/sse")
+        .max_streams_per_address(2)
+        .build()
+        .unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let addr = serve(server.clone());
+    let mut open = Vec::new();
+    for client in ["a", "b"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /sse?clientId={client}&events=e HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        read_until(&mut stream, &mut received, b"\n\n\r\n").await;
+        assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"), "{received:?}");
+        open.push(stream);
+    }
+    let third = answer(addr, "/sse?clientId=c&events=e").await;
+    assert!(third.starts_with("HTTP/1.1 429 "), "{third}");
+    assert!(
+        third.to_ascii_lowercase().contains("\r\nretry-after: "),
+        "{third}"
+    );
+    drop(open);
+}
