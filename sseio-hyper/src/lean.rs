@@ -19,11 +19,11 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
-use sseio_core::{ConnectionStream, Outcome, Server};
+use sseio_core::{ConnectionStream, Outcome, RequestHead, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::service::request_head;
+use crate::service::ClientAddr;
 
 /// The largest request head read here; a larger one goes to hyper, which answers it.
 pub const HEAD_LIMIT: usize = 16 * 1024;
@@ -130,14 +130,18 @@ fn parse_sse_get(buf: &[u8], server: &Server) -> Parse {
 
 /// Answers a lean `GET` on the SSE path: the stream, or the core's rejection. Returns the
 /// socket when the response ended complete on a connection that stays open (the server ended
-/// the stream with its last chunk), for the next request on it.
+/// the stream with its last chunk), for the next request on it. `peer` is the client's
+/// address, for the cap per address.
 pub(crate) async fn serve_stream(
     mut socket: TcpStream,
     server: &Server,
     request: Request<()>,
+    peer: ClientAddr,
 ) -> Option<TcpStream> {
+    // The peer is handed over as is: an extension would cost a map per stream.
+    let head = RequestHead::from(&request).with_client_addr(peer.0);
     // Boxed, so the state of accepting a connection is freed before the long streaming part.
-    let outcome = Box::pin(server.handle(request_head(&request))).await;
+    let outcome = Box::pin(server.handle(head)).await;
     let result = match outcome {
         Outcome::Stream(mut response) => {
             // A client that asked to close, and any client once the server drains, gets its

@@ -254,9 +254,8 @@ where
                 () = drain_over(&mut self.drain_over) => return,
             };
             match first {
-                Ok(Ok(First::SseGet(mut request))) => {
-                    request.extensions_mut().insert(peer);
-                    match lean::serve_stream(socket, &self.server, request).await {
+                Ok(Ok(First::SseGet(request))) => {
+                    match lean::serve_stream(socket, &self.server, request, peer).await {
                         Some(open) => socket = open,
                         None => return,
                     }

@@ -15,8 +15,14 @@ use conformance_tests::harness::{
 };
 use std::collections::HashMap;
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     init_tracing("warn");
     let app = HarnessApp::new().await;
     let server = app.server();
