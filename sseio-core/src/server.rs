@@ -28,7 +28,7 @@ use crate::pacing::Pacing;
 use crate::quota::Quotas;
 use crate::rejection::ConnectRejection;
 use crate::request::{PathPattern, RequestHead};
-use crate::sink::{QueueSink, SseSink};
+use crate::sink::{QueueSink, SinkError, SseSink};
 use crate::sync::{read, write};
 use crate::upkeep::Upkeep;
 
@@ -69,6 +69,8 @@ pub(crate) struct ServerInner {
     upkeep: Upkeep,
     pacing: Pacing,
     max_stream_lifetime: Option<Duration>,
+    /// The event name of the gap notice, if on.
+    gap_notice: Option<Arc<str>>,
 }
 
 /// How often [`Server::shutdown`] closes the streams that are due.
@@ -120,6 +122,7 @@ impl Server {
             upkeep: Upkeep::new(builder.heartbeat_interval),
             pacing: Pacing::new(builder.reconnect_delay, builder.reconnect_spread),
             max_stream_lifetime: builder.max_stream_lifetime,
+            gap_notice: builder.gap_notice.map(Arc::from),
         });
         if let Some(broker) = inner.broker() {
             let local: Arc<dyn LocalNode> = inner.clone();
@@ -531,6 +534,20 @@ impl ServerInner {
             *retry_after = HeaderValue::from(seconds as u64);
         }
         Outcome::Reply(response)
+    }
+
+    /// Tells a connection, through its `sink`, that its resume of `event` could not be served,
+    /// when the [gap notice](ServerBuilder::gap_notice) is on.
+    pub(crate) fn notify_gap(&self, sink: &dyn SseSink, event: &str) -> Result<(), SinkError> {
+        let Some(name) = &self.gap_notice else {
+            return Ok(());
+        };
+        let data = serde_json::json!({ "event": event }).to_string();
+        let notice = frame::encode(name, &data);
+        let len = notice.len();
+        sink.send(notice)?;
+        self.metrics().sent(1, len);
+        Ok(())
     }
 
     /// When a stream opened now is to close, with a
