@@ -319,7 +319,8 @@ fn send_error(e: SendError) -> (StatusCode, String) {
 
 /// The server's settings: the harness path, and the limits `conformance-tests/HARNESS.md` names
 /// when their environment variables are set (`SSEIO_MAX_BUFFER_BYTES`, `SSEIO_MAX_EVENTS`,
-/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), history for `SSEIO_HISTORY`, CORS for
+/// `SSEIO_MAX_CONNECTIONS`, `SSEIO_MAX_MESSAGE_BYTES`), history for `SSEIO_HISTORY` (and its gap
+/// notice for `SSEIO_GAP_NOTICE`), CORS for
 /// `SSEIO_CORS_ORIGIN` with credentials allowed, and with `SSEIO_AUTH_TOKEN` an `authorize` hook
 /// that wants that token as a bearer token or the cookie `sseio_token`.
 fn builder_from_env() -> ServerBuilder {
@@ -354,6 +355,9 @@ fn builder_from_env() -> ServerBuilder {
     }
     if let Some(messages) = var("SSEIO_HISTORY") {
         builder = builder.history(History::new(messages));
+    }
+    if let Ok(event) = std::env::var("SSEIO_GAP_NOTICE") {
+        builder = builder.gap_notice(event);
     }
     if let Ok(origin) = std::env::var("SSEIO_CORS_ORIGIN") {
         builder = builder.cors(Cors::new().allow_origin(origin).allow_credentials(true));

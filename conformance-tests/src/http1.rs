@@ -23,13 +23,14 @@ const MIN_READ: usize = 8 * 1024;
 /// The most one read of a body asks for.
 const MAX_READ: usize = 256 * 1024;
 
-/// An HTTP/1.1 request to send with [`Request::send`].
+/// An HTTP/1.1 request to send with [`Request::send`] (or an HTTP/1.0 one, [`Request::http10`]).
 #[derive(Debug, Clone)]
 pub struct Request {
     method: String,
     target: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    http10: bool,
 }
 
 impl Request {
@@ -41,12 +42,23 @@ impl Request {
             target: target.into(),
             headers: Vec::new(),
             body: Vec::new(),
+            http10: false,
         }
     }
 
     /// A `GET` request for `target`.
     pub fn get(target: impl Into<String>) -> Request {
         Request::new("GET", target)
+    }
+
+    /// Sends the request as HTTP/1.0, as an old client or a proxy's default upstream connection
+    /// does, and without the `Host` line [`Request::send`] otherwise writes (HTTP/1.0 has none;
+    /// add one with [`Request::header`]). Nothing else changes: the response is read as it comes,
+    /// and a body without `Content-Length` ends when the server closes the connection.
+    #[must_use]
+    pub fn http10(mut self) -> Request {
+        self.http10 = true;
+        self
     }
 
     /// Adds a header line. `Host` and `Content-Length` are written by [`Request::send`].
@@ -79,10 +91,14 @@ impl Request {
         let authority = authority(base_url)?;
         let mut stream = TcpStream::connect(authority).await?;
         stream.set_nodelay(true)?;
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {authority}\r\n",
-            self.method, self.target
-        );
+        let mut head = if self.http10 {
+            format!("{} {} HTTP/1.0\r\n", self.method, self.target)
+        } else {
+            format!(
+                "{} {} HTTP/1.1\r\nHost: {authority}\r\n",
+                self.method, self.target
+            )
+        };
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }

@@ -10,6 +10,7 @@ pub mod h2;
 pub mod harness;
 pub mod http1;
 pub mod message_check;
+pub mod nginx;
 pub mod redis_server;
 pub mod sse;
 
@@ -119,6 +120,53 @@ impl Harness {
     /// The server's base URL, such as `http://127.0.0.1:43117`, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The server's `host:port`, such as `127.0.0.1:43117`: where a proxy in front of it
+    /// connects.
+    pub fn authority(&self) -> &str {
+        let rest = self
+            .base_url
+            .split_once("://")
+            .map_or(self.base_url.as_str(), |(_, rest)| rest);
+        rest.split('/').next().unwrap_or(rest)
+    }
+
+    /// The peers' ports of the TCP connections to the server's port that are established on the
+    /// server's side right now, sorted, from Linux's `/proc/net/tcp` and `/proc/net/tcp6`: which
+    /// connections a proxy in front of the server keeps open (and any request of the case itself
+    /// still in flight). `None` without those files, or when the port cannot be told from the
+    /// base URL.
+    pub fn established_peer_ports(&self) -> Option<Vec<u16>> {
+        let port: u16 = self.authority().rsplit(':').next()?.parse().ok()?;
+        let hex_port = |address: &str| {
+            address
+                .rsplit(':')
+                .next()
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+        };
+        let mut peers = None;
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let Ok(table) = std::fs::read_to_string(table) else {
+                continue;
+            };
+            let peers = peers.get_or_insert_with(Vec::new);
+            // `sl local_address rem_address st ...`: addresses as `HEXIP:HEXPORT`, state `01`
+            // for ESTABLISHED.
+            for line in table.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().take(4).collect();
+                if let [_, local, remote, "01"] = fields[..]
+                    && hex_port(local) == Some(port)
+                    && let Some(peer) = hex_port(remote)
+                {
+                    peers.push(peer);
+                }
+            }
+        }
+        peers.map(|mut peers| {
+            peers.sort_unstable();
+            peers
+        })
     }
 
     /// The absolute URL of `path_and_query` on this server.

@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::ConnectionType;
 use actix_web::{Error, HttpRequest, HttpResponse, HttpResponseBuilder};
+use http::Version;
 use sseio_core::{Outcome, RequestHead, Server};
 
 use crate::body::Pieces;
@@ -118,14 +120,11 @@ where
 /// The path the core matches is the request's whole path, also under a `web::scope`.
 pub async fn respond(server: &Server, req: &HttpRequest) -> Option<HttpResponse> {
     let head = Head::from_request(req)?;
-    let outcome = server
-        .handle(RequestHead::new(
-            &head.method,
-            &head.uri,
-            head.version,
-            &head.headers,
-        ))
-        .await;
+    let mut request = RequestHead::new(&head.method, &head.uri, head.version, &head.headers);
+    if let Some(peer) = req.peer_addr() {
+        request = request.with_client_addr(peer.ip());
+    }
+    let outcome = server.handle(request).await;
     match outcome {
         Outcome::NotOurs => None,
         Outcome::Reply(response) => {
@@ -136,7 +135,15 @@ pub async fn respond(server: &Server, req: &HttpRequest) -> Option<HttpResponse>
             let (parts, stream) = response.into_parts();
             // Dropping the body (the client went away, or the server stops) closes the
             // connection in the core.
-            Some(builder(&parts).streaming(Pieces::new(stream)))
+            let mut response = builder(&parts).streaming(Pieces::new(stream));
+            if head.version < Version::HTTP_11 {
+                // actix-http chunks a streamed body whatever the request's version; HTTP/1.0 has
+                // no chunked encoding, so the stream's end must be its connection's close.
+                let head = response.head_mut();
+                head.no_chunking(true);
+                head.set_connection_type(ConnectionType::Close);
+            }
+            Some(response)
         }
     }
 }
@@ -153,7 +160,7 @@ fn builder(parts: &http::response::Parts) -> HttpResponseBuilder {
 #[cfg(test)]
 mod tests {
     use actix_web::body::BoxBody;
-    use actix_web::http::{Method, StatusCode, header};
+    use actix_web::http::{ConnectionType, Method, StatusCode, Version, header};
     use actix_web::test::{TestRequest, call_service, init_service, read_body};
     use actix_web::{App, web};
 
@@ -221,5 +228,32 @@ mod tests {
         assert_eq!(values, ["1", "2"]);
         assert_eq!(head.uri, "/sseio?clientId=c&events=e");
         assert_eq!(head.method, http::Method::GET);
+    }
+
+    /// An HTTP/1.0 client could not read its stream, nor see it end.
+    ///
+    /// actix-http frames a streamed body in chunks whatever the request's version, so a client
+    /// speaking HTTP/1.0 (which has no chunked encoding: old clients, simple proxies) read the
+    /// chunk-size lines as part of the event stream; and one that had asked to keep its
+    /// connection never saw the stream end, since the last chunk ended the response but not the
+    /// connection. Now a stream to an HTTP/1.0 client is not chunked and ends with its connection.
+    #[tokio::test]
+    async fn http10_stream_is_not_chunked_and_ends_with_its_connection() {
+        let res = call(
+            TestRequest::get()
+                .uri("/sseio?clientId=c&events=e")
+                .version(Version::HTTP_10)
+                .insert_header((header::CONNECTION, "keep-alive")),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let head = res.response().head();
+        assert!(!head.chunked(), "an HTTP/1.0 stream is not chunked");
+        assert_eq!(head.connection_type(), ConnectionType::Close);
+
+        let res = call(TestRequest::get().uri("/sseio?clientId=c&events=e")).await;
+        let head = res.response().head();
+        assert!(head.chunked(), "an HTTP/1.1 stream is chunked");
+        assert_eq!(head.connection_type(), ConnectionType::KeepAlive);
     }
 }

@@ -11,6 +11,7 @@ use crate::auth::{AuthorizeFn, Grant, Refusal, authorize_fn};
 use crate::broker::Broker;
 use crate::cors::Cors;
 use crate::error::{BuildError, SendError};
+use crate::frame;
 use crate::history::{DEFAULT_RESUME_TTL, History};
 use crate::request::PathPattern;
 use crate::server::Server;
@@ -50,6 +51,8 @@ pub(crate) struct Limits {
     pub(crate) max_room_id_bytes: usize,
     pub(crate) max_message_bytes: usize,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_streams_per_principal: Option<usize>,
+    pub(crate) max_streams_per_address: Option<usize>,
     pub(crate) fetch_timeout: Duration,
 }
 
@@ -85,6 +88,7 @@ pub struct ServerBuilder {
     pub(crate) reconnect_delay: Duration,
     pub(crate) reconnect_spread: Duration,
     pub(crate) max_stream_lifetime: Option<Duration>,
+    pub(crate) gap_notice: Option<String>,
 }
 
 impl ServerBuilder {
@@ -118,6 +122,22 @@ impl ServerBuilder {
     /// a second. Default: none, streams live as long as their clients.
     pub fn max_stream_lifetime(mut self, lifetime: Duration) -> Self {
         self.max_stream_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Tells a client when its resume could not be served, so that it never misses messages
+    /// without knowing: a reconnecting connection whose position is older than the history
+    /// keeps (or unknown) first gets, for each of its events that cannot be resumed, an event
+    /// named `event` whose data is `{"event":"<that event>"}`, ahead of anything else of that
+    /// event (its `fetch`, run as a resync, or its next live message).
+    ///
+    /// A native `EventSource` listens with `addEventListener(event, ..)`; the official client
+    /// surfaces only the events it subscribed to, so list `event` among its `events` (the
+    /// server ignores an event without a handler when it opens the stream). Off by default:
+    /// a resume that cannot be served then runs the `fetch` as a resync, and says nothing for
+    /// an event without one.
+    pub fn gap_notice(mut self, event: impl Into<String>) -> Self {
+        self.gap_notice = Some(event.into());
         self
     }
 
@@ -200,6 +220,27 @@ impl ServerBuilder {
     /// `clientId`. Default: no limit.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.limits.max_connections = Some(connections);
+        self
+    }
+
+    /// The most streams one principal (what [`authorize`](ServerBuilder::authorize) granted)
+    /// may hold open at once; one more is answered `429` with a jittered `Retry-After`, on which
+    /// the official client backs off and retries. A replacement of one of its own `clientId`s
+    /// takes the replaced stream's place. Streams without a principal are not counted. Default:
+    /// no limit.
+    pub fn max_streams_per_principal(mut self, streams: usize) -> Self {
+        self.limits.max_streams_per_principal = Some(streams);
+        self
+    }
+
+    /// The most streams one client IP address may hold open at once, answered like
+    /// [`max_streams_per_principal`](ServerBuilder::max_streams_per_principal). The address is
+    /// [`RequestHead::client_addr`](crate::RequestHead::client_addr), which each adapter fills
+    /// from the connection's peer: behind a proxy, every client shares the proxy's address, so
+    /// set it there from the forwarded address the proxy adds, or cap at the proxy instead.
+    /// Default: no limit.
+    pub fn max_streams_per_address(mut self, streams: usize) -> Self {
+        self.limits.max_streams_per_address = Some(streams);
         self
     }
 
@@ -292,9 +333,19 @@ impl ServerBuilder {
     /// # Errors
     ///
     /// [`BuildError::InvalidPath`] when the path pattern is not usable;
+    /// [`BuildError::InvalidGapNotice`] when the [gap notice](ServerBuilder::gap_notice)'s event
+    /// name cannot go on the wire;
     /// [`BuildError::Broker`] when the broker refuses the server (it already serves another).
     pub fn build(self) -> Result<Server, BuildError> {
         let path = PathPattern::parse(&self.path)?;
+        if let Some(name) = &self.gap_notice
+            && let Some(reason) = frame::invalid_event_name(name)
+        {
+            return Err(BuildError::InvalidGapNotice {
+                name: name.clone(),
+                reason,
+            });
+        }
         Server::from_builder(path, self)
     }
 }
@@ -328,6 +379,8 @@ impl Default for ServerBuilder {
                 max_room_id_bytes: DEFAULT_MAX_ROOM_ID_BYTES,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
                 max_connections: None,
+                max_streams_per_principal: None,
+                max_streams_per_address: None,
                 fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             },
             cors: None,
@@ -341,6 +394,7 @@ impl Default for ServerBuilder {
             reconnect_delay: DEFAULT_RECONNECT_DELAY,
             reconnect_spread: DEFAULT_RECONNECT_SPREAD,
             max_stream_lifetime: None,
+            gap_notice: None,
         }
     }
 }

@@ -20,6 +20,16 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The event name given to
+    /// [`ServerBuilder::gap_notice`](crate::ServerBuilder::gap_notice) cannot be written into an
+    /// SSE frame (it is empty or holds a line break).
+    #[error("invalid gap notice event name {name:?}: {reason}")]
+    InvalidGapNotice {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The broker refused the server, for example because it already serves another one.
     #[error("the broker refused this server: {0}")]
     Broker(#[source] BrokerError),

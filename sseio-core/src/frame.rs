@@ -18,6 +18,14 @@ pub(crate) fn opening(reconnect: Duration) -> Bytes {
     Bytes::from(format!("\nretry: {}\n\n", reconnect.as_millis()))
 }
 
+/// The last field of a stream that a drain closes: when to reconnect, so that an `EventSource`
+/// comes back once the draining server is gone (to its successor, or to a port that refuses
+/// and makes it retry again) instead of to a server that answers `503`, which it treats as
+/// final.
+pub(crate) fn retry(reconnect: Duration) -> Bytes {
+    Bytes::from(format!("retry: {}\n\n", reconnect.as_millis()))
+}
+
 /// The heartbeat: one comment line. Every `EventSource` ignores it; it keeps idle connections
 /// alive through proxies and makes a dead peer show up as a failed write.
 pub(crate) const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");

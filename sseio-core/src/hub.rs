@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -19,6 +21,7 @@ use crate::history::LocalHistory;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifier};
 use crate::position::{Position, Seen};
+use crate::quota::{Holders, Quotas};
 use crate::rejection::ConnectRejection;
 use crate::sink::{SinkError, SseSink};
 use crate::sync::lock;
@@ -38,7 +41,7 @@ const SHARDS: usize = 1 << SHARD_BITS;
 /// 3. a handler's rooms, one handler at a time;
 /// 4. a member's hold-back queue, then the connection's sink;
 /// 5. leaves, which call nothing: resume records, a connection's [`Seen`], the notification
-///    channel, a broker's queue.
+///    channel, a broker's queue, the counts of the caps per principal and per address.
 ///
 /// Shards are private to the hub and each method takes at most one, calling out of it only
 /// into levels 2 to 5 (joining and leaving rooms, closing a sink, raising a notification), so no
@@ -62,6 +65,8 @@ pub(crate) struct Hub {
     history: Arc<LocalHistory>,
     resume_ttl: Duration,
     max_buffer_bytes: usize,
+    /// The caps per principal and per address, if any.
+    quotas: Option<Quotas>,
 }
 
 /// One shard: its connections by serial, the serial of each `clientId`, and when each stream
@@ -125,9 +130,12 @@ impl Live {
     /// Stops everything going out of connection `serial`: its sink is closed, its tasks
     /// aborted, and whatever it was not given (frames the sink discarded, frames still held
     /// back) marks where it stands. The first half of a close; [`Hub::finish_close`] is the
-    /// second.
-    fn stop(&self, serial: u64, reason: CloseReason) {
-        self.sink.close(reason);
+    /// second. With `last`, the sink writes that field before the stream ends.
+    fn stop(&self, serial: u64, reason: CloseReason, last: Option<Bytes>) {
+        match last {
+            Some(last) => self.sink.close_with(reason, last),
+            None => self.sink.close(reason),
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -166,6 +174,7 @@ impl Hub {
         history: Arc<LocalHistory>,
         resume_ttl: Duration,
         max_buffer_bytes: usize,
+        quotas: Option<Quotas>,
     ) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -178,6 +187,7 @@ impl Hub {
             history,
             resume_ttl,
             max_buffer_bytes,
+            quotas,
         }
     }
 
@@ -227,12 +237,13 @@ impl Hub {
     ///
     /// # Errors
     ///
-    /// The server is draining, the `clientId` belongs to another principal, or the server is
-    /// full.
+    /// The server is draining, the `clientId` belongs to another principal, the server is
+    /// full, or the stream's principal or address holds as many streams as it may.
     pub(crate) fn register<T>(
         &self,
         client_id: &Arc<str>,
         principal: &Option<Arc<str>>,
+        address: Option<IpAddr>,
         admission: Admission,
         deadline: Option<Instant>,
         join: impl FnOnce(&Registering) -> (Live, T),
@@ -251,17 +262,35 @@ impl Hub {
                 message: "this clientId is in use by another principal".to_owned(),
             });
         }
-        // A replacement takes its predecessor's place in the count.
-        if replacing.is_none() && !self.reserve(admission.max_connections) {
-            return Err(ConnectRejection::TooManyConnections);
-        }
         let serial =
             (self.next_serial.fetch_add(1, Ordering::Relaxed) << SHARD_BITS) | index as u64;
+        if let Some(quotas) = &self.quotas {
+            let holders = Holders {
+                principal: principal.as_ref(),
+                address,
+            };
+            let replacing = replacing.and_then(|old| {
+                let live = shard.live.get(&old)?;
+                let holders = Holders {
+                    principal: live.principal.as_ref(),
+                    address: None,
+                };
+                Some((old, holders))
+            });
+            quotas.take(serial, holders, replacing)?;
+        }
+        // A replacement takes its predecessor's place in the count.
+        if replacing.is_none() && !self.reserve(admission.max_connections) {
+            if let Some(quotas) = &self.quotas {
+                quotas.release(serial, principal.as_ref());
+            }
+            return Err(ConnectRejection::TooManyConnections);
+        }
         // The replaced stream stops before the new one joins, so that where it stood counts
         // what it discarded; it leaves its rooms after, so shared rooms stay open.
         let replaced = replacing.and_then(|old| shard.remove(old).map(|live| (old, live)));
         let replaced_at = replaced.as_ref().and_then(|(old, live)| {
-            live.stop(*old, CloseReason::Replaced);
+            live.stop(*old, CloseReason::Replaced, None);
             live.seen.as_ref().and_then(|seen| seen.resume_point())
         });
         let (live, made) = join(&Registering {
@@ -317,12 +346,18 @@ impl Hub {
 
     /// Closes connection `serial` if it is still open: the one close path, whatever the cause.
     pub(crate) fn close(&self, serial: u64, reason: CloseReason) {
+        self.close_with(serial, reason, None);
+    }
+
+    /// Closes connection `serial` like [`Hub::close`], its stream ending with `last` when given
+    /// (a field that is not a message, such as the drain's `retry:`).
+    pub(crate) fn close_with(&self, serial: u64, reason: CloseReason, last: Option<Bytes>) {
         let mut shard = self.shard_of_serial(serial);
         let Some(live) = shard.remove(serial) else {
             return;
         };
         self.open.fetch_sub(1, Ordering::Relaxed);
-        live.stop(serial, reason);
+        live.stop(serial, reason, last);
         // Under the shard's lock, so that it is ordered with every join of this clientId.
         self.finish_close(serial, live, reason);
     }
@@ -348,7 +383,7 @@ impl Hub {
             let closed: Vec<_> = shard.live.drain().collect();
             for (serial, live) in closed {
                 self.open.fetch_sub(1, Ordering::Relaxed);
-                live.stop(serial, reason);
+                live.stop(serial, reason, None);
                 self.finish_close(serial, live, reason);
             }
         }
@@ -386,6 +421,9 @@ impl Hub {
         let _span = live.span.clone().entered();
         self.metrics.closed(reason, self.is_draining());
         tracing::debug!(%reason, "sseio connection closed");
+        if let Some(quotas) = &self.quotas {
+            quotas.release(serial, live.principal.as_ref());
+        }
         for (handler, room) in &live.rooms {
             handler.leave(room, serial);
         }

@@ -36,12 +36,13 @@ const REJECTIONS: &str = "sseio_rejections_total";
 
 /// The statuses a [`ConnectRejection`](crate::ConnectRejection) answers with; each gets its
 /// counter up front.
-const REJECTION_STATUSES: [StatusCode; 7] = [
+const REJECTION_STATUSES: [StatusCode; 8] = [
     StatusCode::BAD_REQUEST,
     StatusCode::UNAUTHORIZED,
     StatusCode::FORBIDDEN,
     StatusCode::NOT_FOUND,
     StatusCode::METHOD_NOT_ALLOWED,
+    StatusCode::TOO_MANY_REQUESTS,
     StatusCode::INTERNAL_SERVER_ERROR,
     StatusCode::SERVICE_UNAVAILABLE,
 ];

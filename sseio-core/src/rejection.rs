@@ -1,5 +1,7 @@
 //! Requests on the SSE path that do not open a stream, each with its HTTP answer.
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
@@ -55,6 +57,17 @@ pub enum ConnectRejection {
     /// connections already. Answered `503` with `Retry-After`, so the official client backs off.
     #[error("the server is at its connection limit; retry later")]
     TooManyConnections,
+    /// The stream's principal or client address holds as many streams as
+    /// [`ServerBuilder::max_streams_per_principal`](crate::ServerBuilder::max_streams_per_principal)
+    /// or [`max_streams_per_address`](crate::ServerBuilder::max_streams_per_address) allow.
+    /// Answered `429` with `Retry-After`, on which the official client backs off and retries.
+    #[error("too many streams open for this {holder}: at most {limit}")]
+    TooManyStreams {
+        /// Whose streams are counted.
+        holder: StreamHolder,
+        /// The cap.
+        limit: usize,
+    },
     /// The server's `authorize` hook refused the connection with `401`.
     #[error("{message}")]
     Unauthorized {
@@ -95,6 +108,24 @@ pub enum ConnectRejection {
     },
 }
 
+/// Whose open streams a cap counts ([`ConnectRejection::TooManyStreams`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamHolder {
+    /// The principal that `authorize` granted.
+    Principal,
+    /// The client's IP address.
+    Address,
+}
+
+impl fmt::Display for StreamHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Principal => "principal",
+            Self::Address => "client address",
+        })
+    }
+}
+
 impl ConnectRejection {
     /// The HTTP status of this rejection.
     pub fn status(&self) -> StatusCode {
@@ -112,6 +143,7 @@ impl ConnectRejection {
             Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::ShuttingDown | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,7 +156,7 @@ impl ConnectRejection {
 
     /// The complete HTTP response: status, `Content-Type: application/json`, the JSON body,
     /// `Allow: GET, HEAD` for [`ConnectRejection::MethodNotAllowed`] and `Retry-After` for the
-    /// `503`s.
+    /// `503`s and the `429`.
     pub fn into_response(self) -> Response<Bytes> {
         let mut response = Response::new(self.body());
         *response.status_mut() = self.status();
@@ -137,7 +169,7 @@ impl ConnectRejection {
             Self::MethodNotAllowed { .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             }
-            Self::ShuttingDown | Self::TooManyConnections => {
+            Self::ShuttingDown | Self::TooManyConnections | Self::TooManyStreams { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Request, Uri, Version, request::Parts};
@@ -27,6 +28,12 @@ pub struct RequestHead<'a> {
     pub version: Version,
     /// The request headers, handed to `get_room_id` and `fetch` through the [`Context`].
     pub headers: &'a HeaderMap,
+    /// The client's IP address, for
+    /// [`ServerBuilder::max_streams_per_address`](crate::ServerBuilder::max_streams_per_address):
+    /// the peer of the connection, or, behind a proxy the application trusts, the address the
+    /// proxy forwarded. `None` (what [`RequestHead::new`] and the `From` conversions give) when
+    /// the transport does not tell; such a stream is not counted by that cap.
+    pub client_addr: Option<IpAddr>,
 }
 
 impl<'a> RequestHead<'a> {
@@ -37,7 +44,15 @@ impl<'a> RequestHead<'a> {
             uri,
             version,
             headers,
+            client_addr: None,
         }
+    }
+
+    /// The same request, coming from `addr` (see [`RequestHead::client_addr`]).
+    #[must_use]
+    pub fn with_client_addr(mut self, addr: IpAddr) -> Self {
+        self.client_addr = Some(addr);
+        self
     }
 }
 

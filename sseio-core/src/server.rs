@@ -25,9 +25,10 @@ use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::pacing::Pacing;
+use crate::quota::Quotas;
 use crate::rejection::ConnectRejection;
 use crate::request::{PathPattern, RequestHead};
-use crate::sink::{QueueSink, SseSink};
+use crate::sink::{QueueSink, SinkError, SseSink};
 use crate::sync::{read, write};
 use crate::upkeep::Upkeep;
 
@@ -68,6 +69,8 @@ pub(crate) struct ServerInner {
     upkeep: Upkeep,
     pacing: Pacing,
     max_stream_lifetime: Option<Duration>,
+    /// The event name of the gap notice, if on.
+    gap_notice: Option<Arc<str>>,
 }
 
 /// How often [`Server::shutdown`] closes the streams that are due.
@@ -88,6 +91,10 @@ impl Server {
             local_history.clone(),
             builder.resume_ttl,
             builder.limits.max_buffer_bytes,
+            Quotas::new(
+                builder.limits.max_streams_per_principal,
+                builder.limits.max_streams_per_address,
+            ),
         ));
         let handler_env = HandlerEnv {
             hub: Arc::downgrade(&hub),
@@ -115,6 +122,7 @@ impl Server {
             upkeep: Upkeep::new(builder.heartbeat_interval),
             pacing: Pacing::new(builder.reconnect_delay, builder.reconnect_spread),
             max_stream_lifetime: builder.max_stream_lifetime,
+            gap_notice: builder.gap_notice.map(Arc::from),
         });
         if let Some(broker) = inner.broker() {
             let local: Arc<dyn LocalNode> = inner.clone();
@@ -256,8 +264,12 @@ impl Server {
     /// instant, to whichever instance the balancer picks. `Duration::ZERO` closes them all now.
     ///
     /// A browser's native `EventSource` reconnects by itself when a stream ends, but treats a
-    /// `503` as final: a page that uses it directly should reopen it after an `error` event with
-    /// `readyState === EventSource.CLOSED` (the demo in `examples/` shows how).
+    /// `503` as final. So each stream closed here ends with a `retry:` field that tells it to
+    /// wait for the rest of `grace`, plus the [reconnect delay](ServerBuilder::reconnect_delay):
+    /// by then this server has stopped accepting, and the `EventSource` reaches its successor,
+    /// or finds the port closed, which it retries as a network error. Only an `EventSource`
+    /// opened while the server drains gets a `503` and stays closed: a page should reopen it
+    /// after an `error` event with `readyState === EventSource.CLOSED`.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.hub.start_draining();
         let serials = self.inner.hub.serials();
@@ -268,14 +280,19 @@ impl Server {
         let mut closed = 0;
         while closed < serials.len() {
             ticker.tick().await;
-            let elapsed = started.elapsed().as_secs_f64();
+            let elapsed = started.elapsed();
             let due = if spread > 0.0 {
-                ((elapsed / spread * serials.len() as f64) as usize + 1).min(serials.len())
+                ((elapsed.as_secs_f64() / spread * serials.len() as f64) as usize + 1)
+                    .min(serials.len())
             } else {
                 serials.len()
             };
+            let rest_of_grace = grace.saturating_sub(elapsed);
             for &serial in &serials[closed..due.max(closed)] {
-                self.inner.hub.close(serial, CloseReason::ServerClosed);
+                let retry = frame::retry(rest_of_grace + self.inner.pacing.next_delay());
+                self.inner
+                    .hub
+                    .close_with(serial, CloseReason::ServerClosed, Some(retry));
             }
             closed = due.max(closed);
         }
@@ -380,7 +397,8 @@ impl Server {
     /// query is missing `clientId` or `events`, cannot be decoded, or passes a limit (`400`);
     /// `authorize` or a `get_room_id` refused it (`401`/`403`) or panicked (`500`); the server
     /// is draining or full (`503`); the `clientId` is another principal's (`403`, with
-    /// [`ServerBuilder::takeover_requires_same_principal`]).
+    /// [`ServerBuilder::takeover_requires_same_principal`]); its principal or address holds as
+    /// many streams as it may (`429`).
     pub async fn connect(
         &self,
         request: RequestHead<'_>,
@@ -394,6 +412,7 @@ impl Server {
         let (serial, plan) = inner.hub.register(
             &client_id,
             &admitted.principal.clone(),
+            request.client_addr,
             inner.admission,
             inner.stream_deadline(),
             |registering| {
@@ -515,6 +534,20 @@ impl ServerInner {
             *retry_after = HeaderValue::from(seconds as u64);
         }
         Outcome::Reply(response)
+    }
+
+    /// Tells a connection, through its `sink`, that its resume of `event` could not be served,
+    /// when the [gap notice](ServerBuilder::gap_notice) is on.
+    pub(crate) fn notify_gap(&self, sink: &dyn SseSink, event: &str) -> Result<(), SinkError> {
+        let Some(name) = &self.gap_notice else {
+            return Ok(());
+        };
+        let data = serde_json::json!({ "event": event }).to_string();
+        let notice = frame::encode(name, &data);
+        let len = notice.len();
+        sink.send(notice)?;
+        self.metrics().sent(1, len);
+        Ok(())
     }
 
     /// When a stream opened now is to close, with a

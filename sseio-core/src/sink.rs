@@ -27,6 +27,15 @@ pub trait SseSink: Send + Sync + fmt::Debug + 'static {
     /// Closing twice is harmless.
     fn close(&self, reason: CloseReason);
 
+    /// Closes the sink like [`SseSink::close`], but writes `last` before the client's stream
+    /// ends: a frame that is not a message (the drain's `retry:` field, say), so it is neither
+    /// counted against the budget nor ever resumed. Default: queue `last`, then close, for a sink
+    /// that hands every frame on as it accepts it.
+    fn close_with(&self, reason: CloseReason, last: Bytes) {
+        let _ = self.send(last);
+        self.close(reason);
+    }
+
     /// Whether the sink is closed, by [`SseSink::close`] or by its transport: the server's
     /// heartbeat closes the connection of a sink that says so (`conn:close` with
     /// [`CloseReason::ClientGone`]), so a transport may close its sink when its client goes away
@@ -116,14 +125,19 @@ impl QueueSink {
 
     /// The next chunk to write: every queued frame up to [`MAX_COALESCE`] bytes in one `Bytes`
     /// (a single frame is handed over without copying), with when its oldest frame was sent
-    /// (`None` for the opening bytes alone); `None` once closed.
+    /// (`None` for the opening bytes alone); once closed, the last field its close kept, if
+    /// any, then `None`.
     ///
     /// When frames remain queued past the chunk, the instant stays, so the next chunk's lag is
     /// an upper bound: one timestamp per connection, none per frame.
     pub(crate) fn poll_chunk(&self, waker: &Waker) -> Poll<Option<(Bytes, Option<Instant>)>> {
         let mut state = lock(&self.state);
         if state.closed {
-            return Poll::Ready(None);
+            // What a close kept (a last field) is written before the stream ends.
+            return Poll::Ready(state.frames.pop_front().map(|last| {
+                state.queued_bytes = 0;
+                (last, None)
+            }));
         }
         let Some(first) = state.frames.pop_front() else {
             if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
@@ -157,6 +171,24 @@ impl QueueSink {
 }
 
 impl QueueSink {
+    /// Closes the sink, discarding every queued frame but `last` (the frames still to write
+    /// once closed: none, or a last field).
+    fn close_and_keep(&self, last: VecDeque<Bytes>) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        state.closed = true;
+        state.unsent = state.frames.iter().find_map(|f| frame::position_of(f));
+        state.queued_bytes = last.iter().map(Bytes::len).sum();
+        state.frames = last;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Ready once the sink is closed; otherwise registers `waker` (in the same slot as
     /// [`QueueSink::poll_chunk`], so call one or the other at a time).
     pub(crate) fn poll_closed(&self, waker: &Waker) -> Poll<()> {
@@ -196,19 +228,11 @@ impl SseSink for QueueSink {
     }
 
     fn close(&self, _reason: CloseReason) {
-        let mut state = lock(&self.state);
-        if state.closed {
-            return;
-        }
-        state.closed = true;
-        state.unsent = state.frames.iter().find_map(|f| frame::position_of(f));
-        state.frames = VecDeque::new();
-        state.queued_bytes = 0;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.close_and_keep(VecDeque::new());
+    }
+
+    fn close_with(&self, _reason: CloseReason, last: Bytes) {
+        self.close_and_keep(VecDeque::from([last]));
     }
 
     fn is_closed(&self) -> bool {
@@ -352,5 +376,25 @@ mod tests {
         assert!(sink.is_closed());
         assert_eq!(chunk(&sink), Poll::Ready(None));
         assert_eq!(sink.send(Bytes::from_static(b"a")), Err(SinkError::Closed));
+    }
+
+    #[test]
+    fn a_close_with_a_last_field_writes_only_that_field_then_ends() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
+        sink.send(frame::encode_with_id("7-1", "e", "discarded"))
+            .unwrap();
+        sink.close_with(
+            CloseReason::ServerClosed,
+            Bytes::from_static(b"retry: 5000\n\n"),
+        );
+        assert_eq!(sink.unsent(), Some(Position::new(7, 1)));
+        assert_eq!(sink.queued_bytes(), 13);
+        assert_eq!(sink.send(Bytes::from_static(b"a")), Err(SinkError::Closed));
+        assert_eq!(
+            chunk(&sink),
+            Poll::Ready(Some(Bytes::from_static(b"retry: 5000\n\n")))
+        );
+        assert_eq!(chunk(&sink), Poll::Ready(None));
+        assert_eq!(sink.queued_bytes(), 0);
     }
 }

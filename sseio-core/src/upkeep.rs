@@ -132,6 +132,7 @@ mod tests {
             history.clone(),
             Duration::from_secs(60),
             1024,
+            None,
         ));
         let settings = History::new(10).with_ttl(Duration::from_millis(100));
         history

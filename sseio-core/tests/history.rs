@@ -298,3 +298,42 @@ async fn a_slow_consumer_on_a_cluster_with_history_is_closed_while_sending() {
     assert_eq!(one.connection_count(), 1);
     assert_eq!(data(&fast), ["snapshot", "1"]);
 }
+
+/// The gap notice where the broker decides the resume (its history answers after the join):
+/// a client resuming on another node past the cluster's history is told first, then gets the
+/// resync's `fetch`.
+#[tokio::test]
+async fn the_gap_notice_comes_first_where_the_broker_decides_the_resume() {
+    let broker = MemoryBroker::new();
+    let noticed = || Server::builder().broker(broker.clone()).gap_notice("gap");
+    let (one, on_one, _) = server_on(noticed(), History::new(2));
+    let (two, _, _) = server_on(noticed(), History::new(2));
+    let (first, told_on_one) = connect(&one, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    assert!(
+        !told_on_one.text().contains("event: gap"),
+        "a fresh stream is told nothing"
+    );
+    first.close();
+    for n in 1..=3 {
+        on_one.send("x", &n.to_string()).unwrap();
+    }
+    let (_again, resumed) = connect(&two, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    let text = resumed.text();
+    let notice = text.find("event: gap\ndata: {\"event\":\"e\"}\n\n");
+    let snapshot = text.find("data: snapshot");
+    assert!(
+        notice.is_some() && notice < snapshot,
+        "the notice, then the resync: {text:?}"
+    );
+}
+
+#[test]
+fn a_gap_notice_name_that_cannot_go_on_the_wire_is_a_build_error() {
+    let built = Server::builder().gap_notice("a\nb").build();
+    assert!(matches!(
+        built,
+        Err(sseio_core::BuildError::InvalidGapNotice { .. })
+    ));
+}

@@ -181,3 +181,109 @@ async fn messages_held_behind_a_fetch_count_against_the_buffer() {
     });
     assert!(closed);
 }
+
+/// A stream for `client` from address `addr`, as principal `user` (the `user` header, which the
+/// test server's `authorize` grants as is).
+async fn open_as(server: &Server, client: &str, user: &str, addr: [u8; 4]) -> Outcome {
+    let request = Request::get(format!("/s?clientId={client}&events=a"))
+        .header("user", user)
+        .body(())
+        .unwrap();
+    let head = sseio_core::RequestHead::from(&request).with_client_addr(addr.into());
+    server.handle(head).await
+}
+
+fn status_of(outcome: &Outcome) -> StatusCode {
+    match outcome {
+        Outcome::Reply(response) => response.status(),
+        Outcome::Stream(response) => response.status(),
+        Outcome::NotOurs => panic!("on the SSE path"),
+    }
+}
+
+fn capped(builder: ServerBuilder) -> Server {
+    let server = builder
+        .authorize(|ctx: Context| async move {
+            let user = ctx.headers().get("user").and_then(|v| v.to_str().ok());
+            Ok::<_, sseio_core::Refusal>(sseio_core::Grant::new().principal(user.unwrap_or("")))
+        })
+        .build()
+        .unwrap();
+    server
+        .register_event_handler("a", HandlerOptions::new(by_query))
+        .unwrap();
+    server
+}
+
+/// One user may hold two streams: the third is `429` with a `Retry-After` (on which the official
+/// client backs off), others are unaffected, a replacement of one's own `clientId` takes its
+/// place, and a closed stream frees one.
+#[tokio::test]
+async fn streams_past_the_cap_per_principal_are_429() {
+    let server = capped(builder().max_streams_per_principal(2));
+    let first = open_as(&server, "a1", "ada", [10, 0, 0, 1]).await;
+    let second = open_as(&server, "a2", "ada", [10, 0, 0, 2]).await;
+    assert_eq!(status_of(&first), StatusCode::OK);
+    assert_eq!(status_of(&second), StatusCode::OK);
+
+    let third = open_as(&server, "a3", "ada", [10, 0, 0, 3]).await;
+    let Outcome::Reply(refused) = third else {
+        panic!("refused")
+    };
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = String::from_utf8(refused.body().to_vec()).unwrap();
+    assert!(
+        body.contains("too many streams open for this principal"),
+        "{body}"
+    );
+
+    let other = open_as(&server, "b1", "bob", [10, 0, 0, 1]).await;
+    assert_eq!(
+        status_of(&other),
+        StatusCode::OK,
+        "another user is not capped"
+    );
+    let again = open_as(&server, "a2", "ada", [10, 0, 0, 2]).await;
+    assert_eq!(
+        status_of(&again),
+        StatusCode::OK,
+        "a replacement takes its place"
+    );
+
+    drop(first);
+    let after_close = open_as(&server, "a3", "ada", [10, 0, 0, 3]).await;
+    assert_eq!(
+        status_of(&after_close),
+        StatusCode::OK,
+        "a closed stream frees a place"
+    );
+    drop((second, other, again, after_close));
+}
+
+/// One address may hold two streams, whoever opens them.
+#[tokio::test]
+async fn streams_past_the_cap_per_address_are_429() {
+    let server = capped(builder().max_streams_per_address(2));
+    let home = [192, 0, 2, 7];
+    let first = open_as(&server, "c1", "ada", home).await;
+    let second = open_as(&server, "c2", "bob", home).await;
+    assert_eq!(status_of(&first), StatusCode::OK);
+    assert_eq!(status_of(&second), StatusCode::OK);
+    let (third, _, body) = match open_as(&server, "c3", "eve", home).await {
+        Outcome::Reply(response) => (
+            response.status(),
+            (),
+            String::from_utf8(response.body().to_vec()).unwrap(),
+        ),
+        other => panic!("refused, got {other:?}"),
+    };
+    assert_eq!(third, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("client address"), "{body}");
+    let elsewhere = open_as(&server, "c4", "eve", [192, 0, 2, 8]).await;
+    assert_eq!(status_of(&elsewhere), StatusCode::OK);
+    drop(first);
+    let after_close = open_as(&server, "c3", "eve", home).await;
+    assert_eq!(status_of(&after_close), StatusCode::OK);
+    drop((second, elsewhere, after_close));
+}

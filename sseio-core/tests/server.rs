@@ -434,6 +434,8 @@ async fn shutdown_refuses_new_streams_and_ends_open_ones() {
     let mut stream = open_stream(&server, "/files/g/pull?clientId=c&events=e").await;
     assert_opening(next_chunk(&mut stream).await);
     server.shutdown(Duration::ZERO).await;
+    let last = next_chunk(&mut stream).await.expect("a last field");
+    assert!(last.starts_with(b"retry: "), "{last:?}");
     assert_eq!(next_chunk(&mut stream).await, None);
     let Outcome::Reply(response) = server
         .handle((&get("/files/g/pull?clientId=d&events=e")).into())
@@ -476,6 +478,65 @@ fn rejections_map_to_json_responses() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
     assert!(body["message"].as_str().unwrap().contains("events"));
+}
+
+/// Each stream a drain closes tells its `EventSource` to come back only once the drain is over
+/// (when the server no longer answers `503`, which an `EventSource` treats as final), within the
+/// reconnect window after it.
+#[tokio::test(start_paused = true)]
+async fn a_drained_stream_is_told_to_reconnect_after_the_drain() {
+    let (server, _handler) = server_with(HandlerOptions::new(by_guid));
+    let mut streams = Vec::new();
+    for i in 0..20 {
+        let mut stream =
+            open_stream(&server, &format!("/files/g/pull?clientId={i}&events=e")).await;
+        assert_opening(next_chunk(&mut stream).await);
+        streams.push(stream);
+    }
+    let grace = Duration::from_secs(10);
+    let started = tokio::time::Instant::now();
+    let drain_task = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown(grace).await }
+    });
+    // Each stream read by a task of its own, so each close is seen when it happens.
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                // Heartbeats go on meanwhile (the clock jumps ahead while every task waits).
+                let last = loop {
+                    match next_chunk(&mut stream).await {
+                        Some(heartbeat) if &heartbeat[..] == b":\n\n" => continue,
+                        chunk => break chunk.expect("a last field"),
+                    }
+                };
+                let closed_at = started.elapsed();
+                assert_eq!(next_chunk(&mut stream).await, None, "then the stream ends");
+                (closed_at, last)
+            })
+        })
+        .collect();
+    for reader in readers {
+        let (closed_at, last) = reader.await.unwrap();
+        let retry = std::str::from_utf8(&last)
+            .ok()
+            .and_then(|text| text.strip_prefix("retry: "))
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| panic!("a retry: field, got {last:?}"));
+        let back_at = closed_at + retry;
+        assert!(
+            back_at >= grace + Duration::from_secs(1) - Duration::from_millis(20),
+            "closed at {closed_at:?}, told to wait {retry:?}: back before the drain is over"
+        );
+        assert!(
+            back_at <= grace + Duration::from_secs(4) + Duration::from_millis(20),
+            "closed at {closed_at:?}, told to wait {retry:?}: past the reconnect window"
+        );
+    }
+    drain_task.await.unwrap();
 }
 
 /// Waits for the first notification matching `wanted`, up to `timeout`.

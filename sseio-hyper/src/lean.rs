@@ -21,8 +21,10 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
-use sseio_core::{ConnectionStream, Outcome, Server};
+use sseio_core::{ConnectionStream, Outcome, RequestHead, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::service::ClientAddr;
 
 /// The largest request head read here; a larger one goes to hyper, which answers it.
 pub const HEAD_LIMIT: usize = 16 * 1024;
@@ -132,17 +134,21 @@ fn parse_sse_get(buf: &[u8], server: &Server) -> Parse {
 
 /// Answers a lean `GET` on the SSE path: the stream, or the core's rejection. Returns the
 /// socket when the response ended complete on a connection that stays open (the server ended
-/// the stream with its last chunk), for the next request on it.
+/// the stream with its last chunk), for the next request on it. `peer` is the client's
+/// address, for the cap per address.
 pub(crate) async fn serve_stream<S>(
     mut socket: S,
     server: &Server,
     request: Request<()>,
+    peer: ClientAddr,
 ) -> Option<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The peer is handed over as is: an extension would cost a map per stream.
+    let head = RequestHead::from(&request).with_client_addr(peer.0);
     // Boxed, so the state of accepting a connection is freed before the long streaming part.
-    let outcome = Box::pin(server.handle((&request).into())).await;
+    let outcome = Box::pin(server.handle(head)).await;
     let result = match outcome {
         Outcome::Stream(mut response) => {
             // A client that asked to close, and any client once the server drains, gets its
@@ -228,19 +234,24 @@ where
                     socket.flush().await?;
                     return Ok(true);
                 };
-                // A client that stopped reading blocks this write (or, over TLS, the flush) for
-                // good; once the core has closed it (its buffer filled up), drop the socket
-                // instead of waiting.
+                // The write (and then the flush) first: a chunk handed out after the close (its
+                // last field) is written whenever the socket takes it, never dropped for the
+                // close. A client that stopped reading blocks the write (or, over TLS, the flush)
+                // for good; once the core has closed it (its buffer filled up), drop the socket
+                // instead of waiting. The chunk's scope ends before the flush, so the task is no
+                // larger for it.
                 {
                     let mut size = [0u8; 20];
                     let size = chunk_size_line(&mut size, data.len());
                     let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
                     tokio::select! {
+                        biased;
                         written = socket.write_all_buf(&mut out) => written?,
                         () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
                     }
                 }
                 tokio::select! {
+                    biased;
                     flushed = socket.flush() => flushed?,
                     () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
                 }

@@ -9,7 +9,7 @@ mod tls;
 
 pub use health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthFuture};
 pub use serve::{DEFAULT_SHUTDOWN_GRACE, NotFound, Serve, listen, serve, shutdown_signal};
-pub use service::{ResponseFuture, SseioBody, SseioLayer, SseioService};
+pub use service::{ClientAddr, ResponseFuture, SseioBody, SseioLayer, SseioService};
 #[doc(no_inline)]
 pub use sseio_core::*;
 #[cfg(feature = "tls")]

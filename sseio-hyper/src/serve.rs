@@ -27,7 +27,7 @@ use tower_service::Service;
 
 use crate::health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthPaths};
 use crate::lean::{self, First, Replay};
-use crate::service::SseioService;
+use crate::service::{ClientAddr, SseioService};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
@@ -219,9 +219,9 @@ where
             let mut drain = std::pin::pin!(drain);
 
             loop {
-                let socket = tokio::select! {
+                let (socket, peer) = tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((socket, _)) => socket,
+                        Ok(accepted) => accepted,
                         Err(error) => {
                             // Out of file descriptors or similar: keep serving the open connections.
                             tracing::warn!(%error, "sseio: accept failed");
@@ -239,13 +239,14 @@ where
                     service: service.clone(),
                     drain_over: drain_over.clone(),
                 };
+                let peer = ClientAddr(peer.ip());
                 // Two kinds of task, so that a cleartext connection's task is not sized for TLS.
                 #[cfg(feature = "tls")]
                 if let Some(tls) = &shared.tls {
-                    tokio::spawn(connection.serve_tls(socket, tls.clone()));
+                    tokio::spawn(connection.serve_tls(socket, peer, tls.clone()));
                     continue;
                 }
-                tokio::spawn(connection.serve(socket));
+                tokio::spawn(connection.serve(socket, peer));
             }
 
             drop(listener);
@@ -316,7 +317,7 @@ where
 {
     /// Serves a TLS connection: the handshake, then HTTP as ALPN decided.
     #[cfg(feature = "tls")]
-    async fn serve_tls(mut self, socket: TcpStream, tls: TlsConfig) {
+    async fn serve_tls(mut self, socket: TcpStream, peer: ClientAddr, tls: TlsConfig) {
         let handshake = tokio::select! {
             handshake = tls.accept(socket) => handshake,
             () = drain_over(&mut self.drain_over) => return,
@@ -331,17 +332,17 @@ where
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             // Nothing for the lean path to look at: every request of an HTTP/2 connection is
             // hyper's.
-            self.serve_hyper(Bytes::new(), stream, Protocol::Http2)
+            self.serve_hyper(Bytes::new(), stream, peer, Protocol::Http2)
                 .await;
         } else {
-            self.serve(stream).await;
+            self.serve(stream, peer).await;
         }
     }
 
     /// Serves `socket`: lean streams for as long as its requests are lean SSE `GET`s, then hyper.
     /// A cleartext connection's task as it is: a wrapper would hold the connection and the
     /// socket twice, and every idle stream would pay for it.
-    async fn serve<S>(mut self, mut socket: S)
+    async fn serve<S>(mut self, mut socket: S, peer: ClientAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -357,13 +358,15 @@ where
             };
             match first {
                 Ok(Ok(First::SseGet(request))) => {
-                    match lean::serve_stream(socket, &self.server, request).await {
+                    match lean::serve_stream(socket, &self.server, request, peer).await {
                         Some(open) => socket = open,
                         None => return,
                     }
                 }
                 Ok(Ok(First::Other(prefix))) => {
-                    return self.serve_hyper(prefix, socket, Protocol::Detect).await;
+                    return self
+                        .serve_hyper(prefix, socket, peer, Protocol::Detect)
+                        .await;
                 }
                 Ok(Err(_)) | Err(_) => return,
             }
@@ -372,12 +375,20 @@ where
 
     /// Serves the rest of the connection with hyper, `prefix` (the bytes read so far) first,
     /// shutting it down gracefully once the drain is over.
-    async fn serve_hyper<S>(mut self, prefix: Bytes, socket: S, protocol: Protocol)
-    where
+    async fn serve_hyper<S>(
+        mut self,
+        prefix: Bytes,
+        socket: S,
+        peer: ClientAddr,
+        protocol: Protocol,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(Replay::new(prefix, socket));
-        let service = TowerToHyperService::new(self.service.clone());
+        let service = TowerToHyperService::new(FromPeer {
+            inner: self.service.clone(),
+            peer,
+        });
         let builder = match protocol {
             Protocol::Detect => &self.shared.builders.detect,
             Protocol::Http2 => &self.shared.builders.http2,
@@ -394,6 +405,31 @@ where
         if let Err(error) = ended {
             tracing::debug!(%error, "sseio: connection ended with an error");
         }
+    }
+}
+
+/// A connection's service: each request carries the connection's peer as its [`ClientAddr`].
+#[derive(Clone)]
+struct FromPeer<S> {
+    inner: S,
+    peer: ClientAddr,
+}
+
+impl<S, B> Service<Request<B>> for FromPeer<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> S::Future {
+        request.extensions_mut().insert(self.peer);
+        self.inner.call(request)
     }
 }
 

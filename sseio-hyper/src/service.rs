@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use sseio_core::{BoxError, ConnectionStream, Outcome, Server};
+use sseio_core::{BoxError, ConnectionStream, Outcome, RequestHead, Server};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -34,6 +35,24 @@ impl<S> Layer<S> for SseioLayer {
 
     fn layer(&self, inner: S) -> SseioService<S> {
         SseioService::new(self.server.clone(), inner)
+    }
+}
+
+/// The client's IP address, as a request extension: what
+/// [`ServerBuilder::max_streams_per_address`](sseio_core::ServerBuilder::max_streams_per_address)
+/// counts. The standalone server ([`serve`](crate::serve), [`listen`](crate::listen)) sets it
+/// to each connection's peer. Behind another server (`axum::serve`, say), [`SseioService`]
+/// reads it if a middleware in front sets it: from axum's `ConnectInfo`, or from the address a
+/// trusted proxy forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// What the core is told of `request`, its [`ClientAddr`] included.
+pub(crate) fn request_head<B>(request: &Request<B>) -> RequestHead<'_> {
+    let head = RequestHead::from(request);
+    match request.extensions().get::<ClientAddr>() {
+        Some(ClientAddr(addr)) => head.with_client_addr(*addr),
+        None => head,
     }
 }
 
@@ -78,7 +97,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let server = self.server.clone();
         let future: BoxedResponse<ResBody, S::Error> = Box::pin(async move {
-            match server.handle((&request).into()).await {
+            match server.handle(request_head(&request)).await {
                 Outcome::NotOurs => Ok(inner.call(request).await?.map(SseioBody::app)),
                 Outcome::Reply(response) => Ok(response.map(SseioBody::full)),
                 Outcome::Stream(response) => Ok(response.map(SseioBody::stream)),

@@ -213,3 +213,80 @@ async fn health_paths_answer_live_and_ready_until_the_drain() {
     assert!(draining.ends_with(r#"{"status":"draining"}"#), "{draining}");
     assert!(answer(addr, "/livez").await.starts_with("HTTP/1.1 200"));
 }
+
+/// Regression: the lean path raced the write of each chunk against the close, so the last field
+/// a drain gives a stream (the `retry:` that keeps a browser's `EventSource` away until the
+/// drain is over) was written or dropped at random, about one stream in two, and with it the
+/// response's last chunk: the browser saw a broken connection, came back within its usual
+/// reconnect delay, got the draining server's `503` and gave up for good. Every stream a drain
+/// ends must get both.
+#[tokio::test]
+async fn every_stream_a_drain_ends_gets_its_retry_and_last_chunk() {
+    const STREAMS: usize = 40;
+    let server = Server::builder().path("/sse").build().unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let addr = serve(server.clone());
+    let mut clients = Vec::new();
+    for i in 0..STREAMS {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /sse?clientId=c{i}&events=e HTTP/1.1\r\nhost: x\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        read_until(&mut client, &mut received, b"\n\n\r\n").await;
+        clients.push(client);
+    }
+    let mut created = 0;
+    while created < STREAMS {
+        if let Some(Notification::ConnCreate { .. }) = notifications.recv().await {
+            created += 1;
+        }
+    }
+    server.shutdown(Duration::ZERO).await;
+    for mut client in clients {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest))
+            .await
+            .expect("a drained stream's connection closes")
+            .unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.contains("\r\nretry: ") && rest.ends_with("\r\n0\r\n\r\n"),
+            "what followed the opening: {rest:?}"
+        );
+    }
+}
+
+/// The standalone server tells the core each connection's peer, so a cap per client address
+/// holds: a third stream from this host is answered `429` with a `Retry-After`.
+#[tokio::test]
+async fn the_cap_per_address_counts_the_peers_streams() {
+    let server = Server::builder()
+        .path("/sse")
+        .max_streams_per_address(2)
+        .build()
+        .unwrap();
+    server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "room"))
+        .unwrap();
+    let addr = serve(server.clone());
+    let mut open = Vec::new();
+    for client in ["a", "b"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /sse?clientId={client}&events=e HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        read_until(&mut stream, &mut received, b"\n\n\r\n").await;
+        assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"), "{received:?}");
+        open.push(stream);
+    }
+    let third = answer(addr, "/sse?clientId=c&events=e").await;
+    assert!(third.starts_with("HTTP/1.1 429 "), "{third}");
+    assert!(
+        third.to_ascii_lowercase().contains("\r\nretry-after: "),
+        "{third}"
+    );
+    drop(open);
+}

@@ -87,7 +87,10 @@ impl<E: Endpoint> Endpoint for SseioMiddlewareEndpoint<E> {
 ///
 /// The URI is the one poem shows endpoints: below the prefix of an enclosing `Route::nest`.
 async fn respond(server: &Server, req: &Request) -> Option<Response> {
-    let head = RequestHead::new(req.method(), req.uri(), req.version(), req.headers());
+    let mut head = RequestHead::new(req.method(), req.uri(), req.version(), req.headers());
+    if let Some(peer) = req.remote_addr().as_socket_addr() {
+        head = head.with_client_addr(peer.ip());
+    }
     match server.handle(head).await {
         Outcome::NotOurs => None,
         Outcome::Reply(response) => {

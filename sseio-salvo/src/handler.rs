@@ -40,7 +40,10 @@ impl Handler for SseioHandler {
         ctrl: &mut FlowCtrl,
     ) {
         let outcome = if self.server.matches(req.uri().path()) {
-            let head = RequestHead::new(req.method(), req.uri(), req.version(), req.headers());
+            let mut head = RequestHead::new(req.method(), req.uri(), req.version(), req.headers());
+            if let Some(peer) = req.remote_addr().ip() {
+                head = head.with_client_addr(peer);
+            }
             self.server.handle(head).await
         } else {
             Outcome::NotOurs

@@ -9,6 +9,7 @@
 //!   oracle ([`parse_event_stream`]).
 //! - [`fixtures`]: the server on `/files/:guid/pull` that several tests build, requests, and a
 //!   connection on a recording sink in one call.
+//! - [`node`]: Node.js test scripts (the real-browser tests) run from a Rust test.
 //! - [`outcome`]: what `Server::handle` promises for any request ([`check_outcome`]), the oracle
 //!   of the request property test and the `request` fuzz target.
 //!
@@ -21,6 +22,7 @@
 //! outside the workspace, takes it as a path dependency.
 
 pub mod fixtures;
+pub mod node;
 pub mod outcome;
 pub mod sink;
 pub mod sse;

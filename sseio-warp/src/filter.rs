@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 
 use http::{HeaderMap, Method, Uri, Version};
 use sseio_core::{Outcome, RequestHead, Server};
@@ -30,6 +31,7 @@ pub fn filter(
         .and(warp::method())
         .and(raw_query())
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and_then(serve)
 }
 
@@ -62,6 +64,7 @@ async fn serve(
     method: Method,
     query: Option<String>,
     headers: HeaderMap,
+    peer: Option<SocketAddr>,
 ) -> Result<Response, Rejection> {
     let target = match query {
         Some(query) => format!("{}?{query}", path.as_str()),
@@ -70,7 +73,10 @@ async fn serve(
     // warp accepted this path and query from hyper, so they form a valid target; if they ever
     // did not, the request is simply not ours.
     let uri: Uri = target.parse().map_err(|_| warp::reject::not_found())?;
-    let head = RequestHead::new(&method, &uri, Version::HTTP_11, &headers);
+    let mut head = RequestHead::new(&method, &uri, Version::HTTP_11, &headers);
+    if let Some(peer) = peer {
+        head = head.with_client_addr(peer.ip());
+    }
     match server.handle(head).await {
         Outcome::NotOurs => Err(warp::reject::not_found()),
         Outcome::Reply(response) => Ok(response.into_response()),

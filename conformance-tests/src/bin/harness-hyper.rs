@@ -19,8 +19,14 @@ use std::process::ExitCode;
 
 use sseio_hyper::TlsConfig;
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     init_tracing("warn");
     // Before anything is bound: bad TLS material is a startup error, not a server that fails
     // every handshake.

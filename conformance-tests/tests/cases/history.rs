@@ -14,7 +14,12 @@ super::registry::case_table! {
     last_event_id_replays_exactly_the_missed_messages needs [Settings],
     client_id_reconnect_replays_the_missed_messages needs [Settings],
     a_gap_larger_than_the_history_gets_fetch_and_no_partial_replay needs [Settings],
+    a_resume_past_the_history_gets_the_gap_notice_first needs [Settings],
+    an_unknown_last_event_id_gets_the_gap_notice_before_the_resync needs [Settings],
 }
+
+/// The gap notice's event name in these cases.
+const GAP: &str = "sseio-gap";
 
 /// Sends `messages` to `room` of `event`.
 async fn send_all(h: &Harness, event: &str, room: &str, messages: &[&str]) {
@@ -119,6 +124,78 @@ pub async fn a_gap_larger_than_the_history_gets_fetch_and_no_partial_replay(h: &
     expect_events(
         &mut resumed,
         "the resynced client",
+        &[("fetch-event", "live")],
+    )
+    .await;
+}
+
+/// With `SSEIO_GAP_NOTICE`, a client resuming by its `clientId` past what the history keeps is
+/// told so before anything else of that event; a fresh stream and a resume that is served are
+/// told nothing.
+pub async fn a_resume_past_the_history_gets_the_gap_notice_first(h: &Harness) {
+    let h = h
+        .with_env(&[("SSEIO_HISTORY", "2"), ("SSEIO_GAP_NOTICE", GAP)])
+        .await;
+    let (room, client) = (new_id(), new_id());
+    let mut stream = connect(&h, &room, &client, &["normal-event", GAP]).await;
+    send(&h, "normal-event", &room, "first").await;
+    expect_events(&mut stream, "a fresh stream", &[("normal-event", "first")]).await;
+    leave(&h, stream, &client, 0).await;
+
+    // Within the history: served, no notice.
+    send(&h, "normal-event", &room, "missed").await;
+    let mut resumed = connect(&h, &room, &client, &["normal-event", GAP]).await;
+    expect_events(
+        &mut resumed,
+        "a served resume",
+        &[("normal-event", "missed")],
+    )
+    .await;
+    leave(&h, resumed, &client, 1).await;
+
+    // Past it: the notice, then live messages.
+    send_all(&h, "normal-event", &room, &["1", "2", "3"]).await;
+    let mut gapped = connect(&h, &room, &client, &["normal-event", GAP]).await;
+    send(&h, "normal-event", &room, "live").await;
+    expect_events(
+        &mut gapped,
+        "a resume past the history",
+        &[
+            (GAP, r#"{"event":"normal-event"}"#),
+            ("normal-event", "live"),
+        ],
+    )
+    .await;
+}
+
+/// A native `EventSource` naming a position the server never gave gets the notice, then its
+/// event's `fetch` as a resync, then live messages.
+pub async fn an_unknown_last_event_id_gets_the_gap_notice_before_the_resync(h: &Harness) {
+    let h = h
+        .with_env(&[("SSEIO_HISTORY", "10"), ("SSEIO_GAP_NOTICE", GAP)])
+        .await;
+    let (room, client) = (new_id(), new_id());
+    let response = request(
+        &h,
+        Request::get(sse_target(&room, &client, &["fetch-event", GAP]))
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", "not-a-position"),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut stream = SseStream::http1(response);
+    let notice = next_event(&mut stream, "the gap notice").await;
+    assert_eq!(
+        (notice.event.as_str(), notice.data.as_str()),
+        (GAP, r#"{"event":"fetch-event"}"#)
+    );
+    let resync = next_event(&mut stream, "the resync's fetch result").await;
+    assert_eq!(resync.event, "fetch-event");
+    wait_conn_create(&h, &client).await;
+    send(&h, "fetch-event", &room, "live").await;
+    expect_events(
+        &mut stream,
+        "the resynced stream",
         &[("fetch-event", "live")],
     )
     .await;

@@ -6,6 +6,9 @@
 //!
 //! `sseio_warp::filter` serves the SSE path (`/user/:userId/events`) and rejects every other
 //! request as not found, so `or` hands those to the app's own filters.
+//!
+//! Health for an orchestrator: `GET /livez` answers `200` while the process serves, `GET /readyz`
+//! `200` while the server takes new clients and `503` once it drains (`Server::is_ready`).
 
 use serde::{Deserialize, Serialize};
 use sseio_warp::{Context, EventHandler, HandlerOptions, Server};
@@ -38,7 +41,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and(warp::post())
         .and(warp::body::json())
         .map(move |user: String, mail: Mail| deliver(&inbox, &user, &mail));
-    let app = sseio_warp::filter(sseio.clone()).or(index).or(deliver);
+    let live = warp::path!("livez").map(|| StatusCode::OK);
+    let ready = warp::path!("readyz").map({
+        let sseio = sseio.clone();
+        move || match sseio.is_ready() {
+            true => StatusCode::OK,
+            false => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    });
+    let app = sseio_warp::filter(sseio.clone())
+        .or(index)
+        .or(deliver)
+        .or(live)
+        .or(ready);
 
     // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
     let listener = sseio_warp::bind(([127, 0, 0, 1], 3000).into())?;

@@ -185,15 +185,17 @@ impl Resuming {
                     server.metrics().joined(Joined::Resumed);
                     self.release(&server, &handler, &hold, from, &missed)
                 }
-                _ if handler.fetch().is_some() => {
-                    server.metrics().joined(Joined::Resync);
-                    let fetch = start_fetch(&server, &self.target, handler, hold, true);
-                    fetches.push(tokio::spawn(fetch).abort_handle());
-                    Ok(())
-                }
                 _ => {
                     server.metrics().joined(Joined::Resync);
-                    hold.release(&*self.target.sink, None, None)
+                    // Ahead of the room's held messages and its resync.
+                    let told = server.notify_gap(&*self.target.sink, handler.event());
+                    if told.is_ok() && handler.fetch().is_some() {
+                        let fetch = start_fetch(&server, &self.target, handler, hold, true);
+                        fetches.push(tokio::spawn(fetch).abort_handle());
+                        Ok(())
+                    } else {
+                        told.and_then(|()| hold.release(&*self.target.sink, None, None))
+                    }
                 }
             };
             if released == Err(SinkError::Full) {

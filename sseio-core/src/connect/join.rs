@@ -70,6 +70,11 @@ pub(crate) fn join(
     for (handler, room) in &admitted.rooms {
         let joined = resume_room(server, &**sink, handler, room, log.as_deref(), from);
         server.metrics().joined(joined);
+        if joined == Joined::Resync {
+            // Ahead of anything of this room. Refused only by a sink already full, which the
+            // next delivery closes.
+            let _ = server.notify_gap(&**sink, handler.event());
+        }
         let held =
             joined == Joined::Replaying || (handler.fetch().is_some() && joined != Joined::Resumed);
         let hold = held.then(|| Arc::new(Hold::new(max_bytes, max_frames, seen.clone())));

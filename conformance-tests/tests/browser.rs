@@ -1,0 +1,38 @@
+//! The real-browser cases: `js/browser/*.test.mjs` drive Debian's chromium with playwright-core,
+//! under `node --test`, against harness binaries built with this test.
+//!
+//! Each node script starts, drains and restarts the harnesses itself (see its header), so this
+//! is only glue: install the npm dependencies once, check that chromium is there, run node with
+//! the binaries' paths, and turn a failing node run into a failing test that shows node's
+//! report. A missing chromium fails the test with instructions; it is never skipped.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sseio_test_support::node;
+
+/// Bound on one whole node run; each script bounds its own waits, so this only fires if node
+/// itself hangs.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The standalone server, and an adapter on a framework's own HTTP stack.
+const DRAINED: &str = concat!(
+    "hyper=",
+    env!("CARGO_BIN_EXE_harness-hyper"),
+    ",actix=",
+    env!("CARGO_BIN_EXE_harness-actix"),
+);
+
+#[test]
+fn pages_come_back_after_a_drain_and_restart() {
+    node::require_chromium();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+    node::ensure_node_modules(&dir);
+    let report = node::node_test(
+        &dir,
+        &["browser/drain.test.mjs"],
+        &[("HARNESSES", DRAINED)],
+        RUN_TIMEOUT,
+    );
+    println!("{report}");
+}
