@@ -21,7 +21,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use sseio_core::{BoxError, Server, bind};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+#[cfg(feature = "tls")]
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower_service::Service;
 
