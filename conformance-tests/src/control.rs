@@ -174,6 +174,35 @@ pub async fn presence(h: &Harness, event: &str, room: &str) -> io::Result<Presen
     serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// `GET /_control/position?event=E&room=R`: where the room's history stands now, the id a page
+/// embeds for its first connect.
+pub async fn position(h: &Harness, event: &str, room: &str) -> io::Result<String> {
+    let target = format!(
+        "/_control/position?event={}&room={}",
+        encode_component(event),
+        encode_component(room)
+    );
+    let mut response = Request::get(target)
+        .header("Connection", "close")
+        .send(h.base_url())
+        .await?;
+    let body = response.read_to_end().await?;
+    if response.status() != 200 {
+        return Err(io::Error::other(format!(
+            "GET /_control/position answered {}: {}",
+            response.status(),
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        position: String,
+    }
+    let answer: Answer =
+        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(answer.position)
+}
+
 /// `GET /_control/log`: every lifecycle notification so far, in order.
 pub async fn log(h: &Harness) -> io::Result<Vec<LogRecord>> {
     let mut response = Request::get("/_control/log")

@@ -12,8 +12,8 @@ use http::{Method, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use sseio_hyper::{
-    Context, Cors, EventHandler, Grant, HandlerOptions, History, Notification, Refusal, SendError,
-    Server, ServerBuilder,
+    Context, Cors, EventHandler, Grant, HandlerOptions, History, Notification, PositionError,
+    Refusal, SendError, Server, ServerBuilder,
 };
 use sseio_redis::RedisBroker;
 use tokio::sync::{mpsc, oneshot};
@@ -197,6 +197,24 @@ impl HarnessApp {
                                 json!({"count": presence.count, "clientIds": presence.client_ids})
                                     .to_string(),
                             ),
+                            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                        },
+                        Err(answer) => answer,
+                    },
+                    (Err(answer), _) | (_, Err(answer)) => answer,
+                };
+            }
+            ("GET", "position") => {
+                return match (param("event"), param("room")) {
+                    (Ok(event), Ok(room)) => match self.handler(event) {
+                        Ok(handler) => match handler.position(room).await {
+                            Ok(position) => (
+                                StatusCode::OK,
+                                json!({"position": position.to_string()}).to_string(),
+                            ),
+                            Err(e @ PositionError::NoHistory { .. }) => {
+                                error(StatusCode::CONFLICT, &e.to_string())
+                            }
                             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
                         },
                         Err(answer) => answer,

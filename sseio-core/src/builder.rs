@@ -41,6 +41,10 @@ pub const DEFAULT_NOTIFICATION_CAPACITY: usize = 1024;
 /// The default time a `fetch` may take before it counts as failed.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default name of the query parameter a stream may resume from
+/// ([`ServerBuilder::resume_query_param`]).
+pub const DEFAULT_RESUME_QUERY_PARAM: &str = "lastEventId";
+
 /// The limits a server enforces.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -89,6 +93,7 @@ pub struct ServerBuilder {
     pub(crate) reconnect_spread: Duration,
     pub(crate) max_stream_lifetime: Option<Duration>,
     pub(crate) gap_notice: Option<String>,
+    pub(crate) resume_query_param: String,
 }
 
 impl ServerBuilder {
@@ -138,6 +143,19 @@ impl ServerBuilder {
     /// an event without one.
     pub fn gap_notice(mut self, event: impl Into<String>) -> Self {
         self.gap_notice = Some(event.into());
+        self
+    }
+
+    /// The query parameter a stream may name its resume position in, for a native
+    /// `EventSource`'s first connect (it cannot set `Last-Event-ID` then) and for polyfills
+    /// that cannot set headers. With history on, a page the server renders embeds
+    /// [`EventHandler::position`](crate::EventHandler::position) and opens its stream with
+    /// `?<name>=<position>`: it gets exactly the messages sent after the render. `Last-Event-ID`
+    /// and where a `clientId` left off come first, so reconnects never go back to it. Default:
+    /// [`DEFAULT_RESUME_QUERY_PARAM`], `lastEventId`; pick another when it clashes with a query
+    /// parameter of the application's.
+    pub fn resume_query_param(mut self, name: impl Into<String>) -> Self {
+        self.resume_query_param = name.into();
         self
     }
 
@@ -395,6 +413,7 @@ impl Default for ServerBuilder {
             reconnect_spread: DEFAULT_RECONNECT_SPREAD,
             max_stream_lifetime: None,
             gap_notice: None,
+            resume_query_param: DEFAULT_RESUME_QUERY_PARAM.to_owned(),
         }
     }
 }

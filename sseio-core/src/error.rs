@@ -80,6 +80,22 @@ pub enum SendError {
     Broker(#[from] BrokerError),
 }
 
+/// Why [`EventHandler::position`](crate::EventHandler::position) could not tell where a room
+/// stands.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PositionError {
+    /// The handler keeps no history, so its messages have no positions.
+    #[error("event `{event}` keeps no history, so it has no positions")]
+    NoHistory {
+        /// The handler's event.
+        event: String,
+    },
+    /// The broker's history store could not answer.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
 /// A failure on one connection, raised as [`Notification::Error`](crate::Notification::Error).
 /// (A failure of the broker itself is [`Notification::Broker`](crate::Notification::Broker).)
 ///

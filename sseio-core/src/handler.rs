@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::auth::{IntoRoom, Refusal};
 use crate::broker::{Broker, BrokerError, HistoryStore, Presence};
-use crate::error::{BoxError, SendError};
+use crate::error::{BoxError, PositionError, SendError};
 use crate::frame;
 use crate::history::{History, LocalHistory};
 use crate::hub::Hub;
@@ -212,6 +212,38 @@ impl EventHandler {
             }
         }
         Ok(())
+    }
+
+    /// Where `room` stands now: the position its next message comes after. A page the server
+    /// renders embeds it, and opens its stream with it in the
+    /// [resume query parameter](crate::ServerBuilder::resume_query_param) (a native
+    /// `EventSource` cannot send `Last-Event-ID` on its first request): the stream then gets
+    /// exactly the messages sent after the render, not one lost in between, none twice.
+    ///
+    /// Positions come from one sequence shared by every room of the server (of the cluster,
+    /// with a broker's history), so the position of one room also places a stream in the
+    /// others it joins.
+    ///
+    /// # Errors
+    ///
+    /// [`PositionError::NoHistory`] when the handler keeps no history;
+    /// [`PositionError::Broker`] when the broker's history store cannot answer.
+    pub async fn position(&self, room: &str) -> Result<Position, PositionError> {
+        let _ = room; // One sequence for every room: see above.
+        let no_history = || PositionError::NoHistory {
+            event: self.event().to_owned(),
+        };
+        self.history().ok_or_else(no_history)?;
+        match self
+            .inner
+            .env
+            .broker
+            .as_ref()
+            .and_then(|b| b.history_store())
+        {
+            Some(store) => Ok(store.replay(Vec::new(), None).await?.now),
+            None => Ok(self.inner.env.local_history.log().now()),
+        }
     }
 
     /// The broker's history store, when this handler has history and its broker keeps one for

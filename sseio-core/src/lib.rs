@@ -37,11 +37,12 @@ pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_BUFFER_FRAMES, DEFAULT_MAX_CLIENT_ID_BYTES, DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROOM_ID_BYTES, DEFAULT_NOTIFICATION_CAPACITY,
-    DEFAULT_PATH, DEFAULT_RECONNECT_DELAY, DEFAULT_RECONNECT_SPREAD, ServerBuilder,
+    DEFAULT_PATH, DEFAULT_RECONNECT_DELAY, DEFAULT_RECONNECT_SPREAD, DEFAULT_RESUME_QUERY_PARAM,
+    ServerBuilder,
 };
 pub use connection::{Connection, ConnectionStream};
 pub use cors::Cors;
-pub use error::{BoxError, BuildError, ConnectionError, RegisterError, SendError};
+pub use error::{BoxError, BuildError, ConnectionError, PositionError, RegisterError, SendError};
 pub use handler::{EventHandler, HandlerOptions};
 pub use history::{DEFAULT_HISTORY_TTL, DEFAULT_RESUME_TTL, History};
 pub use listener::{LISTEN_BACKLOG, bind};

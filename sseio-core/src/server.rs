@@ -71,6 +71,8 @@ pub(crate) struct ServerInner {
     max_stream_lifetime: Option<Duration>,
     /// The event name of the gap notice, if on.
     gap_notice: Option<Arc<str>>,
+    /// The query parameter a stream may resume from.
+    resume_query_param: Box<str>,
 }
 
 /// How often [`Server::shutdown`] closes the streams that are due.
@@ -123,6 +125,7 @@ impl Server {
             pacing: Pacing::new(builder.reconnect_delay, builder.reconnect_spread),
             max_stream_lifetime: builder.max_stream_lifetime,
             gap_notice: builder.gap_notice.map(Arc::from),
+            resume_query_param: builder.resume_query_param.into(),
         });
         if let Some(broker) = inner.broker() {
             let local: Arc<dyn LocalNode> = inner.clone();
@@ -534,6 +537,11 @@ impl ServerInner {
             *retry_after = HeaderValue::from(seconds as u64);
         }
         Outcome::Reply(response)
+    }
+
+    /// The query parameter a stream may name its resume position in.
+    pub(crate) fn resume_query_param(&self) -> &str {
+        &self.resume_query_param
     }
 
     /// Tells a connection, through its `sink`, that its resume of `event` could not be served,

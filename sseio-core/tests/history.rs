@@ -337,3 +337,86 @@ fn a_gap_notice_name_that_cannot_go_on_the_wire_is_a_build_error() {
         Err(sseio_core::BuildError::InvalidGapNotice { .. })
     ));
 }
+
+/// A page the server renders embeds the room's position; its first connect names it in the
+/// query (a native `EventSource` cannot send `Last-Event-ID` then) and gets exactly what was
+/// sent after the render, locally and on another node of a cluster.
+#[tokio::test]
+async fn a_first_connect_from_a_rendered_position_gets_what_was_sent_since() {
+    for clustered in [false, true] {
+        let broker = MemoryBroker::new();
+        let builder = || match clustered {
+            true => Server::builder().broker(broker.clone()),
+            false => Server::builder(),
+        };
+        let (one, on_one, fetched) = server_on(builder(), History::new(10));
+        let (two, _, _) = server_on(builder(), History::new(10));
+        let render_on = if clustered { &two } else { &one };
+        on_one.send("x", "before").unwrap();
+        let rendered = render_on.handler("e").unwrap().position("x").await.unwrap();
+        on_one.send("x", "after 1").unwrap();
+        on_one.send("x", "after 2").unwrap();
+        let uri = format!("/r/x?clientId=page&events=e&lastEventId={rendered}");
+        let (_page, sink) = connect(render_on, &uri, None).await;
+        settle().await;
+        on_one.send("x", "live").unwrap();
+        settle().await;
+        assert_eq!(
+            data(&sink),
+            ["after 1", "after 2", "live"],
+            "clustered: {clustered}"
+        );
+        assert!(
+            fetched.lock().unwrap().is_empty(),
+            "no fetch: the resume was served"
+        );
+    }
+}
+
+/// The official client keeps its query on every reconnect: a reconnect by `clientId` resumes
+/// from where its last stream stood, not again from the rendered position.
+#[tokio::test]
+async fn a_reconnect_by_client_id_does_not_go_back_to_the_rendered_position() {
+    let (server, handler, _) = server(History::new(10));
+    let rendered = handler.position("x").await.unwrap();
+    let uri = format!("/r/x?clientId=page&events=e&lastEventId={rendered}");
+    handler.send("x", "1").unwrap();
+    let (first, sink) = connect(&server, &uri, None).await;
+    settle().await;
+    assert_eq!(data(&sink), ["1"]);
+    first.close();
+    handler.send("x", "2").unwrap();
+    let (_again, resumed) = connect(&server, &uri, None).await;
+    settle().await;
+    assert_eq!(data(&resumed), ["2"], "each message once");
+}
+
+#[tokio::test]
+async fn without_history_there_is_no_position_and_the_parameter_name_is_the_servers() {
+    let server = Server::builder().path("/r/:room").build().unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(|_: &Context| "x"))
+        .unwrap();
+    assert!(matches!(
+        handler.position("x").await,
+        Err(sseio_core::PositionError::NoHistory { .. })
+    ));
+
+    let (server, handler, _) = server_on(
+        Server::builder().resume_query_param("since"),
+        History::new(10),
+    );
+    let rendered = handler.position("x").await.unwrap();
+    handler.send("x", "after").unwrap();
+    let ignored = format!("/r/x?clientId=a&events=e&lastEventId={rendered}");
+    let (_a, plain) = connect(&server, &ignored, None).await;
+    let named = format!("/r/x?clientId=b&events=e&since={rendered}");
+    let (_b, resumed) = connect(&server, &named, None).await;
+    settle().await;
+    assert_eq!(
+        data(&plain),
+        ["snapshot"],
+        "lastEventId is just a query parameter now"
+    );
+    assert_eq!(data(&resumed), ["after"]);
+}

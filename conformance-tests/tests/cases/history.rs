@@ -16,6 +16,7 @@ super::registry::case_table! {
     a_gap_larger_than_the_history_gets_fetch_and_no_partial_replay needs [Settings],
     a_resume_past_the_history_gets_the_gap_notice_first needs [Settings],
     an_unknown_last_event_id_gets_the_gap_notice_before_the_resync needs [Settings],
+    a_first_connect_from_a_rendered_position_gets_what_was_sent_since needs [Settings],
 }
 
 /// The gap notice's event name in these cases.
@@ -197,6 +198,43 @@ pub async fn an_unknown_last_event_id_gets_the_gap_notice_before_the_resync(h: &
         &mut stream,
         "the resynced stream",
         &[("fetch-event", "live")],
+    )
+    .await;
+}
+
+/// Bootstrap without a gap: a page embeds the room's position when the server renders it, and
+/// its `EventSource` passes it as `lastEventId` on its first connect (it cannot send
+/// `Last-Event-ID` then): it gets exactly what was sent after the render, then live messages.
+pub async fn a_first_connect_from_a_rendered_position_gets_what_was_sent_since(h: &Harness) {
+    let h = h.with_env(&[("SSEIO_HISTORY", "10")]).await;
+    let (room, client) = (new_id(), new_id());
+    send(&h, "normal-event", &room, "before the render").await;
+    let rendered = control::position(&h, "normal-event", &room)
+        .await
+        .expect("GET /_control/position");
+    send_all(&h, "normal-event", &room, &["after 1", "after 2"]).await;
+
+    let target = format!(
+        "{}&lastEventId={rendered}",
+        sse_target(&room, &client, &["normal-event"])
+    );
+    let response = request(
+        &h,
+        Request::get(target).header("Accept", "text/event-stream"),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut stream = SseStream::http1(response);
+    wait_conn_create(&h, &client).await;
+    send(&h, "normal-event", &room, "live").await;
+    expect_events(
+        &mut stream,
+        "the page's first stream",
+        &[
+            ("normal-event", "after 1"),
+            ("normal-event", "after 2"),
+            ("normal-event", "live"),
+        ],
     )
     .await;
 }

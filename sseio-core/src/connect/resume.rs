@@ -14,12 +14,16 @@ pub(crate) struct Resume {
     pub(crate) history_on: bool,
     /// Whether the broker keeps the history (so replays and resume records are the broker's).
     pub(crate) by_broker: bool,
-    /// The position the client named (`Last-Event-ID`, or the `lastEventId` query parameter
-    /// of polyfills that cannot set headers): `Some(None)` for an id that is not one of ours,
-    /// which counts as a position that cannot be filled.
+    /// The position the client's `Last-Event-ID` names: `Some(None)` for an id that is not one
+    /// of ours, which counts as a position that cannot be filled.
     pub(crate) named: Option<Option<Position>>,
+    /// The position of the resume query parameter (`lastEventId` by default): a page's first
+    /// connect from where the server rendered it, or a polyfill that cannot set headers. It
+    /// counts after where the `clientId` left off, so that the official client, which keeps its
+    /// query on every reconnect, resumes from its last stream rather than from the render.
+    pub(crate) queried: Option<Option<Position>>,
     /// Where the broker remembers this `clientId` left off, on whichever node that was (asked
-    /// only when the client named no position).
+    /// only when the client sent no `Last-Event-ID`).
     pub(crate) recalled: Option<Position>,
 }
 
@@ -36,7 +40,7 @@ impl Resume {
             return None;
         }
         let remembered = replaced.or(left).or(self.recalled);
-        self.named.or(remembered.map(Some))
+        self.named.or(remembered.map(Some)).or(self.queried)
     }
 }
 
@@ -50,7 +54,10 @@ pub(crate) async fn resume(
         .headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| admitted.context.query("lastEventId"))
+        .map(Position::parse);
+    let queried = admitted
+        .context
+        .query(server.resume_query_param())
         .map(Position::parse);
     let history_on = admitted
         .rooms
@@ -65,6 +72,7 @@ pub(crate) async fn resume(
         history_on,
         by_broker: store.is_some(),
         named,
+        queried,
         recalled,
     }
 }
