@@ -36,3 +36,32 @@ fn pages_come_back_after_a_drain_and_restart() {
     );
     println!("{report}");
 }
+
+/// Ten `EventSource`s to one origin: all open over TLS (HTTP/2 by ALPN), six over cleartext
+/// HTTP/1.1, in `js/browser/tls.test.mjs`. The certificate, for `127.0.0.1` and `localhost`, is
+/// made here with rcgen; the script runs `harness-hyper` with and without it.
+#[test]
+fn ten_streams_to_one_origin_open_over_http2_and_six_over_http11() {
+    node::require_chromium();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+    node::ensure_node_modules(&dir);
+    let certs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-tls");
+    std::fs::create_dir_all(&certs).expect("create the certificate's directory");
+    let certified =
+        rcgen::generate_simple_self_signed(["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("rcgen makes a certificate");
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let report = node::node_test(
+        &dir,
+        &["browser/tls.test.mjs"],
+        &[
+            ("HARNESS_HYPER", env!("CARGO_BIN_EXE_harness-hyper")),
+            ("TLS_CERT", cert.to_str().expect("a UTF-8 path")),
+            ("TLS_KEY", key.to_str().expect("a UTF-8 path")),
+        ],
+        RUN_TIMEOUT,
+    );
+    println!("{report}");
+}

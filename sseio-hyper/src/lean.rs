@@ -8,7 +8,9 @@
 //! HTTP/2, anything unusual) goes to hyper with the bytes read so far replayed.
 //!
 //! Only HTTP framing lives here; whether and what to stream is the core's decision
-//! ([`Server::handle`]), exactly as on the hyper path.
+//! ([`Server::handle`]), exactly as on the hyper path. The connection is any byte stream: a
+//! `TcpStream`, or a TLS stream over one that negotiated HTTP/1.1. Every write is flushed, which
+//! costs nothing on a `TcpStream` and sends what a TLS stream still holds as records.
 
 use std::fmt::Write as _;
 use std::future::poll_fn;
@@ -21,7 +23,6 @@ use futures_core::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use sseio_core::{ConnectionStream, Outcome, RequestHead, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::service::ClientAddr;
 
@@ -40,7 +41,10 @@ pub(crate) enum First {
 }
 
 /// Reads the first request head, until it is complete or clearly not a lean SSE request.
-pub(crate) async fn read_first(socket: &mut TcpStream, server: &Server) -> io::Result<First> {
+pub(crate) async fn read_first<S>(socket: &mut S, server: &Server) -> io::Result<First>
+where
+    S: AsyncRead + Unpin,
+{
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if socket.read_buf(&mut buf).await? == 0 {
@@ -132,12 +136,15 @@ fn parse_sse_get(buf: &[u8], server: &Server) -> Parse {
 /// socket when the response ended complete on a connection that stays open (the server ended
 /// the stream with its last chunk), for the next request on it. `peer` is the client's
 /// address, for the cap per address.
-pub(crate) async fn serve_stream(
-    mut socket: TcpStream,
+pub(crate) async fn serve_stream<S>(
+    mut socket: S,
     server: &Server,
     request: Request<()>,
     peer: ClientAddr,
-) -> Option<TcpStream> {
+) -> Option<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // The peer is handed over as is: an extension would cost a map per stream.
     let head = RequestHead::from(&request).with_client_addr(peer.0);
     // Boxed, so the state of accepting a connection is freed before the long streaming part.
@@ -185,7 +192,10 @@ fn asks_to_close(headers: &HeaderMap) -> bool {
 }
 
 /// Writes a complete response and closes the connection.
-async fn reply(socket: &mut TcpStream, response: Response<Bytes>) -> io::Result<()> {
+async fn reply<S>(socket: &mut S, response: Response<Bytes>) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
     let (parts, body) = response.into_parts();
     let mut head = encode_head(parts.status, &parts.headers);
     let _ = write!(
@@ -194,6 +204,7 @@ async fn reply(socket: &mut TcpStream, response: Response<Bytes>) -> io::Result<
         body.len()
     );
     socket.write_all_buf(&mut head.chain(body)).await?;
+    socket.flush().await?;
     socket.shutdown().await
 }
 
@@ -202,36 +213,50 @@ async fn reply(socket: &mut TcpStream, response: Response<Bytes>) -> io::Result<
 /// when the core ended the stream and the response is complete: the response said
 /// `keep-alive`, so the client may send its next request (an `EventSource`'s reconnect, say) on
 /// this connection, and the caller must read it rather than close under it.
-async fn stream(socket: &mut TcpStream, response: Response<ConnectionStream>) -> io::Result<bool> {
+async fn stream<S>(socket: &mut S, response: Response<ConnectionStream>) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (parts, mut body) = response.into_parts();
     let mut head = encode_head(parts.status, &parts.headers);
     head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
     let mut head = Some(head);
-    let (mut reader, mut writer) = socket.split();
     let mut probe = [0u8; 64];
     loop {
+        // The socket is read only while no write is under way (`select!` drops the losing
+        // branch's future before it runs the winner's handler), so one `&mut` serves both.
         tokio::select! {
             biased;
             chunk = poll_fn(|cx| poll_chunk(&mut body, cx)) => {
                 let prefix = head.take().unwrap_or_default();
                 let Some(data) = chunk else {
-                    writer.write_all_buf(&mut prefix.chain(&b"0\r\n\r\n"[..])).await?;
+                    socket.write_all_buf(&mut prefix.chain(&b"0\r\n\r\n"[..])).await?;
+                    socket.flush().await?;
                     return Ok(true);
                 };
-                let mut size = [0u8; 20];
-                let size = chunk_size_line(&mut size, data.len());
-                let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
+                // The write (and then the flush) first: a chunk handed out after the close (its
+                // last field) is written whenever the socket takes it, never dropped for the
+                // close. A client that stopped reading blocks the write (or, over TLS, the flush)
+                // for good; once the core has closed it (its buffer filled up), drop the socket
+                // instead of waiting. The chunk's scope ends before the flush, so the task is no
+                // larger for it.
+                {
+                    let mut size = [0u8; 20];
+                    let size = chunk_size_line(&mut size, data.len());
+                    let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
+                    tokio::select! {
+                        biased;
+                        written = socket.write_all_buf(&mut out) => written?,
+                        () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
+                    }
+                }
                 tokio::select! {
-                    // The write first: a chunk handed out after the close (its last field) is
-                    // written whenever the socket takes it, never dropped for the close.
                     biased;
-                    written = writer.write_all_buf(&mut out) => written?,
-                    // A client that stopped reading blocks this write for good; once the core
-                    // has closed it (its buffer filled up), drop the socket instead of waiting.
+                    flushed = socket.flush() => flushed?,
                     () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
                 }
             }
-            read = reader.read(&mut probe) => match read {
+            read = socket.read(&mut probe) => match read {
                 // The client closed its side, or the connection broke: the stream is over.
                 Ok(0) | Err(_) => return Ok(false),
                 // Nothing may follow an SSE request on its connection; ignore it.
@@ -272,18 +297,18 @@ fn encode_head(status: http::StatusCode, headers: &HeaderMap) -> BytesMut {
 /// A socket whose first reads return bytes already read from it: how a connection the lean path
 /// looked at is handed to hyper.
 #[derive(Debug)]
-pub(crate) struct Replay {
+pub(crate) struct Replay<S> {
     prefix: Bytes,
-    socket: TcpStream,
+    socket: S,
 }
 
-impl Replay {
-    pub(crate) fn new(prefix: Bytes, socket: TcpStream) -> Self {
+impl<S> Replay<S> {
+    pub(crate) fn new(prefix: Bytes, socket: S) -> Self {
         Self { prefix, socket }
     }
 }
 
-impl AsyncRead for Replay {
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -299,7 +324,7 @@ impl AsyncRead for Replay {
     }
 }
 
-impl AsyncWrite for Replay {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,5 +1,5 @@
 //! The standalone server: listen on a port and serve SSE-IO (and optionally an application)
-//! with hyper-util, over HTTP/1.1 and HTTP/2.
+//! with hyper-util, over HTTP/1.1 and HTTP/2, in cleartext or (the `tls` feature) over TLS.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -20,13 +20,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use sseio_core::{BoxError, Server, bind};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+#[cfg(feature = "tls")]
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower_service::Service;
 
 use crate::health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthPaths};
 use crate::lean::{self, First, Replay};
 use crate::service::{ClientAddr, SseioService};
+#[cfg(feature = "tls")]
+use crate::tls::TlsConfig;
 
 /// How long [`Serve`]'s graceful shutdown spreads the closing of open streams, by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -61,6 +66,8 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve<NotFound> {
         shutdown: None,
         grace: DEFAULT_SHUTDOWN_GRACE,
         health: None,
+        #[cfg(feature = "tls")]
+        tls: None,
     }
 }
 
@@ -73,6 +80,8 @@ pub struct Serve<A> {
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     grace: Duration,
     health: Option<HealthPaths>,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
 
 impl<A> Serve<A> {
@@ -86,6 +95,8 @@ impl<A> Serve<A> {
             shutdown: self.shutdown,
             grace: self.grace,
             health: self.health,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         }
     }
 
@@ -125,6 +136,21 @@ impl<A> Serve<A> {
         self
     }
 
+    /// Serves every connection over TLS with `tls` (feature `tls`). Default: cleartext.
+    ///
+    /// The handshake runs in the connection's own task, within
+    /// [`TLS_HANDSHAKE_TIMEOUT`](crate::TLS_HANDSHAKE_TIMEOUT); a connection whose handshake
+    /// fails or times out is closed, with a `debug` log. ALPN then decides the protocol: `h2` is
+    /// served as HTTP/2 (what lets a browser open more than six streams to one origin),
+    /// `http/1.1` as HTTP/1.1 with the lean path for SSE streams, and a connection that
+    /// negotiated nothing as a cleartext one is. The graceful shutdown covers TLS connections as
+    /// it does the others (HTTP/2 ones get a `GOAWAY`).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The address the server listens on (useful after binding port 0).
     ///
     /// # Errors
@@ -137,12 +163,14 @@ impl<A> Serve<A> {
 
 impl<A> fmt::Debug for Serve<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Serve")
-            .field("listener", &self.listener)
+        let mut f = f.debug_struct("Serve");
+        f.field("listener", &self.listener)
             .field("server", &self.server)
             .field("graceful_shutdown", &self.shutdown.is_some())
-            .field("health", &self.health)
-            .finish_non_exhaustive()
+            .field("health", &self.health);
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls);
+        f.finish_non_exhaustive()
     }
 }
 
@@ -165,14 +193,15 @@ where
             shutdown,
             grace,
             health,
+            #[cfg(feature = "tls")]
+            tls,
         } = self;
         Box::pin(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let builder = Arc::new(builder);
+            let shared = Arc::new(Shared {
+                builders: Builders::new(),
+                #[cfg(feature = "tls")]
+                tls,
+            });
             let app = Health::new(app, server.clone(), health);
             let service = SseioService::new(server.clone(), app);
             // Set once the drain is over: every connection still open closes as soon as it is
@@ -208,11 +237,18 @@ where
                 let _ = socket.set_nodelay(true);
                 let connection = Connection {
                     server: server.clone(),
-                    builder: builder.clone(),
+                    shared: shared.clone(),
                     service: service.clone(),
                     drain_over: drain_over.clone(),
                 };
-                tokio::spawn(connection.serve(socket, ClientAddr(peer.ip())));
+                let peer = ClientAddr(peer.ip());
+                // Two kinds of task, so that a cleartext connection's task is not sized for TLS.
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &shared.tls {
+                    tokio::spawn(connection.serve_tls(socket, peer, tls.clone()));
+                    continue;
+                }
+                tokio::spawn(connection.serve(socket, peer));
             }
 
             drop(listener);
@@ -224,10 +260,50 @@ where
     }
 }
 
+/// What every connection of one server shares.
+struct Shared {
+    builders: Builders,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
+}
+
+/// hyper's connection builders: one that detects the protocol from the first bytes, and one for
+/// HTTP/2 that TLS negotiated by ALPN.
+struct Builders {
+    detect: auto::Builder<TokioExecutor>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let mut detect = auto::Builder::new(TokioExecutor::new());
+        detect
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        Self {
+            http2: detect.clone().http2_only(),
+            detect,
+        }
+    }
+}
+
+/// How hyper learns a connection's protocol.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// From its first bytes: HTTP/1.1, or HTTP/2 with prior knowledge. Cleartext connections,
+    /// and TLS ones that negotiated `http/1.1` (whose first bytes then say so) or nothing.
+    Detect,
+    /// TLS negotiated `h2`.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Http2,
+}
+
 /// One accepted connection and what serving it needs.
 struct Connection<A> {
     server: Server,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    shared: Arc<Shared>,
     service: SseioService<Health<A>>,
     /// Changes to `true` once the server's drain is over.
     drain_over: watch::Receiver<bool>,
@@ -241,8 +317,37 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    /// Serves a TLS connection: the handshake, then HTTP as ALPN decided.
+    #[cfg(feature = "tls")]
+    async fn serve_tls(mut self, socket: TcpStream, peer: ClientAddr, tls: TlsConfig) {
+        let handshake = tokio::select! {
+            handshake = tls.accept(socket) => handshake,
+            () = drain_over(&mut self.drain_over) => return,
+        };
+        let stream = match handshake {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "sseio: TLS handshake failed");
+                return;
+            }
+        };
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            // Nothing for the lean path to look at: every request of an HTTP/2 connection is
+            // hyper's.
+            self.serve_hyper(Bytes::new(), stream, peer, Protocol::Http2)
+                .await;
+        } else {
+            self.serve(stream, peer).await;
+        }
+    }
+
     /// Serves `socket`: lean streams for as long as its requests are lean SSE `GET`s, then hyper.
-    async fn serve(mut self, mut socket: TcpStream, peer: ClientAddr) {
+    /// A cleartext connection's task as it is: a wrapper would hold the connection and the
+    /// socket twice, and every idle stream would pay for it.
+    async fn serve<S>(mut self, mut socket: S, peer: ClientAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         // A lean stream that the server ended leaves the connection open for the client's next
         // request, which starts over here; once the drain is over, nobody waits for it.
         loop {
@@ -261,7 +366,9 @@ where
                     }
                 }
                 Ok(Ok(First::Other(prefix))) => {
-                    return self.serve_hyper(prefix, socket, peer).await;
+                    return self
+                        .serve_hyper(prefix, socket, peer, Protocol::Detect)
+                        .await;
                 }
                 Ok(Err(_)) | Err(_) => return,
             }
@@ -270,14 +377,26 @@ where
 
     /// Serves the rest of the connection with hyper, `prefix` (the bytes read so far) first,
     /// shutting it down gracefully once the drain is over.
-    async fn serve_hyper(mut self, prefix: Bytes, socket: TcpStream, peer: ClientAddr) {
+    async fn serve_hyper<S>(
+        mut self,
+        prefix: Bytes,
+        socket: S,
+        peer: ClientAddr,
+        protocol: Protocol,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let io = TokioIo::new(Replay::new(prefix, socket));
         let service = TowerToHyperService::new(FromPeer {
             inner: self.service.clone(),
             peer,
         });
+        let builder = match protocol {
+            Protocol::Detect => &self.shared.builders.detect,
+            Protocol::Http2 => &self.shared.builders.http2,
+        };
         // Boxed: a hyper connection is large, and most connections are lean streams.
-        let mut connection = Box::pin(self.builder.serve_connection(io, service).into_owned());
+        let mut connection = Box::pin(builder.serve_connection(io, service).into_owned());
         let ended = tokio::select! {
             ended = connection.as_mut() => ended,
             () = drain_over(&mut self.drain_over) => {
