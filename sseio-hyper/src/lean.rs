@@ -34,8 +34,10 @@ pub const MAX_HEADERS: usize = 64;
 /// What the first request on a connection turned out to be.
 #[allow(clippy::large_enum_variant)] // as for `Parse`
 pub(crate) enum First {
-    /// A plain HTTP/1.1 `GET` on the SSE path: served by [`serve_stream`].
-    SseGet(Request<()>),
+    /// A plain HTTP/1.1 `GET` on the SSE path: answered by [`answer`], then [`stream`]ed.
+    /// Boxed: this is what a connection's task waits for, and a request in place would size
+    /// every stream's task for it.
+    SseGet(Box<Request<()>>),
     /// Anything else: serve the connection with hyper, replaying these bytes first.
     Other(Bytes),
 }
@@ -52,7 +54,7 @@ where
             return Ok(First::Other(buf.freeze()));
         }
         match first_head(&buf, server) {
-            Parse::Complete(request) => return Ok(First::SseGet(request)),
+            Parse::Complete(request) => return Ok(First::SseGet(Box::new(request))),
             Parse::Partial => continue,
             Parse::NotLean => return Ok(First::Other(buf.freeze())),
         }
@@ -132,53 +134,75 @@ fn parse_sse_get(buf: &[u8], server: &Server) -> Parse {
     Parse::Complete(request)
 }
 
-/// Answers a lean `GET` on the SSE path: the stream, or the core's rejection. Returns the
-/// socket when the response ended complete on a connection that stays open (the server ended
-/// the stream with its last chunk), for the next request on it. `peer` is the client's
-/// address, for the cap per address.
-pub(crate) async fn serve_stream<S>(
-    mut socket: S,
+/// A lean `GET` on the SSE path, answered: the stream to write, or the core's rejection
+/// written already.
+pub(crate) enum Answer {
+    /// The stream's encoded response head and its body; whether the connection stays open for
+    /// a next request once the stream ends.
+    Stream {
+        head: BytesMut,
+        body: ConnectionStream,
+        keep_alive: bool,
+    },
+    /// The request was answered and the connection is to close.
+    Replied,
+}
+
+/// Answers a lean `GET` on the SSE path: opens the stream, or writes the core's rejection to
+/// `socket`. `peer` is the client's address, for the cap per address.
+///
+/// Apart from [`stream`], so that what answering needs (the request, the rejection's write) is
+/// gone before the stream starts: an idle stream keeps only its socket, its body and the state
+/// of one write.
+pub(crate) async fn answer<S>(
+    socket: &mut S,
     server: &Server,
-    request: Request<()>,
+    request: Box<Request<()>>,
     peer: ClientAddr,
-) -> Option<S>
+) -> io::Result<Answer>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
 {
+    // A client that asked to close, and any client once the server drains, gets its connection
+    // closed when its stream ends, instead of it kept for a next request.
+    let asked_to_close = asks_to_close(request.headers());
     // The peer is handed over as is: an extension would cost a map per stream.
-    let head = RequestHead::from(&request).with_client_addr(peer.0);
-    // Boxed, so the state of accepting a connection is freed before the long streaming part.
-    let outcome = Box::pin(server.handle(head)).await;
-    let result = match outcome {
-        Outcome::Stream(mut response) => {
-            // A client that asked to close, and any client once the server drains, gets its
-            // connection closed when its stream ends, instead of it kept for a next request.
-            let keep_alive = !asks_to_close(request.headers()) && !server.is_shutting_down();
-            if !keep_alive {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            stream(&mut socket, response)
-                .await
-                .map(|complete| complete && keep_alive && !server.is_shutting_down())
+    let head = RequestHead::from(&*request).with_client_addr(peer.0);
+    match server.handle(head).await {
+        Outcome::Stream(response) => {
+            let keep_alive = !asked_to_close && !server.is_shutting_down();
+            let (head, body) = stream_head(response, keep_alive);
+            Ok(Answer::Stream {
+                head,
+                body,
+                keep_alive,
+            })
         }
-        Outcome::Reply(response) => reply(&mut socket, response).await.map(|()| false),
+        Outcome::Reply(response) => reply(socket, response).await.map(|()| Answer::Replied),
         // A GET on the SSE path is always the core's; answer like the standalone app would.
         Outcome::NotOurs => {
             let mut response = Response::new(Bytes::new());
             *response.status_mut() = http::StatusCode::NOT_FOUND;
-            reply(&mut socket, response).await.map(|()| false)
-        }
-    };
-    match result {
-        Ok(true) => Some(socket),
-        Ok(false) => None,
-        Err(error) => {
-            tracing::debug!(%error, "sseio: stream connection ended with an error");
-            None
+            reply(socket, response).await.map(|()| Answer::Replied)
         }
     }
+}
+
+/// A stream's response head, encoded for chunked framing (with `Connection: close` unless
+/// `keep_alive`), and its body; the response's header map is freed here.
+fn stream_head(
+    response: Response<ConnectionStream>,
+    keep_alive: bool,
+) -> (BytesMut, ConnectionStream) {
+    let (mut parts, body) = response.into_parts();
+    if !keep_alive {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let mut head = encode_head(parts.status, &parts.headers);
+    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    (head, body)
 }
 
 /// Whether a request's `Connection` header has the `close` option.
@@ -208,27 +232,30 @@ where
     socket.shutdown().await
 }
 
-/// Streams `response` with chunked framing until the core ends it or the client goes away.
-/// Whatever has queued up arrives as one chunk, written with one vectored write. `Ok(true)`
-/// when the core ended the stream and the response is complete: the response said
+/// Streams `body` with chunked framing, `head` first, until the core ends it or the client goes
+/// away. Whatever has queued up arrives as one chunk, written with one vectored write.
+/// `Ok(true)` when the core ended the stream and the response is complete: the response said
 /// `keep-alive`, so the client may send its next request (an `EventSource`'s reconnect, say) on
 /// this connection, and the caller must read it rather than close under it.
-async fn stream<S>(socket: &mut S, response: Response<ConnectionStream>) -> io::Result<bool>
+pub(crate) async fn stream<S>(
+    socket: &mut S,
+    mut head: BytesMut,
+    mut body: ConnectionStream,
+) -> io::Result<bool>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut body) = response.into_parts();
-    let mut head = encode_head(parts.status, &parts.headers);
-    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-    let mut head = Some(head);
-    let mut probe = [0u8; 64];
+    // Only to notice the client leave: nothing may follow an SSE request, and what does is
+    // dropped, so a few bytes do (every idle stream keeps this buffer).
+    let mut probe = [0u8; 8];
     loop {
         // The socket is read only while no write is under way (`select!` drops the losing
         // branch's future before it runs the winner's handler), so one `&mut` serves both.
         tokio::select! {
             biased;
             chunk = poll_fn(|cx| poll_chunk(&mut body, cx)) => {
-                let prefix = head.take().unwrap_or_default();
+                // The head goes out with the first chunk; empty after.
+                let prefix = std::mem::take(&mut head);
                 let Some(data) = chunk else {
                     socket.write_all_buf(&mut prefix.chain(&b"0\r\n\r\n"[..])).await?;
                     socket.flush().await?;

@@ -358,19 +358,41 @@ where
                 ) => first,
                 () = drain_over(&mut self.drain_over) => return,
             };
-            match first {
-                Ok(Ok(First::SseGet(request))) => {
-                    match lean::serve_stream(socket, &self.server, request, peer).await {
-                        Some(open) => socket = open,
-                        None => return,
-                    }
-                }
+            // Out of `first` before the stream starts, so that its room is not kept for as long
+            // as the stream lives.
+            let request = match first {
+                Ok(Ok(First::SseGet(request))) => request,
                 Ok(Ok(First::Other(prefix))) => {
-                    return self
-                        .serve_hyper(prefix, socket, peer, Protocol::Detect)
-                        .await;
+                    // Boxed: most connections are lean streams, whose tasks must not be sized
+                    // for hyper's.
+                    let hyper = self.serve_hyper(prefix, socket, peer, Protocol::Detect);
+                    return Box::pin(hyper).await;
                 }
                 Ok(Err(_)) | Err(_) => return,
+            };
+            // Boxed: answering is brief, and its state must not stay in the task for as long as
+            // the stream lives.
+            let answered = Box::pin(lean::answer(&mut socket, &self.server, request, peer));
+            let (head, body, keep_alive) = match answered.await {
+                Ok(lean::Answer::Stream {
+                    head,
+                    body,
+                    keep_alive,
+                }) => (head, body, keep_alive),
+                Ok(lean::Answer::Replied) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "sseio: stream connection ended with an error");
+                    return;
+                }
+            };
+            match lean::stream(&mut socket, head, body).await {
+                // The stream ended complete: the client may send its next request.
+                Ok(true) if keep_alive && !self.server.is_shutting_down() => {}
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "sseio: stream connection ended with an error");
+                    return;
+                }
             }
         }
     }
