@@ -18,6 +18,7 @@
 pub mod cases;
 
 pub mod drain;
+pub mod idle_memory;
 pub mod stalled_reader;
 
 use std::sync::Arc;
@@ -47,6 +48,25 @@ fn main() {
             ));
         }
     }
+    // The standalone server's budget per idle stream: its lean path is what the budget is for.
+    let standalone = ADAPTERS
+        .iter()
+        .find(|adapter| adapter.name == "hyper")
+        .expect("the standalone server's harness");
+    trials.push(registry::trial(
+        "hyper::an_idle_stream_stays_within_its_budget".to_owned(),
+        &[registry::Need::Settings, registry::Need::OwnProcess],
+        move || async move {
+            let _turn = one_at_a_time().await;
+            let harness = Harness::start(standalone.name, standalone.bin, &[]).await;
+            cases::run_case(
+                &harness,
+                "an_idle_stream_stays_within_its_budget",
+                idle_memory::an_idle_stream_stays_within_its_budget(&harness),
+            )
+            .await;
+        },
+    ));
     trials.sort_by(|a, b| a.name().cmp(b.name()));
     libtest_mimic::run(&args, trials).exit();
 }
