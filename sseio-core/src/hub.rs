@@ -490,13 +490,19 @@ impl Hub {
         delivered.is_ok()
     }
 
-    /// Queues one heartbeat on every open connection, one shard at a time, then closes the
-    /// connections whose buffer was full and those whose sink its transport closed.
-    pub(crate) fn beat(&self) {
+    /// How many parts [`Hub::beat_part`] beats the connections in: one per shard.
+    pub(crate) const BEAT_PARTS: usize = SHARDS;
+
+    /// Queues one heartbeat on every open connection of part `part` (of [`Hub::BEAT_PARTS`]),
+    /// then closes the connections whose buffer was full and those whose sink its transport
+    /// closed. The heartbeat beats one part at a time, spread over its interval, so that the
+    /// writes of thousands of streams never come in one burst (a burst that held up every
+    /// connect meanwhile).
+    pub(crate) fn beat_part(&self, part: usize) {
         let mut ended = Vec::new();
         let mut beats = 0;
-        for shard in self.shards.iter() {
-            let shard = lock(shard);
+        {
+            let shard = lock(&self.shards[part % SHARDS]);
             for (&serial, live) in &shard.live {
                 if live.sink.is_closed() {
                     ended.push((serial, CloseReason::ClientGone));

@@ -474,7 +474,9 @@ mod tests {
             .register_event_handler("e", HandlerOptions::new(|_: &Context| "r"))
             .unwrap();
         let _streams = (open(&server, "a", "r").await, open(&server, "b", "r").await);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Just over one interval: each stream has had its heartbeat once (the heartbeat beats
+        // one part of the streams at a time, spread over the interval).
+        tokio::time::sleep(Duration::from_millis(1010)).await;
 
         let values = values(&recorder);
         assert_eq!(count(&values, "sseio_heartbeats_sent_total"), 2.0);

@@ -68,8 +68,9 @@ impl Upkeep {
     }
 }
 
-/// Beats every `heartbeat` (none when it is zero), and every [`SWEEP_INTERVAL`] sweeps expired
-/// history and closes the streams past their lifetime, until the server is gone.
+/// Beats every connection every `heartbeat` (none when it is zero), one part of them at a time
+/// spread evenly over the interval, and every [`SWEEP_INTERVAL`] sweeps expired history and
+/// closes the streams past their lifetime, until the server is gone.
 async fn run(hub: Weak<Hub>, history: Weak<LocalHistory>, heartbeat: Duration, _running: Running) {
     let start = tokio::time::Instant::now();
     let ticker = |period: Duration| {
@@ -77,7 +78,9 @@ async fn run(hub: Weak<Hub>, history: Weak<LocalHistory>, heartbeat: Duration, _
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker
     };
-    let mut beats = (!heartbeat.is_zero()).then(|| ticker(heartbeat));
+    let parts = Hub::BEAT_PARTS;
+    let mut beats = (!heartbeat.is_zero()).then(|| ticker(heartbeat / parts as u32));
+    let mut part = 0;
     let mut sweeps = ticker(SWEEP_INTERVAL);
     loop {
         let due = std::future::poll_fn(|cx| {
@@ -93,7 +96,10 @@ async fn run(hub: Weak<Hub>, history: Weak<LocalHistory>, heartbeat: Duration, _
             break;
         };
         match due {
-            Due::Beat => hub.beat(),
+            Due::Beat => {
+                hub.beat_part(part);
+                part = (part + 1) % parts;
+            }
             Due::Sweep => {
                 if let Some(history) = history.upgrade() {
                     history.sweep();
