@@ -154,31 +154,29 @@ pub struct Presence {
 
 /// `GET /_control/presence?event=E&room=R`.
 pub async fn presence(h: &Harness, event: &str, room: &str) -> io::Result<Presence> {
-    let target = format!(
-        "/_control/presence?event={}&room={}",
-        encode_component(event),
-        encode_component(room)
-    );
-    let mut response = Request::get(target)
-        .header("Connection", "close")
-        .send(h.base_url())
-        .await?;
-    let body = response.read_to_end().await?;
-    if response.status() != 200 {
-        return Err(io::Error::other(format!(
-            "GET /_control/presence answered {}: {}",
-            response.status(),
-            String::from_utf8_lossy(&body)
-        )));
-    }
-    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    get_json(h, "presence", event, room).await
 }
 
 /// `GET /_control/position?event=E&room=R`: where the room's history stands now, the id a page
 /// embeds for its first connect.
 pub async fn position(h: &Harness, event: &str, room: &str) -> io::Result<String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        position: String,
+    }
+    let answer: Answer = get_json(h, "position", event, room).await?;
+    Ok(answer.position)
+}
+
+/// `GET /_control/<action>?event=E&room=R`, its `200` JSON answer read as a `T`.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    h: &Harness,
+    action: &str,
+    event: &str,
+    room: &str,
+) -> io::Result<T> {
     let target = format!(
-        "/_control/position?event={}&room={}",
+        "/_control/{action}?event={}&room={}",
         encode_component(event),
         encode_component(room)
     );
@@ -189,18 +187,12 @@ pub async fn position(h: &Harness, event: &str, room: &str) -> io::Result<String
     let body = response.read_to_end().await?;
     if response.status() != 200 {
         return Err(io::Error::other(format!(
-            "GET /_control/position answered {}: {}",
+            "GET /_control/{action} answered {}: {}",
             response.status(),
             String::from_utf8_lossy(&body)
         )));
     }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        position: String,
-    }
-    let answer: Answer =
-        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(answer.position)
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// `GET /_control/log`: every lifecycle notification so far, in order.

@@ -16,20 +16,15 @@
 // processes are always stopped.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { CHROMIUM, WAIT_MS, launchChromium, startHarness, stopHarness } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 /** The official client's browser build, as an application serves it. */
 const OFFICIAL_CLIENT = require.resolve('sse.io-client/dist/sse.io-client.js');
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run'];
 
 /** The harnesses to drain, from `HARNESSES=name=path,name=path`. */
 const HARNESSES = (process.env.HARNESSES ?? '')
@@ -45,12 +40,11 @@ const HARNESSES = (process.env.HARNESSES ?? '')
  * closed at the start of the drain and told only that would reconnect before the drain is over.
  */
 const GRACE_MS = 6000;
+const HARNESS_ENV = { SSEIO_SHUTDOWN_GRACE_MS: String(GRACE_MS) };
 /** The native `EventSource`s of the page, beside the official client. */
 const NATIVE_SOURCES = 5;
 /** `EventSource.CLOSED`: the `readyState` of an `EventSource` that gave up for good. */
 const EVENTSOURCE_CLOSED = 2;
-/** How long any one thing may take to happen. */
-const WAIT_MS = 20_000;
 /** The bound on one harness's case. */
 const TEST_TIMEOUT_MS = 90_000;
 
@@ -66,15 +60,10 @@ for (const { name, bin } of HARNESSES) {
     let harness;
     let browser;
     try {
-      harness = await startHarness(bin, 0);
+      harness = await startHarness(bin, 0, HARNESS_ENV);
       const { port } = harness;
       const origin = `http://127.0.0.1:${port}`;
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: CHROMIUM_ARGS,
-        timeout: WAIT_MS,
-      });
+      browser = await launchChromium();
       const page = await browser.newPage();
       // The official client's EventSource polyfill reports each refused attempt (the draining
       // server's 503) as an uncaught error, then backs off and retries as designed.
@@ -115,8 +104,8 @@ for (const { name, bin } of HARNESSES) {
       await received(page, 'before the drain');
 
       // Drained and gone, then back on the same port.
-      await stopHarness(harness);
-      harness = await startHarness(bin, port);
+      await stopHarness(harness, GRACE_MS + WAIT_MS);
+      harness = await startHarness(bin, port, HARNESS_ENV);
       await connected(origin, ids, page);
       await send(origin, room, 'after the restart');
       await received(page, 'after the restart');
@@ -127,50 +116,9 @@ for (const { name, bin } of HARNESSES) {
       assert.deepEqual(pageErrors, [], 'the page threw errors');
     } finally {
       await browser?.close().catch(() => {});
-      if (harness) await stopHarness(harness).catch(() => {});
+      if (harness) await stopHarness(harness, GRACE_MS + WAIT_MS).catch(() => {});
     }
   });
-}
-
-/** Starts the harness `bin` on `port` (0: a free one); resolves to `{ child, port }`. */
-async function startHarness(bin, port) {
-  const child = spawn(bin, [], {
-    env: { ...process.env, PORT: String(port), SSEIO_SHUTDOWN_GRACE_MS: String(GRACE_MS) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
-  const listening = new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = /^listening (\d+)$/.exec(line);
-      if (match) resolve(Number(match[1]));
-    });
-    child.once('error', reject);
-    child.once('exit', (code, signal) =>
-      reject(new Error(`${bin} exited (${signal ?? code}) before listening:\n${stderr}`)),
-    );
-  });
-  try {
-    const actual = await deadline(listening, WAIT_MS, `${bin} to print "listening <port>"`);
-    return { child, port: actual };
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
-}
-
-/** Drains the harness with `SIGTERM` and waits for it to exit 0 once the grace is over. */
-async function stopHarness({ child }) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  try {
-    const [code, signal] = await deadline(exited, GRACE_MS + WAIT_MS, 'the drain to end');
-    assert.equal(code, 0, `the harness exited with ${signal ?? code} after SIGTERM`);
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
 }
 
 /** Waits until the harness's log has a `conn:create` for each of `ids`. */
@@ -231,15 +179,3 @@ async function poll(what, check) {
   throw new Error(`timed out after ${WAIT_MS} ms waiting for ${what()}${last ? `: ${last.message}` : ''}`);
 }
 
-/** `promise`, or a failure naming `what` after `ms`. */
-async function deadline(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

@@ -17,19 +17,14 @@
 // processes are always stopped.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { CHROMIUM, WAIT_MS, launchChromium, startHarness, stopHarness } from './harness.mjs';
 
 const HARNESS = process.env.HARNESS_HYPER;
 const TLS_CERT = process.env.TLS_CERT;
 const TLS_KEY = process.env.TLS_KEY;
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run'];
 
 /** The page's `EventSource`s, all to one origin. */
 const STREAMS = 10;
@@ -38,8 +33,6 @@ const HTTP1_PER_ORIGIN = 6;
 /** `EventSource.CONNECTING` and `EventSource.OPEN`. */
 const CONNECTING = 0;
 const OPEN = 1;
-/** How long any one thing may take to happen. */
-const WAIT_MS = 20_000;
 /** The bound on each case. */
 const TEST_TIMEOUT_MS = 90_000;
 
@@ -113,15 +106,10 @@ async function withPage(env, body) {
   let harness;
   let browser;
   try {
-    harness = await startHarness(env);
+    harness = await startHarness(HARNESS, 0, { SSEIO_SHUTDOWN_GRACE_MS: '200', ...env });
     const scheme = env.SSEIO_TLS_CERT ? 'https' : 'http';
     const origin = `${scheme}://127.0.0.1:${harness.port}`;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      timeout: WAIT_MS,
-    });
+    browser = await launchChromium();
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     context.setDefaultTimeout(WAIT_MS);
     const page = await context.newPage();
@@ -235,56 +223,3 @@ async function send(request, origin, room, text) {
   assert.equal(res.status(), 200, `POST ${url}: ${res.status()} ${await res.text()}`);
 }
 
-/** Starts the harness on a free port with `env`; resolves to `{ child, port }`. */
-async function startHarness(env) {
-  const child = spawn(HARNESS, [], {
-    env: { ...process.env, PORT: '0', SSEIO_SHUTDOWN_GRACE_MS: '200', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
-  const listening = new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = /^listening (\d+)$/.exec(line);
-      if (match) resolve(Number(match[1]));
-    });
-    child.once('error', reject);
-    child.once('exit', (code, signal) =>
-      reject(new Error(`${HARNESS} exited (${signal ?? code}) before listening:\n${stderr}`)),
-    );
-  });
-  try {
-    const port = await deadline(listening, WAIT_MS, `${HARNESS} to print "listening <port>"`);
-    return { child, port };
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
-}
-
-/** Drains the harness with `SIGTERM` and waits for it to exit 0. */
-async function stopHarness({ child }) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  try {
-    const [code, signal] = await deadline(exited, WAIT_MS, 'the harness to drain and exit');
-    assert.equal(code, 0, `the harness exited with ${signal ?? code} after SIGTERM`);
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
-}
-
-/** `promise`, or a failure naming `what` after `ms`. */
-async function deadline(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

@@ -1,6 +1,6 @@
 //! Issue 6's drain at full scale: ten thousand open streams closed on `SIGTERM`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use conformance_tests::Harness;
@@ -34,7 +34,7 @@ pub async fn drain_of_ten_thousand_streams(h: &Harness) {
         .enumerate()
         .map(|(i, id)| sse_target(&rooms[i % rooms.len()], id, &["normal-event"]))
         .collect();
-    let streams = open_and_joined(&h, &ids, &targets).await;
+    let streams = crate::open_and_joined(&h, &ids, &targets).await;
     let connected = started.elapsed();
 
     h.terminate();
@@ -152,7 +152,7 @@ pub async fn a_drain_ends_while_clients_keep_their_sockets_open(h: &Harness) {
         .iter()
         .map(|id| sse_target(&room, id, &["normal-event"]))
         .collect();
-    let streams = open_and_joined(&h, &ids, &targets).await;
+    let streams = crate::open_and_joined(&h, &ids, &targets).await;
 
     h.terminate();
     let signalled = Instant::now();
@@ -180,29 +180,4 @@ pub async fn a_drain_ends_while_clients_keep_their_sockets_open(h: &Harness) {
         h.adapter()
     ));
     drop(kept);
-}
-
-/// Opens a stream on each of `targets` (of the clients `ids`), and waits until the log has the
-/// `conn:create` of every one.
-async fn open_and_joined(
-    h: &Harness,
-    ids: &[String],
-    targets: &[String],
-) -> Vec<conformance_tests::http1::Response> {
-    let streams = crate::open_streams(h, targets).await;
-    let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    wait_log_within(
-        h,
-        Duration::from_secs(30),
-        "conn:create of every stream",
-        |log| {
-            log.iter()
-                .filter(|r| r.kind == "conn:create")
-                .filter(|r| r.client_id.as_deref().is_some_and(|id| ours.contains(id)))
-                .count()
-                == ids.len()
-        },
-    )
-    .await;
-    streams
 }

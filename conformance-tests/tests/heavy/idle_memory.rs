@@ -7,9 +7,6 @@
 //! The budget is for this suite's debug build; `BENCHMARKS.md` has the release figures and the
 //! command that measures them against rawsse.
 
-use std::collections::HashSet;
-use std::time::Duration;
-
 use conformance_tests::Harness;
 
 use crate::cases::*;
@@ -62,20 +59,5 @@ async fn open_joined(
         .enumerate()
         .map(|(i, id)| sse_target(&rooms[i % rooms.len()], id, &["normal-event"]))
         .collect();
-    let streams = crate::open_streams(h, &targets).await;
-    let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    wait_log_within(
-        h,
-        Duration::from_secs(30),
-        "conn:create of every stream",
-        |log| {
-            log.iter()
-                .filter(|r| r.kind == "conn:create")
-                .filter(|r| r.client_id.as_deref().is_some_and(|id| ours.contains(id)))
-                .count()
-                == count
-        },
-    )
-    .await;
-    streams
+    crate::open_and_joined(h, &ids, &targets).await
 }

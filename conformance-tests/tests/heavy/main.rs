@@ -21,6 +21,7 @@ pub mod drain;
 pub mod idle_memory;
 pub mod stalled_reader;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use conformance_tests::Harness;
@@ -119,4 +120,25 @@ pub async fn open_streams(h: &Harness, targets: &[String]) -> Vec<Response> {
         responses[i] = Some(response);
     }
     responses.into_iter().map(|r| r.expect("opened")).collect()
+}
+
+/// Opens a stream on each of `targets` (of the clients `ids`), and waits until the log has the
+/// `conn:create` of every one.
+pub async fn open_and_joined(h: &Harness, ids: &[String], targets: &[String]) -> Vec<Response> {
+    let streams = open_streams(h, targets).await;
+    let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    cases::wait_log_within(
+        h,
+        std::time::Duration::from_secs(30),
+        "conn:create of every stream",
+        |log| {
+            log.iter()
+                .filter(|r| r.kind == "conn:create")
+                .filter(|r| r.client_id.as_deref().is_some_and(|id| ours.contains(id)))
+                .count()
+                == ids.len()
+        },
+    )
+    .await;
+    streams
 }
