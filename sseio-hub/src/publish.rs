@@ -131,8 +131,8 @@ struct Message {
 async fn publish(State(api): State<Api>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
     let value: Value = parse(&body)?;
     let (messages, batch): (Vec<Message>, bool) = match value {
-        Value::Array(_) => (from_value(value, "")?, true),
-        _ => (vec![from_value(value, "")?], false),
+        Value::Array(_) => (from_value(value)?, true),
+        _ => (vec![from_value(value)?], false),
     };
     let at = |i: usize, field: &str| {
         if batch {
@@ -179,7 +179,7 @@ async fn send_to_client(
         event: String,
         data: Value,
     }
-    let request: ToClient = from_value(parse(&body)?, "")?;
+    let request: ToClient = from_value(parse(&body)?)?;
     api.handler(&request.event).map_err(|e| e.field("event"))?;
     api.server
         .send_to_client(&request.client_id, &request.event, &request.data)
@@ -195,7 +195,7 @@ async fn disconnect(State(api): State<Api>, body: Bytes) -> Result<axum::Json<Va
         #[serde(rename = "clientId")]
         client_id: String,
     }
-    let request: Disconnect = from_value(parse(&body)?, "")?;
+    let request: Disconnect = from_value(parse(&body)?)?;
     api.server
         .disconnect(&request.client_id)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
@@ -248,8 +248,8 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-/// `value` as a `T`, or `400` naming the field (under `prefix`) that does not fit.
-fn from_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
+/// `value` as a `T`, or `400` naming the field that does not fit.
+fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
@@ -268,7 +268,6 @@ fn from_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiE
             }
             field.push_str(&missing);
         }
-        let field = format!("{prefix}{field}");
         let error = ApiError::new(StatusCode::BAD_REQUEST, message);
         if field.is_empty() {
             error
@@ -301,18 +300,16 @@ mod tests {
 
     #[test]
     fn a_missing_field_is_named() {
-        let error = from_value::<Message>(json!({"event": "e", "data": 1}), "").unwrap_err();
+        let error = from_value::<Message>(json!({"event": "e", "data": 1})).unwrap_err();
         assert_eq!(error.field.as_deref(), Some("room"));
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
         let error = from_value::<Vec<Message>>(
             json!([{"event": "e", "room": "r", "data": 1}, {"event": "e", "room": 5, "data": 1}]),
-            "",
         )
         .unwrap_err();
         assert_eq!(error.field.as_deref(), Some("[1].room"));
-        let error =
-            from_value::<Message>(json!({"event": "e", "room": "r", "data": 1, "x": 2}), "")
-                .unwrap_err();
+        let error = from_value::<Message>(json!({"event": "e", "room": "r", "data": 1, "x": 2}))
+            .unwrap_err();
         assert!(
             error.message.contains("unknown field `x`"),
             "{}",
