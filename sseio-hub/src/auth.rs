@@ -173,9 +173,9 @@ impl JwtVerifier {
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
         let key = match jwt.algorithm {
             JwtAlgorithm::HS256 => {
-                if jwt.public_key_file.is_some() {
+                if jwt.public_key_file.is_some() || jwt.public_key.is_some() {
                     return Err(loaded.invalid(
-                        "auth.jwt.public_key_file",
+                        "auth.jwt",
                         "HS256 verifies with `secret` or `secret_file`, not a public key",
                     ));
                 }
@@ -213,39 +213,50 @@ impl JwtVerifier {
                 if jwt.secret.is_some() || jwt.secret_file.is_some() {
                     return Err(loaded.invalid(
                         "auth.jwt",
-                        "RS256 and ES256 verify with `public_key_file`, not a secret",
+                        "RS256 and ES256 verify with a public key, not a secret",
                     ));
                 }
-                let Some(file) = &jwt.public_key_file else {
-                    return Err(loaded.invalid(
-                        "auth.jwt.public_key_file",
-                        "RS256 and ES256 need the PEM file of the public key",
-                    ));
+                let (key, what, pem) = match (&jwt.public_key_file, &jwt.public_key) {
+                    (Some(file), None) => {
+                        let path = loaded.path(file);
+                        let pem = std::fs::read(&path).map_err(|e| {
+                            loaded.invalid(
+                                "auth.jwt.public_key_file",
+                                format!("cannot read {}: {e}", path.display()),
+                            )
+                        })?;
+                        ("auth.jwt.public_key_file", path.display().to_string(), pem)
+                    }
+                    (None, Some(pem)) => (
+                        "auth.jwt.public_key",
+                        "the text".to_owned(),
+                        pem.clone().into_bytes(),
+                    ),
+                    (Some(_), Some(_)) => {
+                        return Err(loaded.invalid(
+                            "auth.jwt",
+                            "give one of `public_key_file` and `public_key`, not both",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(loaded.invalid(
+                            "auth.jwt.public_key_file",
+                            "RS256 and ES256 need the public key: its PEM file, or its PEM text \
+                             as `public_key`",
+                        ));
+                    }
                 };
-                let path = loaded.path(file);
-                let pem = std::fs::read(&path).map_err(|e| {
-                    loaded.invalid(
-                        "auth.jwt.public_key_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let key = match jwt.algorithm {
+                let decoded = match jwt.algorithm {
                     JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
                     _ => DecodingKey::from_ec_pem(&pem),
                 };
-                key.map_err(|e| {
-                    loaded.invalid(
-                        "auth.jwt.public_key_file",
-                        format!(
-                            "{} is not a PEM {} public key: {e}",
-                            path.display(),
-                            if jwt.algorithm == JwtAlgorithm::RS256 {
-                                "RSA"
-                            } else {
-                                "EC (P-256)"
-                            }
-                        ),
-                    )
+                decoded.map_err(|e| {
+                    let kind = if jwt.algorithm == JwtAlgorithm::RS256 {
+                        "RSA"
+                    } else {
+                        "EC (P-256)"
+                    };
+                    loaded.invalid(key, format!("{what} is not a PEM {kind} public key: {e}"))
                 })?
             }
         };

@@ -251,9 +251,14 @@ pub struct JwtConfig {
     /// A file holding the HMAC secret, for `HS256` (a trailing line break is ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
-    /// The PEM file of the public key, for `RS256` and `ES256`.
+    /// The PEM file of the public key, for `RS256` and `ES256` (relative to the configuration
+    /// file's directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_file: Option<PathBuf>,
+    /// The public key's PEM text itself, for `RS256` and `ES256` (instead of
+    /// `public_key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// Read the token from `Authorization: Bearer <token>`. Default: true.
     #[serde(default = "yes")]
     pub header: bool,

@@ -264,23 +264,29 @@ async fn hs256_tokens_from_the_header_or_a_cookie_set_the_principal_and_rooms() 
 }
 
 #[tokio::test]
-async fn rs256_and_es256_tokens_are_checked_with_pem_public_keys() {
+async fn rs256_and_es256_tokens_are_checked_with_pem_public_keys_from_a_file_or_the_config() {
+    // The RSA key from its file, the EC key as PEM text in the configuration itself.
+    let rsa_key = "public_key_file = \"tests/keys/rsa-public.pem\"".to_owned();
+    let ec_key = format!(
+        "public_key = '''\n{}'''",
+        include_str!("keys/ec-public.pem")
+    );
     for (algorithm, name, private, public) in [
         (
             Algorithm::RS256,
             "RS256",
             include_bytes!("keys/rsa-private.pem").as_slice(),
-            "tests/keys/rsa-public.pem",
+            rsa_key,
         ),
         (
             Algorithm::ES256,
             "ES256",
             include_bytes!("keys/ec-private.pem").as_slice(),
-            "tests/keys/ec-public.pem",
+            ec_key,
         ),
     ] {
         let hub = start(&format!(
-            "[auth.jwt]\nalgorithm = \"{name}\"\npublic_key_file = \"{public}\"\n\
+            "[auth.jwt]\nalgorithm = \"{name}\"\n{public}\n\
              issuer = \"backend\"\n[events.news]\nroom = \"all\"\n"
         ))
         .await;
