@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use sseio_hyper::{Context, Grant, Refusal, ServerBuilder};
 
 use crate::backend::{Backend, excerpt};
-use crate::config::{AuthWebhookConfig, JwtAlgorithm, JwtConfig, Loaded};
+use crate::config::{AuthWebhookConfig, JwtAlgorithm, JwtConfig};
 use crate::error::ConfigError;
+use crate::load::Loaded;
 
 /// The largest answer read from the auth webhook.
 const WEBHOOK_ANSWER_LIMIT: usize = 64 * 1024;

@@ -10,8 +10,8 @@ use sseio_hyper::{BoxError, Context, EventHandler, HandlerOptions, History, Serv
 
 use crate::auth::{check_room, forwarded, header_names};
 use crate::backend::{Backend, check_url, excerpt};
-use crate::config::Loaded;
 use crate::error::ConfigError;
+use crate::load::Loaded;
 use crate::template::{Scope, Template, path_params};
 
 /// One event, checked: what registering it needs.

@@ -15,10 +15,11 @@ use sseio_hyper::{BuildError, Cors, EventHandler, History, Server, ServerBuilder
 use tokio::net::TcpListener;
 
 use crate::backend::{Backend, check_url};
-use crate::config::{Config, Loaded};
+use crate::config::Config;
 use crate::error::{ConfigError, HubError};
 use crate::events::{self, EventPlan};
 use crate::lifecycle::{self, KINDS};
+use crate::load::Loaded;
 use crate::publish;
 
 /// The content type of the metrics route: the Prometheus text exposition format.

@@ -7,17 +7,19 @@ mod error;
 mod events;
 mod hub;
 mod lifecycle;
+mod load;
 mod publish;
 mod template;
 
 pub use config::{
-    AuthConfig, AuthWebhookConfig, Config, CorsConfig, ENV_PREFIX, EventConfig, FetchConfig,
-    HistoryConfig, JwtAlgorithm, JwtConfig, LimitsConfig, Loaded, LogConfig, LogFormat,
-    PublishConfig, RedisConfig, ServerConfig, Source, WebhooksConfig,
+    AuthConfig, AuthWebhookConfig, Config, CorsConfig, EventConfig, FetchConfig, HistoryConfig,
+    JwtAlgorithm, JwtConfig, LimitsConfig, LogConfig, LogFormat, PublishConfig, RedisConfig,
+    ServerConfig, WebhooksConfig,
 };
 pub use error::{ConfigError, HubError};
 pub use hub::Hub;
 pub use lifecycle::{KINDS, record};
+pub use load::{ENV_PREFIX, Loaded, Source};
 #[doc(no_inline)]
 pub use sseio_hyper;
 
