@@ -39,17 +39,17 @@ macro_rules! cluster_cases {
 }
 
 cluster_cases! {
-    send_reaches_every_node_once_in_order on [Memory, Redis, RedisSharded],
-    presence_counts_every_node on [Memory, Redis, RedisSharded],
-    client_id_moving_to_another_node_replaces_the_old_stream on [Memory, Redis, RedisSharded],
-    send_to_client_and_disconnect_reach_any_node on [Memory, Redis, RedisSharded],
-    rooms_are_unsubscribed_when_empty on [Redis, RedisSharded],
-    redis_restart_keeps_streams_and_resumes_delivery on [Redis],
-    official_client_resumes_on_another_node on [MemoryWithHistory, RedisWithHistory],
-    last_event_id_resumes_on_another_node on [MemoryWithHistory, RedisWithHistory],
-    history_in_redis_is_one_capped_stream_per_room on [RedisWithHistory],
-    a_new_sequence_after_redis_restarts_reaches_resumed_clients on [RedisWithHistory],
-    history_scripts_are_loaded_again_after_a_script_flush on [RedisWithHistory],
+    send_reaches_every_node_once_in_order on [Memory, Redis, RedisSharded, HubRedis, HubRedisSharded],
+    presence_counts_every_node on [Memory, Redis, RedisSharded, HubRedis, HubRedisSharded],
+    client_id_moving_to_another_node_replaces_the_old_stream on [Memory, Redis, RedisSharded, HubRedis, HubRedisSharded],
+    send_to_client_and_disconnect_reach_any_node on [Memory, Redis, RedisSharded, HubRedis, HubRedisSharded],
+    rooms_are_unsubscribed_when_empty on [Redis, RedisSharded, HubRedis, HubRedisSharded],
+    redis_restart_keeps_streams_and_resumes_delivery on [Redis, HubRedis],
+    official_client_resumes_on_another_node on [MemoryWithHistory, RedisWithHistory, HubRedisWithHistory],
+    last_event_id_resumes_on_another_node on [MemoryWithHistory, RedisWithHistory, HubRedisWithHistory],
+    history_in_redis_is_one_capped_stream_per_room on [RedisWithHistory, HubRedisWithHistory],
+    a_new_sequence_after_redis_restarts_reaches_resumed_clients on [RedisWithHistory, HubRedisWithHistory],
+    history_scripts_are_loaded_again_after_a_script_flush on [RedisWithHistory, HubRedisWithHistory],
 }
 
 /// One cluster case: an entry of [`CASES`].
@@ -76,16 +76,25 @@ pub enum Topology {
     MemoryWithHistory,
     /// hyper, warp and poem harnesses on one `redis-server`, with history kept in Redis.
     RedisWithHistory,
+    /// Two hubs on one `redis-server`.
+    HubRedis,
+    /// Two hubs on a one-node Redis Cluster, with sharded Pub/Sub.
+    HubRedisSharded,
+    /// Two hubs on one `redis-server`, with history kept in Redis.
+    HubRedisWithHistory,
 }
 
 impl Topology {
     /// Every topology, in the order their trials are made.
-    pub const ALL: [Topology; 5] = [
+    pub const ALL: [Topology; 8] = [
         Topology::Memory,
         Topology::Redis,
         Topology::RedisSharded,
         Topology::MemoryWithHistory,
         Topology::RedisWithHistory,
+        Topology::HubRedis,
+        Topology::HubRedisSharded,
+        Topology::HubRedisWithHistory,
     ];
 
     /// The first part of its trials' names.
@@ -96,6 +105,9 @@ impl Topology {
             Topology::RedisSharded => "cluster_redis_sharded",
             Topology::MemoryWithHistory => "cluster_history_memory",
             Topology::RedisWithHistory => "cluster_history_redis",
+            Topology::HubRedis => "cluster_hub_redis",
+            Topology::HubRedisSharded => "cluster_hub_redis_sharded",
+            Topology::HubRedisWithHistory => "cluster_hub_history_redis",
         }
     }
 
@@ -105,7 +117,12 @@ impl Topology {
         match self {
             Topology::Memory => &[],
             Topology::MemoryWithHistory => &[Need::Settings],
-            Topology::Redis | Topology::RedisSharded | Topology::RedisWithHistory => &[Need::Nodes],
+            Topology::Redis
+            | Topology::RedisSharded
+            | Topology::RedisWithHistory
+            | Topology::HubRedis
+            | Topology::HubRedisSharded
+            | Topology::HubRedisWithHistory => &[Need::Nodes],
         }
     }
 
@@ -125,6 +142,11 @@ impl Topology {
             Topology::MemoryWithHistory => Cluster::memory_with_history(hyper).await,
             Topology::RedisWithHistory => {
                 Cluster::redis_with_history(&nodes(&["hyper", "warp", "poem"])).await
+            }
+            Topology::HubRedis => Cluster::redis(&nodes(&["hub", "hub"])).await,
+            Topology::HubRedisSharded => Cluster::redis_sharded(&nodes(&["hub", "hub"])).await,
+            Topology::HubRedisWithHistory => {
+                Cluster::redis_with_history(&nodes(&["hub", "hub"])).await
             }
         }
     }

@@ -127,6 +127,8 @@ pub const ADAPTERS: &[Adapter] = &[
     Adapter::new("actix", env!("CARGO_BIN_EXE_harness-actix"))
         .h2_reset_seen_at_next_write()
         .write_buffer_growth(32 * 1024),
+    // The standalone hub, served by sseio-hyper's standalone server as harness-hyper is.
+    Adapter::new("hub", env!("CARGO_BIN_EXE_harness-hub")),
 ];
 
 /// The adapter named `name`.
