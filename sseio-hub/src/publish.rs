@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sseio_hyper::{EventHandler, SendError, Server};
+use sseio_hyper::{EventHandler, PositionError, SendError, Server};
 
 /// What the API's handlers share.
 #[derive(Debug, Clone)]
@@ -38,6 +38,7 @@ pub(crate) fn routes(
         .route(&format!("{prefix}/send-to-client"), post(send_to_client))
         .route(&format!("{prefix}/disconnect"), post(disconnect))
         .route(&format!("{prefix}/presence"), get(presence))
+        .route(&format!("{prefix}/position"), get(position))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .route_layer(middleware::from_fn(move |request: Request, next: Next| {
             let keys = keys.clone();
@@ -207,17 +208,7 @@ async fn presence(
     State(api): State<Api>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let param = |name: &str| {
-        query.get(name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("query parameter '{name}' is required"),
-            )
-            .field(name)
-        })
-    };
-    let (event, room) = (param("event")?, param("room")?);
-    let handler = api.handler(event).map_err(|e| e.field("event"))?;
+    let (handler, room) = api.room_of(&query)?;
     let presence = handler
         .presence(room)
         .await
@@ -227,7 +218,44 @@ async fn presence(
     ))
 }
 
+/// `GET /position?event=E&room=R`: `{"position": "<id>"}`, where the room's history stands now,
+/// for a page the backend renders to embed and pass on its first connect as `lastEventId`;
+/// `409` for an event without history.
+async fn position(
+    State(api): State<Api>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (handler, room) = api.room_of(&query)?;
+    let position = handler.position(room).await.map_err(|e| {
+        let status = match e {
+            PositionError::NoHistory { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    })?;
+    Ok(axum::Json(json!({ "position": position.to_string() })))
+}
+
 impl Api {
+    /// The handler and room named by the `event` and `room` query parameters.
+    fn room_of<'q>(
+        &self,
+        query: &'q HashMap<String, String>,
+    ) -> Result<(&EventHandler, &'q str), ApiError> {
+        let param = |name: &str| {
+            query.get(name).map(String::as_str).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter '{name}' is required"),
+                )
+                .field(name)
+            })
+        };
+        let (event, room) = (param("event")?, param("room")?);
+        let handler = self.handler(event).map_err(|e| e.field("event"))?;
+        Ok((handler, room))
+    }
+
     fn handler(&self, event: &str) -> Result<&EventHandler, ApiError> {
         self.handlers.get(event).ok_or_else(|| {
             ApiError::new(

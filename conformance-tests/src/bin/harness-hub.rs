@@ -280,9 +280,9 @@ async fn control_action(
             let body = json!({"clientId": param("clientId")?});
             Ok(control.post("/api/disconnect", &body))
         })(),
-        ("GET", "presence") => Ok(control.request(
+        ("GET", action @ ("presence" | "position")) => Ok(control.request(
             Method::GET,
-            &format!("/api/presence?{}", raw_query.unwrap_or_default()),
+            &format!("/api/{action}?{}", raw_query.unwrap_or_default()),
             Body::empty(),
         )),
         ("GET", "log") => {

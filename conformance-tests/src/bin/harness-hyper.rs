@@ -19,13 +19,13 @@ use std::process::ExitCode;
 
 use sseio_hyper::TlsConfig;
 
-#[cfg(feature = "dhat-heap")]
+#[cfg(sseio_dhat)]
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    #[cfg(feature = "dhat-heap")]
+    #[cfg(sseio_dhat)]
     let _profiler = dhat::Profiler::new_heap();
     init_tracing("warn");
     // Before anything is bound: bad TLS material is a startup error, not a server that fails

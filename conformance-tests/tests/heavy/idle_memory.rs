@@ -42,7 +42,7 @@ pub async fn an_idle_stream_stays_within_its_budget(h: &Harness) {
     assert!(
         per_stream <= BUDGET_BYTES,
         "an idle stream costs {per_stream} B, over the budget of {BUDGET_BYTES} B: find what a \
-         change added to every stream (`dhat-heap`, BENCHMARKS.md) before raising it"
+         change added to every stream (`--cfg sseio_dhat`, BENCHMARKS.md) before raising it"
     );
     drop((warm_up, streams));
 }
