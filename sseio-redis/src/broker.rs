@@ -32,7 +32,8 @@ pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two reconnection attempts.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// How long a replay or a resume lookup waits for Redis before the connection resyncs instead.
+/// How long a replay or a resume lookup waits for Redis before the connection resyncs instead,
+/// and a confirmed send before it fails with [`BrokerError::TimedOut`].
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the connection is checked with a `PING`, so that a silent loss is noticed.
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -189,11 +190,18 @@ struct Announced {
     echoed: bool,
 }
 
+/// Where the answer to one command goes: `Err` with a connection error when the command was
+/// written but the connection was lost before its answer came. Dropped without an answer when
+/// the command was never written.
+type AnswerTo = oneshot::Sender<RedisResult<Value>>;
+
 enum Command {
-    /// Sent in a pipeline with the publishes around it; counts against `max_queued`.
+    /// Sent in a pipeline with the publishes around it; counts against `max_queued`. Its answer
+    /// goes to `reply`, if any: the number of nodes that received it (a presence query), or the
+    /// confirmation of a send.
     Publish {
         outgoing: Outgoing,
-        receivers: Option<oneshot::Sender<usize>>,
+        reply: Option<AnswerTo>,
     },
     Subscribe(String),
     Unsubscribe(String),
@@ -201,7 +209,7 @@ enum Command {
     /// the publishes around it).
     Ask {
         cmd: Cmd,
-        reply: oneshot::Sender<RedisResult<Value>>,
+        reply: AnswerTo,
     },
 }
 
@@ -256,13 +264,13 @@ impl RedisBroker {
         &self,
         channel: String,
         body: Vec<u8>,
-        receivers: Option<oneshot::Sender<usize>>,
+        reply: Option<AnswerTo>,
     ) -> Result<(), BrokerError> {
         enqueue(
             &self.shared,
             &self.commands,
             Outgoing::Publish { channel, body },
-            receivers,
+            reply,
         )
     }
 
@@ -281,7 +289,7 @@ fn enqueue(
     shared: &Shared,
     commands: &mpsc::UnboundedSender<Command>,
     outgoing: Outgoing,
-    receivers: Option<oneshot::Sender<usize>>,
+    reply: Option<AnswerTo>,
 ) -> Result<(), BrokerError> {
     if !shared.up.load(Ordering::SeqCst) {
         return Err(unavailable(shared));
@@ -291,10 +299,7 @@ fn enqueue(
         shared.queued.fetch_sub(1, Ordering::SeqCst);
         return Err(BrokerError::Backlog { limit });
     }
-    let command = Command::Publish {
-        outgoing,
-        receivers,
-    };
+    let command = Command::Publish { outgoing, reply };
     commands.send(command).map_err(|_| {
         shared.queued.fetch_sub(1, Ordering::SeqCst);
         stopped()
@@ -309,6 +314,35 @@ fn unavailable(shared: &Shared) -> BrokerError {
 
 fn stopped() -> BrokerError {
     BrokerError::Failed("the broker's task has stopped".to_owned())
+}
+
+/// Queues a publish (or a script that records and publishes) like [`enqueue`], and waits until
+/// Redis answered it, at most [`ASK_TIMEOUT`]: what a confirmed send awaits.
+fn confirmed(
+    shared: &Arc<Shared>,
+    commands: &mpsc::UnboundedSender<Command>,
+    outgoing: Outgoing,
+) -> BoxFuture<Result<(), BrokerError>> {
+    let (reply, answer) = oneshot::channel();
+    if let Err(error) = enqueue(shared, commands, outgoing, Some(reply)) {
+        return history::failed(error);
+    }
+    let shared = shared.clone();
+    Box::pin(async move {
+        match tokio::time::timeout(ASK_TIMEOUT, answer).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            // Written, but the connection was lost before Redis answered.
+            Ok(Ok(Err(error))) if crate::link::lost(&error) => Err(BrokerError::Unconfirmed {
+                reason: error.to_string(),
+            }),
+            Ok(Ok(Err(error))) => Err(BrokerError::Failed(error.to_string())),
+            // Dropped unwritten: the connection was lost while it was queued.
+            Ok(Err(_)) => Err(unavailable(&shared)),
+            Err(_) => Err(BrokerError::TimedOut {
+                timeout: ASK_TIMEOUT,
+            }),
+        }
+    })
 }
 
 /// Runs `cmd` in order with the broker's other commands and waits for its answer.
@@ -345,17 +379,21 @@ impl HistoryStore for RedisHistory {
         payload: &str,
         history: History,
     ) -> Result<(), BrokerError> {
-        let channel = wire::room_channel(&self.shared.config.prefix, event, room);
-        let body = wire::encode_message(event, room, payload);
-        let record = self.shared.keys.record(
-            &self.shared.scripts,
-            &channel,
-            (event, room, payload),
-            // The script puts the position in front of the message, after its own tag.
-            &body[1..],
-            history,
-        );
-        enqueue(&self.shared, &self.commands, Outgoing::Cmd(record), None)
+        let record = self.record(event, room, payload, history);
+        enqueue(&self.shared, &self.commands, record, None)
+    }
+
+    /// Confirmed once Redis answered the script: the message is numbered, recorded and
+    /// published.
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        let record = self.record(event, room, payload, history);
+        confirmed(&self.shared, &self.commands, record)
     }
 
     fn replay(
@@ -383,6 +421,22 @@ impl HistoryStore for RedisHistory {
         cmd.arg(self.shared.keys.resume(client_id));
         let answer = ask(&self.shared, &self.commands, cmd);
         Box::pin(async move { Ok(history::parse_resume(&answer.await?)) })
+    }
+}
+
+impl RedisHistory {
+    /// The script run that numbers, records and publishes one message.
+    fn record(&self, event: &str, room: &str, payload: &str, history: History) -> Outgoing {
+        let channel = wire::room_channel(&self.shared.config.prefix, event, room);
+        let body = wire::encode_message(event, room, payload);
+        Outgoing::Cmd(self.shared.keys.record(
+            &self.shared.scripts,
+            &channel,
+            (event, room, payload),
+            // The script puts the position in front of the message, after its own tag.
+            &body[1..],
+            history,
+        ))
     }
 }
 
@@ -416,6 +470,20 @@ impl Broker for RedisBroker {
     fn publish(&self, event: &str, room: &str, payload: &str) -> Result<(), BrokerError> {
         let body = wire::encode_message(event, room, payload);
         self.enqueue(self.room_channel(event, room), body, None)
+    }
+
+    /// Confirmed once Redis answered the `PUBLISH`.
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        let outgoing = Outgoing::Publish {
+            channel: self.room_channel(event, room),
+            body: wire::encode_message(event, room, payload),
+        };
+        confirmed(&self.shared, &self.commands, outgoing)
     }
 
     fn room_created(&self, event: &str, room: &str) {
@@ -487,7 +555,10 @@ impl Broker for RedisBroker {
             asked?;
             let gathering = async {
                 // The number of nodes subscribed to the room, each of which answers once.
-                let expected = count.await.map_err(|_| lost.clone())?;
+                let expected = match count.await.map_err(|_| lost.clone())? {
+                    Ok(Value::Int(count)) => usize::try_from(count).unwrap_or(0),
+                    _ => 0,
+                };
                 let mut clients = Vec::new();
                 for _ in 0..expected {
                     clients.extend(answers.recv().await.ok_or_else(|| lost.clone())?);
@@ -559,13 +630,7 @@ impl Keeper {
         mut link: Link,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
     ) -> Result<(Link, oneshot::Receiver<String>), RedisError> {
-        // Whatever was queued for the lost connection is dropped: the messages are lost (at
-        // most once), and the subscriptions are taken from the node's rooms below.
-        while let Ok(command) = self.commands.try_recv() {
-            if let Command::Publish { .. } = command {
-                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        self.drop_queued();
         if !self.shared.config.target.sharded {
             for load in Scripts::load_commands() {
                 link.ask(&load).await?;
@@ -597,15 +662,29 @@ impl Keeper {
         Ok((link, lost))
     }
 
+    /// Drops whatever was queued for a lost connection: its messages are lost (at most once)
+    /// and whoever waits for an answer hears at once that it was never sent; the subscriptions
+    /// are taken from the node's rooms when the connection is back.
+    fn drop_queued(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Publish { .. } = command {
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
     async fn run(mut self, mut link: Link, mut lost: oneshot::Receiver<String>) {
         loop {
             let Some(reason) = self.serve(&mut link, &mut lost).await else {
                 return;
             };
-            self.shared.up.store(false, Ordering::SeqCst);
             let reason = format!("lost the connection to Redis ({reason}); reconnecting");
-            tracing::warn!(target: "sseio_redis", "{reason}");
             *lock(&self.shared.last_error) = reason.clone();
+            self.shared.up.store(false, Ordering::SeqCst);
+            // Not kept until the connection is back, which may take long: a confirmed send
+            // fails now rather than at its timeout.
+            self.drop_queued();
+            tracing::warn!(target: "sseio_redis", "{reason}");
             if let Some(node) = self.shared.node.get() {
                 node.report(BrokerError::Unavailable { reason });
             }
@@ -706,16 +785,13 @@ async fn run_commands(
     let mut replies = Vec::new();
     while let Some(command) = commands.next() {
         match command {
-            Command::Publish {
-                outgoing,
-                receivers,
-            } => {
+            Command::Publish { outgoing, reply } => {
                 batch.push(outgoing);
-                replies.push(Reply::Receivers(receivers));
+                replies.push(Reply::Publish(reply));
             }
             Command::Ask { cmd, reply } => {
                 batch.push(Outgoing::Cmd(cmd));
-                replies.push(Reply::Answer(reply));
+                replies.push(Reply::Ask(reply));
             }
             Command::Subscribe(channel) => link.subscribe(&[channel]).await?,
             Command::Unsubscribe(channel) => link.unsubscribe(&[channel]).await?,
@@ -731,33 +807,32 @@ async fn run_commands(
         let answers = link.send(&batch).await;
         let published = replies
             .iter()
-            .filter(|reply| matches!(reply, Reply::Receivers(_)))
+            .filter(|reply| matches!(reply, Reply::Publish(_)))
             .count();
         shared.queued.fetch_sub(published, Ordering::SeqCst);
         batch.clear();
-        // A lost connection drops the replies: the askers hear that it was lost.
-        let mut reload = false;
-        for (reply, answer) in replies.drain(..).zip(answers?) {
-            match reply {
-                Reply::Answer(reply) => {
-                    let _ = reply.send(answer);
-                }
-                Reply::Receivers(receivers) => {
-                    let count = match answer {
-                        Ok(Value::Int(count)) => usize::try_from(count).unwrap_or(0),
-                        Ok(_) => 0,
-                        Err(error) => {
-                            // The scripts are gone from Redis's cache (`SCRIPT FLUSH`, or a
-                            // failover): reconnecting loads them again.
-                            reload |= error.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
-                            tracing::warn!(target: "sseio_redis", %error, "Redis refused a publish");
-                            0
-                        }
-                    };
-                    if let Some(receivers) = receivers {
-                        let _ = receivers.send(count);
+        let answers = match answers {
+            Ok(answers) => answers,
+            // Written, maybe run, never answered: each waiting sender hears so.
+            Err(error) => {
+                for reply in replies.drain(..) {
+                    if let Some(reply) = reply.into_sender() {
+                        let _ = reply.send(Err(error.clone()));
                     }
                 }
+                return Err(error);
+            }
+        };
+        let mut reload = false;
+        for (reply, answer) in replies.drain(..).zip(answers) {
+            if let (Reply::Publish(_), Err(error)) = (&reply, &answer) {
+                // The scripts are gone from Redis's cache (`SCRIPT FLUSH`, or a failover):
+                // reconnecting loads them again.
+                reload |= error.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
+                tracing::warn!(target: "sseio_redis", %error, "Redis refused a publish");
+            }
+            if let Some(reply) = reply.into_sender() {
+                let _ = reply.send(answer);
             }
         }
         if reload {
@@ -772,10 +847,20 @@ async fn run_commands(
 
 /// Who waits for the answer to one command of a pipeline.
 enum Reply {
-    /// A publish: how many nodes received it, for a presence query.
-    Receivers(Option<oneshot::Sender<usize>>),
+    /// A publish (counted against `max_queued`), maybe with someone waiting: a presence query
+    /// for how many nodes received it, a confirmed send for Redis's answer.
+    Publish(Option<AnswerTo>),
     /// A command whose whole answer is awaited.
-    Answer(oneshot::Sender<RedisResult<Value>>),
+    Ask(AnswerTo),
+}
+
+impl Reply {
+    fn into_sender(self) -> Option<AnswerTo> {
+        match self {
+            Reply::Publish(reply) => reply,
+            Reply::Ask(reply) => Some(reply),
+        }
+    }
 }
 
 /// Reads what arrives on one connection until it is lost, then says why on `lost`.
@@ -857,7 +942,7 @@ fn answer(
             channel: wire::node_channel(&shared.config.prefix, &query.reply_to),
             body,
         },
-        receivers: None,
+        reply: None,
     });
 }
 

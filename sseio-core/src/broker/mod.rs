@@ -89,7 +89,9 @@ pub enum BrokerError {
         /// The number of messages the broker queues.
         limit: usize,
     },
-    /// Other nodes did not answer within the broker's timeout.
+    /// An answer did not come within the broker's timeout: from the other nodes (presence),
+    /// or from the backend for a [confirmed send](crate::EventHandler::send_confirmed), whose
+    /// message may then have been published or not (as for [`BrokerError::Unconfirmed`]).
     #[error("the broker did not get every answer within {timeout:?}")]
     TimedOut {
         /// The timeout.
@@ -105,9 +107,20 @@ pub enum BrokerError {
         /// What was asked: `presence`, `send_to_client` or `disconnect`.
         operation: &'static str,
     },
-    /// The broker's backend reported a failure that does not fit the cases above.
+    /// The broker's backend reported a failure that does not fit the cases above. For a
+    /// [confirmed send](crate::EventHandler::send_confirmed): the backend refused the message
+    /// (Redis answered an error), which was not published.
     #[error("the broker failed: {0}")]
     Failed(String),
+    /// A [confirmed send](crate::EventHandler::send_confirmed) was handed to the backend, but
+    /// the connection to it was lost before it answered: the message may have been published
+    /// (and recorded) or not. Sending it again may deliver it twice; a client that resumes by
+    /// position tells the two apart by the messages' ids only if the application numbers them.
+    #[error("the broker lost its backend before it confirmed the message: {reason}")]
+    Unconfirmed {
+        /// What went wrong, as the broker's client reported it.
+        reason: String,
+    },
 }
 
 /// Carries sends, room subscriptions, presence queries and per-client commands between nodes.
@@ -140,6 +153,30 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     ///
     /// When the message cannot be handed on now; nothing was sent then.
     fn publish(&self, event: &str, room: &str, payload: &str) -> Result<(), BrokerError>;
+
+    /// Sends `payload` like [`Broker::publish`], and completes once the broker's backend has
+    /// taken it for good (with `sseio-redis`, once Redis answered the `PUBLISH`): what
+    /// [`EventHandler::send_confirmed`](crate::EventHandler::send_confirmed) waits for. The
+    /// message is handed on when this is called, not when the future is first polled, so
+    /// sends keep the order of the calls. The future must complete in a bounded time.
+    ///
+    /// Default: [`Broker::publish`], confirmed as soon as it returns, which is right for a
+    /// broker that delivers before `publish` returns (such as [`MemoryBroker`]); a broker that
+    /// only queues the message there should override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::publish`] when the message cannot be handed on (nothing was sent);
+    /// [`BrokerError::Failed`] when the backend refused it; [`BrokerError::Unconfirmed`] or
+    /// [`BrokerError::TimedOut`] when it was handed on but no answer came.
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        Box::pin(std::future::ready(self.publish(event, room, payload)))
+    }
 
     /// This node's room `room` of `event` got its first connection: from now on its messages
     /// must reach this node. Default: nothing (every message reaches every node).
@@ -240,6 +277,31 @@ pub trait HistoryStore: Send + Sync + fmt::Debug {
         payload: &str,
         history: History,
     ) -> Result<(), BrokerError>;
+
+    /// Numbers, records and sends `payload` like [`HistoryStore::publish`], and completes once
+    /// the store has recorded and published it (with `sseio-redis`, once Redis answered the
+    /// script that does both), so that a client resuming from an earlier position gets it:
+    /// what [`EventHandler::send_confirmed`](crate::EventHandler::send_confirmed) waits for
+    /// with history on. As for [`Broker::publish_confirmed`], the message is handed on when
+    /// this is called, and the future completes in a bounded time.
+    ///
+    /// Default: [`HistoryStore::publish`], confirmed as soon as it returns, which is right for
+    /// a store that records before `publish` returns (such as [`MemoryBroker`]'s).
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::publish_confirmed`].
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        Box::pin(std::future::ready(
+            self.publish(event, room, payload, history),
+        ))
+    }
 
     /// Where the sequence stands now and, when `from` is given, the messages each of `rooms`
     /// has after `from`, oldest first: `None` for a room whose history no longer has all of
