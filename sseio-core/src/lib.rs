@@ -31,7 +31,7 @@ mod upkeep;
 pub use auth::{Grant, IntoRoom, Refusal};
 pub use broker::{
     BoxFuture, Broker, BrokerError, ConnectionId, HistoryStore, MemoryBroker, Node, Presence,
-    Replay, ReplayRoom,
+    Recalled, Replay, ReplayRoom,
 };
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::broker::{BrokerError, ConnectionId, LocalNode};
+use crate::broker::{BrokerError, ConnectionId, LocalNode, Recalled};
 use crate::notify::{CloseReason, Notification};
 use crate::position::Position;
 use crate::server::ServerInner;
@@ -28,6 +28,11 @@ impl LocalNode for ServerInner {
 
     fn close_client(&self, client_id: &str, reason: CloseReason) -> bool {
         self.hub().close_client(client_id, reason)
+    }
+
+    fn take_over(&self, client_id: &str) -> Option<Recalled> {
+        let at = self.hub().take_over(client_id)?;
+        Some(at.map_or(Recalled::Nothing, Recalled::At))
     }
 
     fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)> {

@@ -296,3 +296,62 @@ async fn frames_held_behind_a_fetch_count_against_the_frame_budget() {
         .collect();
     assert_eq!(closes, [CloseReason::SlowConsumer]);
 }
+
+/// A server on `broker` with history and the gap notice, handler `e` in rooms by path.
+fn cluster_node(broker: &sseio_core::MemoryBroker) -> (Server, sseio_core::EventHandler) {
+    let server = Server::builder()
+        .path("/r/:room")
+        .history(History::new(100))
+        .gap_notice("gap")
+        .heartbeat_interval(Duration::ZERO)
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    (server, handler)
+}
+
+/// Lets the replay tasks run.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The official client, moving to another node before the first noticed it left, silently lost
+/// what the first node had not written.
+///
+/// A network path drops; the client reconnects at once, by its `clientId`, through the load
+/// balancer to another node, while the first still holds its stream (it notices a dead
+/// connection only when it next writes, or reads). The other node found no resume record (the
+/// first writes one when the stream closes), so the client joined as a new one; the first
+/// node then closed the old stream as replaced, without recording where it stood. Whatever
+/// was queued on the old stream and never written was lost, with no gap notice.
+#[tokio::test]
+async fn a_client_id_moving_to_another_node_while_its_stream_is_open_resumes_where_it_stood() {
+    let broker = sseio_core::MemoryBroker::new();
+    let (one, on_one) = cluster_node(&broker);
+    let (two, _) = cluster_node(&broker);
+    let mut old = open_stream(&one, "/r/a?clientId=c&events=e").await;
+    on_one.send("a", "1").unwrap();
+    assert_eq!(data_lines(&take_ready(&mut old)), ["1"], "written");
+    // Queued on the old stream, never written: the path to the client is gone.
+    on_one.send("a", "2").unwrap();
+
+    let moved = Arc::new(RecordingSink::default());
+    let _moved = two
+        .connect((&get("/r/a?clientId=c&events=e")).into(), moved.clone())
+        .await
+        .unwrap();
+    settle().await;
+    on_one.send("a", "3").unwrap();
+    assert_eq!(
+        data_lines(&moved.text()),
+        ["2", "3"],
+        "what the old stream never wrote, then live: {:?}",
+        moved.text()
+    );
+    drop(old);
+}

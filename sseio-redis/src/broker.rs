@@ -9,13 +9,13 @@ use std::time::Duration;
 use redis::{Cmd, ErrorKind, PushInfo, PushKind, RedisError, RedisResult, ServerErrorKind, Value};
 use sseio_core::{
     BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, History, HistoryStore, Node,
-    Position, Presence, Replay, ReplayRoom,
+    Position, Presence, Recalled, Replay, ReplayRoom,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::history::{self, Keys, Scripts};
+use crate::history::{self, Keys, Record, Scripts};
 use crate::link::{Link, Outgoing, Target};
-use crate::wire::{self, Answer, Control, Query, RoomMessage};
+use crate::wire::{self, Answer, Control, HandedOver, Query, RoomMessage, TakeOver, ToNode};
 
 /// The default prefix of every channel name.
 pub const DEFAULT_PREFIX: &str = "sseio";
@@ -35,6 +35,13 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How long a replay or a resume lookup waits for Redis before the connection resyncs instead,
 /// and a confirmed send before it fails with [`BrokerError::TimedOut`].
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reconnecting `clientId` waits for the node its stream is still open on to close
+/// it and say where it stood, before it resyncs instead. A node that died does not count: it
+/// is known gone at once (nobody listens on its channel any more).
+const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the record that a `clientId`'s stream is open on a node lives: a stream open longer
+/// than this on a node that dies without closing it resumes as a first connect.
+const OPEN_MARK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often the connection is checked with a `PING`, so that a silent loss is noticed.
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// The most commands handled in one round (one pipeline of publishes).
@@ -113,6 +120,7 @@ impl RedisBrokerBuilder {
         let shared = Arc::new(Shared {
             control: wire::control_channel(&self.prefix),
             node_channel: wire::node_channel(&self.prefix, &node_id),
+            mark: format!("@{node_id}"),
             node_id,
             node: OnceLock::new(),
             up: AtomicBool::new(false),
@@ -122,6 +130,7 @@ impl RedisBrokerBuilder {
             presence_timeout: self.presence_timeout,
             next_query: AtomicU64::new(1),
             queries: Mutex::new(HashMap::new()),
+            takeovers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             keys: Keys::new(&self.prefix),
             scripts: Scripts::new(),
@@ -167,6 +176,8 @@ struct Shared {
     node_id: String,
     control: String,
     node_channel: String,
+    /// This node's mark in a resume record: `@<node id>`, for a stream open here.
+    mark: String,
     node: OnceLock<Node>,
     /// Connected, with every room subscribed.
     up: AtomicBool,
@@ -177,6 +188,8 @@ struct Shared {
     next_query: AtomicU64,
     /// The presence queries of this node waiting for answers.
     queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<String>>>>,
+    /// The take-overs this node asked other nodes for, waiting for their answers.
+    takeovers: Mutex<HashMap<u64, oneshot::Sender<HandedOver>>>,
     /// This node's connections by `clientId`, and whether their announcement came back on the
     /// control channel (see [`Keeper::on_control`]).
     clients: Mutex<HashMap<String, Announced>>,
@@ -345,6 +358,80 @@ fn confirmed(
     })
 }
 
+/// Asks node `node`, whose stream of `client` the record names, to close it and say where it
+/// stood. A node nobody listens for is gone (killed, or cut off from Redis): the client is
+/// [`Recalled::Lost`]; so it is when the node does not answer in [`TAKE_OVER_TIMEOUT`].
+async fn take_over(
+    shared: &Arc<Shared>,
+    commands: &mpsc::UnboundedSender<Command>,
+    client: &str,
+    node: &str,
+) -> Result<Recalled, BrokerError> {
+    let id = shared.next_query.fetch_add(1, Ordering::Relaxed);
+    let (waiting, handed) = oneshot::channel();
+    lock(&shared.takeovers).insert(id, waiting);
+    let _forget = ForgetTakeOver {
+        shared: shared.clone(),
+        id,
+    };
+    let asking = ToNode::TakeOver(TakeOver {
+        id,
+        reply_to: shared.node_id.clone(),
+        client: client.to_owned(),
+    });
+    let (reply, receivers) = oneshot::channel();
+    let outgoing = Outgoing::Publish {
+        channel: wire::node_channel(&shared.config.prefix, node),
+        body: wire::encode_to_node(&asking),
+    };
+    enqueue(shared, commands, outgoing, Some(reply))?;
+    let receivers = match tokio::time::timeout(ASK_TIMEOUT, receivers).await {
+        Ok(Ok(Ok(Value::Int(receivers)))) => receivers,
+        Ok(Ok(Ok(_))) => 0,
+        Ok(Ok(Err(error))) => return Err(BrokerError::Failed(error.to_string())),
+        Ok(Err(_)) => return Err(unavailable(shared)),
+        Err(_) => {
+            return Err(BrokerError::TimedOut {
+                timeout: ASK_TIMEOUT,
+            });
+        }
+    };
+    if receivers == 0 {
+        return Ok(Recalled::Lost);
+    }
+    match tokio::time::timeout(TAKE_OVER_TIMEOUT, handed).await {
+        Ok(Ok(HandedOver { open: true, at, .. })) => Ok(at
+            .as_deref()
+            .and_then(Position::parse)
+            .map_or(Recalled::Nothing, Recalled::At)),
+        // It had closed there already; its record went to Redis on its one connection before
+        // its answer did.
+        Ok(Ok(HandedOver { open: false, .. })) => {
+            let recall = shared.keys.recall(&shared.scripts, client);
+            Ok(
+                match history::parse_record(&ask(shared, commands, recall).await?) {
+                    Some(Record::At(at)) => Recalled::At(at),
+                    Some(Record::OpenOn(_)) => Recalled::Lost,
+                    None => Recalled::Nothing,
+                },
+            )
+        }
+        Ok(Err(_)) | Err(_) => Ok(Recalled::Lost),
+    }
+}
+
+/// Forgets a take-over when its future ends, answered or not.
+struct ForgetTakeOver {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for ForgetTakeOver {
+    fn drop(&mut self) {
+        lock(&self.shared.takeovers).remove(&self.id);
+    }
+}
+
 /// Runs `cmd` in order with the broker's other commands and waits for its answer.
 fn ask(
     shared: &Shared,
@@ -406,25 +493,69 @@ impl HistoryStore for RedisHistory {
         Box::pin(async move { history::parse_replay(&answer.await?, rooms.len()) })
     }
 
+    /// Unless the record names another node (the `clientId` opened a stream there since).
     fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.shared.keys.resume(client_id))
-            .arg(at.to_string())
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-        // Best effort: while Redis is down the client will resync on its return.
-        let _ = enqueue(&self.shared, &self.commands, Outgoing::Cmd(cmd), None);
+        self.write_record(client_id, Some(at), ttl);
     }
 
     fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
-        let mut cmd = redis::cmd("GETDEL");
-        cmd.arg(self.shared.keys.resume(client_id));
-        let answer = ask(&self.shared, &self.commands, cmd);
-        Box::pin(async move { Ok(history::parse_resume(&answer.await?)) })
+        let answer = ask(&self.shared, &self.commands, self.recall_cmd(client_id));
+        Box::pin(async move {
+            Ok(match history::parse_record(&answer.await?) {
+                Some(Record::At(at)) => Some(at),
+                _ => None,
+            })
+        })
+    }
+
+    /// The record of the `clientId`: where its stream stood when it closed; or, when it names
+    /// the node its stream is open on, that node closes it and says where it stood, or is known
+    /// gone (nobody listens on its channel: it died, or lost Redis) and the client resyncs.
+    fn resume_point(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
+        let answer = ask(&self.shared, &self.commands, self.recall_cmd(client_id));
+        let (shared, commands) = (self.shared.clone(), self.commands.clone());
+        let client = client_id.to_owned();
+        Box::pin(async move {
+            match history::parse_record(&answer.await?) {
+                None => Ok(Recalled::Nothing),
+                Some(Record::At(at)) => Ok(Recalled::At(at)),
+                // Open here: this node's registry replaces it, with its position.
+                Some(Record::OpenOn(node)) if node == shared.node_id => Ok(Recalled::Nothing),
+                Some(Record::OpenOn(node)) => take_over(&shared, &commands, &client, &node).await,
+            }
+        })
+    }
+
+    fn mark_open(&self, client_id: &str) {
+        let cmd = self
+            .shared
+            .keys
+            .mark_open(client_id, &self.shared.mark, OPEN_MARK_TTL);
+        // Best effort, as every record: while Redis is down the client resyncs on its return.
+        let _ = enqueue(&self.shared, &self.commands, Outgoing::Cmd(cmd), None);
+    }
+
+    fn unmark_open(&self, client_id: &str) {
+        self.write_record(client_id, None, OPEN_MARK_TTL);
     }
 }
 
 impl RedisHistory {
+    fn recall_cmd(&self, client_id: &str) -> Cmd {
+        self.shared.keys.recall(&self.shared.scripts, client_id)
+    }
+
+    /// Writes where a stream that closed here stood (or, `at` none, that it is no longer open
+    /// here), unless another node's stream owns the record.
+    fn write_record(&self, client_id: &str, at: Option<Position>, ttl: Duration) {
+        let shared = &self.shared;
+        let cmd = shared
+            .keys
+            .remember(&shared.scripts, client_id, &shared.mark, at, ttl);
+        // Best effort: while Redis is down the client will resync on its return.
+        let _ = enqueue(shared, &self.commands, Outgoing::Cmd(cmd), None);
+    }
+
     /// The script run that numbers, records and publishes one message.
     fn record(&self, event: &str, room: &str, payload: &str, history: History) -> Outgoing {
         let channel = wire::room_channel(&self.shared.config.prefix, event, room);
@@ -894,10 +1025,19 @@ fn on_message(shared: &Shared, replies: &mpsc::WeakUnboundedSender<Command>, dat
             on_control(shared, node, control);
         }
     } else if channel.as_slice() == shared.node_channel.as_bytes() {
-        if let Ok(answer) = serde_json::from_slice::<Answer>(body)
-            && let Some(waiting) = lock(&shared.queries).get(&answer.id)
-        {
-            let _ = waiting.send(answer.clients);
+        match wire::decode_to_node(body) {
+            Some(ToNode::Answer(answer)) => {
+                if let Some(waiting) = lock(&shared.queries).get(&answer.id) {
+                    let _ = waiting.send(answer.clients);
+                }
+            }
+            Some(ToNode::TakeOver(take)) => hand_over(shared, node, replies, take),
+            Some(ToNode::HandedOver(handed)) => {
+                if let Some(waiting) = lock(&shared.takeovers).remove(&handed.id) {
+                    let _ = waiting.send(handed);
+                }
+            }
+            None => {}
         }
     } else {
         match wire::decode_room(body) {
@@ -933,14 +1073,45 @@ fn answer(
         id: query.id,
         clients: node.local_presence(&query.event, &query.room),
     };
-    let (Ok(body), Some(replies)) = (serde_json::to_vec(&answer), replies.upgrade()) else {
+    send_to_node(shared, replies, &query.reply_to, &ToNode::Answer(answer));
+}
+
+/// Closes this node's stream of the `clientId` another node is taking over, and says where it
+/// stood.
+fn hand_over(
+    shared: &Shared,
+    node: &Node,
+    replies: &mpsc::WeakUnboundedSender<Command>,
+    take: TakeOver,
+) {
+    let taken = node.take_over(&take.client);
+    let handed = HandedOver {
+        id: take.id,
+        open: taken.is_some(),
+        at: match taken {
+            Some(Recalled::At(at)) => Some(at.to_string()),
+            _ => None,
+        },
+    };
+    send_to_node(shared, replies, &take.reply_to, &ToNode::HandedOver(handed));
+}
+
+/// Publishes `message` on the channel of node `to`, from the task that reads this node's
+/// messages (which holds no handle that would keep the broker alive).
+fn send_to_node(
+    shared: &Shared,
+    replies: &mpsc::WeakUnboundedSender<Command>,
+    to: &str,
+    message: &ToNode,
+) {
+    let Some(replies) = replies.upgrade() else {
         return;
     };
     shared.queued.fetch_add(1, Ordering::SeqCst);
     let _ = replies.send(Command::Publish {
         outgoing: Outgoing::Publish {
-            channel: wire::node_channel(&shared.config.prefix, &query.reply_to),
-            body,
+            channel: wire::node_channel(&shared.config.prefix, to),
+            body: wire::encode_to_node(message),
         },
         reply: None,
     });

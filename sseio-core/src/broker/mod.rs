@@ -324,6 +324,62 @@ pub trait HistoryStore: Send + Sync + fmt::Debug {
 
     /// Takes what [`HistoryStore::remember`] stored for `client_id`, if it has not expired.
     fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>>;
+
+    /// Where `client_id` resumes from when it reconnects without `Last-Event-ID` (as the
+    /// official client does), on whichever node it was. The server asks before the new
+    /// stream joins its rooms.
+    ///
+    /// A store that tracks open streams ([`HistoryStore::mark_open`]) does more than
+    /// [`recall`](HistoryStore::recall): when the `clientId`'s stream is still open on another
+    /// node (that node has not noticed the client left), it closes it there
+    /// ([`Node::take_over`]) and answers where it stood, so that what that node queued and
+    /// never wrote is not lost; when it was open on a node that is gone (killed, or cut off
+    /// from the cluster) without recording where it stood, it answers [`Recalled::Lost`], so
+    /// that the client is told of the gap instead of starting afresh.
+    ///
+    /// Default: what [`recall`](HistoryStore::recall) answers, `Nothing` when it has no record.
+    /// The answer must come in a bounded time.
+    fn resume_point(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
+        let recalled = self.recall(client_id);
+        Box::pin(async move {
+            Ok(match recalled.await? {
+                Some(at) => Recalled::At(at),
+                None => Recalled::Nothing,
+            })
+        })
+    }
+
+    /// A stream of `client_id`, in rooms with history, opened on this node: a store records
+    /// it, so that [`resume_point`](HistoryStore::resume_point) can tell a reconnect whose
+    /// stream is still open elsewhere, or whose node died with it, from a first connect. Its
+    /// close overwrites the record ([`remember`](HistoryStore::remember), or
+    /// [`unmark_open`](HistoryStore::unmark_open) when it stood nowhere). Must not wait.
+    /// Default: nothing.
+    fn mark_open(&self, client_id: &str) {
+        let _ = client_id;
+    }
+
+    /// The stream of `client_id` that [`mark_open`](HistoryStore::mark_open) recorded closed
+    /// on this node without a position to remember (it was given no message): the record goes,
+    /// and its reconnect is a first connect. Must not wait. Default: nothing.
+    fn unmark_open(&self, client_id: &str) {
+        let _ = client_id;
+    }
+}
+
+/// Where a reconnecting `clientId` resumes from: what
+/// [`HistoryStore::resume_point`] answers, and what [`Node::take_over`] hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recalled {
+    /// Right after this position: the messages since are replayed.
+    At(Position),
+    /// Its stream was open on a node that is gone, which never recorded where it stood: what
+    /// it missed cannot be told, so it resyncs (its `fetch` runs as a resync, and it gets the
+    /// [gap notice](crate::ServerBuilder::gap_notice)).
+    Lost,
+    /// Nothing is known: a first connect (or its record expired). It starts afresh.
+    Nothing,
 }
 
 /// One room a connection joins, as [`HistoryStore::replay`] is asked about it.
@@ -363,6 +419,8 @@ pub(crate) trait LocalNode: Send + Sync {
     fn close(&self, connection: ConnectionId, reason: CloseReason);
     /// Closes the connection with `client_id`, if any; whether there was one.
     fn close_client(&self, client_id: &str, reason: CloseReason) -> bool;
+    /// Closes the connection with `client_id` as replaced, if any, and says where it stood.
+    fn take_over(&self, client_id: &str) -> Option<Recalled>;
     /// Every `(event, room)` with a connection.
     fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)>;
     /// Raises a broker error as a notification.
@@ -429,6 +487,17 @@ impl Node {
         self.local
             .upgrade()
             .is_some_and(|local| local.close_client(client_id, reason))
+    }
+
+    /// Closes this node's connection with `client_id`, if any, as
+    /// [replaced](CloseReason::Replaced) by a stream of the same `clientId` that is opening
+    /// on another node, and answers where it stood, for that stream to resume from (what it
+    /// was queued and never wrote counts as not given): `None` when there was no such
+    /// connection here; [`Recalled::Nothing`] when it was given no message. Unlike
+    /// [`Node::close_client`], no resume record is written: the position goes to the taker.
+    /// What a [`HistoryStore::resume_point`] asks the node a client left.
+    pub fn take_over(&self, client_id: &str) -> Option<Recalled> {
+        self.local.upgrade()?.take_over(client_id)
     }
 
     /// Closes connection `connection` of this node, if it is still open.
