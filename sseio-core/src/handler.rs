@@ -375,6 +375,13 @@ impl EventHandler {
             })
     }
 
+    /// The serials of this server's connections in `room`.
+    pub(crate) fn members(&self, room: &str) -> Vec<u64> {
+        read(&self.inner.rooms)
+            .get(room)
+            .map_or_else(Vec::new, |room| room.members.keys().copied().collect())
+    }
+
     pub(crate) fn room_arcs(&self) -> Vec<Arc<str>> {
         read(&self.inner.rooms).keys().cloned().collect()
     }

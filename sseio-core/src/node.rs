@@ -30,6 +30,16 @@ impl LocalNode for ServerInner {
         self.hub().close_client(client_id, reason)
     }
 
+    fn close_room(&self, event: &str, room: &str, reason: CloseReason) -> usize {
+        let serials = self
+            .handler(event)
+            .map_or_else(Vec::new, |handler| handler.members(room));
+        for &serial in &serials {
+            self.hub().close(serial, reason);
+        }
+        serials.len()
+    }
+
     fn take_over(&self, client_id: &str) -> Option<Recalled> {
         let at = self.hub().take_over(client_id)?;
         Some(at.map_or(Recalled::Nothing, Recalled::At))

@@ -421,6 +421,8 @@ pub(crate) trait LocalNode: Send + Sync {
     fn close_client(&self, client_id: &str, reason: CloseReason) -> bool;
     /// Closes the connection with `client_id` as replaced, if any, and says where it stood.
     fn take_over(&self, client_id: &str) -> Option<Recalled>;
+    /// Closes every connection in `room` of `event`; how many.
+    fn close_room(&self, event: &str, room: &str, reason: CloseReason) -> usize;
     /// Every `(event, room)` with a connection.
     fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)>;
     /// Raises a broker error as a notification.
@@ -498,6 +500,17 @@ impl Node {
     /// What a [`HistoryStore::resume_point`] asks the node a client left.
     pub fn take_over(&self, client_id: &str) -> Option<Recalled> {
         self.local.upgrade()?.take_over(client_id)
+    }
+
+    /// Closes every connection of this node in `room` of `event`, for `reason`, and returns how
+    /// many. What a broker does when it knows the room's connections missed messages it cannot
+    /// deliver now (its history no longer has them after it lost its backend): each client
+    /// reconnects and resumes from where it stood, or is told of the gap. Each connection
+    /// records where it stood, as at any close.
+    pub fn close_room(&self, event: &str, room: &str, reason: CloseReason) -> usize {
+        self.local
+            .upgrade()
+            .map_or(0, |local| local.close_room(event, room, reason))
     }
 
     /// Closes connection `connection` of this node, if it is still open.

@@ -74,6 +74,12 @@ impl Redis {
         }
     }
 
+    /// Deletes what it saved, so that its next start is empty (call it while it is killed).
+    pub(crate) fn wipe(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("a temporary directory");
+    }
+
     /// Runs one command on a connection of its own.
     pub(crate) async fn command(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
         let client = redis::Client::open(self.url())?;
