@@ -214,6 +214,9 @@ fn last_retry(raw: &[u8]) -> Option<Duration> {
 pub struct Tally {
     /// Acknowledged messages it never got, without a gap notice in their place: silent holes.
     pub lost: usize,
+    /// Of those, the ones missing across a reconnect: after the last message of one stream,
+    /// before the first of the next.
+    pub lost_across_reconnect: usize,
     /// Messages it got more than once.
     pub duplicated: usize,
     /// Messages that came after a later one.
@@ -232,6 +235,7 @@ impl Tally {
     /// Adds another client's tally to this one.
     pub fn add(&mut self, other: Tally) {
         self.lost += other.lost;
+        self.lost_across_reconnect += other.lost_across_reconnect;
         self.duplicated += other.duplicated;
         self.out_of_order += other.out_of_order;
         self.resyncs += other.resyncs;
@@ -248,9 +252,13 @@ pub fn tally(seen: &[Seen], acknowledged: &BTreeSet<u64>, attempted: &BTreeSet<u
     let mut got = HashSet::new();
     let mut last = 0;
     let mut noticed = false;
+    let mut reconnected = false;
     for item in seen {
         match *item {
-            Seen::Opened => tally.streams += 1,
+            Seen::Opened => {
+                tally.streams += 1;
+                reconnected = tally.streams > 1;
+            }
             Seen::WarmUp => {}
             Seen::Gap => {
                 tally.resyncs += 1;
@@ -273,8 +281,12 @@ pub fn tally(seen: &[Seen], acknowledged: &BTreeSet<u64>, attempted: &BTreeSet<u
                     tally.skipped_with_notice += skipped;
                 } else {
                     tally.lost += skipped;
+                    if reconnected {
+                        tally.lost_across_reconnect += skipped;
+                    }
                 }
                 noticed = false;
+                reconnected = false;
                 last = n;
             }
         }
