@@ -11,7 +11,7 @@
 //!
 //! Half the clients are native `EventSource`s (they come back with `Last-Event-ID`), half
 //! behave as the official client does (the same `clientId`, no `Last-Event-ID`); see
-//! [`clients::Kind`]. Every message the sender got `200` for (`POST /_control/send`: recorded
+//! [`Kind`]. Every message the sender got `200` for (`POST /_control/send`: recorded
 //! in the cluster's history) must reach every client of its room: once and in order for every
 //! `Last-Event-ID` client in every case; once for every `clientId` client after a drain or a
 //! Redis restart, after a `kill -9` either once or with the gap notice in its place, never
@@ -28,7 +28,6 @@
 #[allow(dead_code)] // The conformance cases and their tables; only the registry is used here.
 pub mod cases;
 
-pub mod clients;
 pub mod proxy;
 pub mod sender;
 
@@ -43,9 +42,9 @@ use conformance_tests::redis_server::RedisServer;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::cases::registry::{self, Need, note};
-use crate::clients::{Client, Kind, Tally};
-use crate::proxy::{Proxy, rand_unit};
+use crate::proxy::Proxy;
 use crate::sender::Sender;
+use conformance_tests::crowd::{self as clients, Client, GAP_NOTICE, Kind, Tally, rand_unit};
 
 /// The clients of each case, half of each [`Kind`], spread evenly over [`ROOMS`].
 pub const CLIENTS: usize = 300;
@@ -55,10 +54,6 @@ pub const ROOMS: usize = 3;
 pub const PACE: Duration = Duration::from_millis(25);
 /// The messages each room's history keeps (`SSEIO_HISTORY`): more than a case sends to one room.
 pub const HISTORY: usize = 5_000;
-/// The event the clients listen to and the sender posts.
-pub const EVENT: &str = "normal-event";
-/// The gap notice's event (`SSEIO_GAP_NOTICE`).
-pub const GAP_NOTICE: &str = "sseio-gap";
 /// The nodes of every case: the harness of each of these adapters.
 pub const NODES: [&str; 3] = ["hyper", "warp", "actix"];
 /// How long a drained node spreads its closes (`SSEIO_SHUTDOWN_GRACE_MS`).

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use conformance_tests::crowd::rand_unit;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -148,9 +149,4 @@ async fn carry(mut client: TcpStream, shared: Arc<Shared>) {
         _ = cutting => {}
     }
     shared.open.lock().unwrap().remove(&id);
-}
-
-/// A number in `[0, 1)`, random enough to pick connections and delays.
-pub fn rand_unit() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use conformance_tests::control;
 use conformance_tests::http1::Request;
 
-use crate::EVENT;
+use conformance_tests::crowd::EVENT;
 
 /// Where a case's messages go: the nodes a sender may use (a node killed or drained is taken
 /// out), and what became of each message.

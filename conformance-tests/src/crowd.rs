@@ -1,20 +1,32 @@
-//! The clients of a case, as raw SSE over HTTP/1.1 through the proxy, each reconnecting the way
-//! a real one does, and recording every message it gets; and the count of what each one lost,
-//! got twice, or was told it missed.
+//! A crowd of SSE clients, raw over HTTP/1.1, each reconnecting the way a real one does and
+//! recording every numbered message it gets; and the count of what each one lost, got twice, or
+//! was told it missed. The resilience suite (`tests/resilience/`) and the reconnect-storm
+//! benchmark (`benches/storm.sh`) share them.
+//!
+//! A message is numbered by its data (`1`, `2`, ... per room); any other data is a warm-up
+//! message. The gap notice is the event named [`GAP_NOTICE`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use conformance_tests::http1::Request;
-use conformance_tests::sse::{SseItem, SseStream};
 use tokio::task::JoinHandle;
 
-use crate::proxy::rand_unit;
-use crate::{EVENT, GAP_NOTICE};
+use crate::http1::Request;
+use crate::sse::{SseItem, SseStream};
 
-/// How a client comes back after its stream ends.
+/// The event the crowd listens to (and its senders post).
+pub const EVENT: &str = "normal-event";
+/// The gap notice's event, for `SSEIO_GAP_NOTICE`.
+pub const GAP_NOTICE: &str = "sseio-gap";
+
+/// A number in `[0, 1)`, random enough to pick connections and delays.
+pub fn rand_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+/// Who a client is to the server: how it says where it resumes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A native `EventSource`: the same URL, with `Last-Event-ID` (the last `id:` it parsed),
@@ -49,15 +61,30 @@ pub enum Seen {
     WarmUp,
 }
 
+/// How long a client waits before it reconnects after its stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// What its [`Kind`] does: a native `EventSource` waits for the stream's `retry:` (3 s
+    /// without one); the official client comes back at once.
+    AsItsKind,
+    /// At once, whatever the stream said: the worst case, every client of a node that went
+    /// away reconnecting at the same moment.
+    AtOnce,
+    /// The stream's `retry:` (3 s without one), whatever its kind.
+    AsTold,
+}
+
 /// One client: its identity, and what it has seen so far.
 #[derive(Debug)]
 pub struct Client {
     /// Its `clientId`, kept across reconnects.
     pub id: String,
-    /// How it comes back.
+    /// How it says where it resumes from.
     pub kind: Kind,
     /// Index of its room in the case's rooms.
     pub room: usize,
+    /// How long it waits before it reconnects.
+    pub wait: Wait,
     log: Mutex<Log>,
 }
 
@@ -70,17 +97,31 @@ struct Log {
     /// Streams that ended, and connects that failed or were refused.
     ended: usize,
     refused: usize,
+    /// When its latest stream opened.
+    opened_at: Option<Instant>,
 }
 
 impl Client {
-    /// A client of `kind` in room number `room`, with a fresh `clientId`.
+    /// A client of `kind` in room number `room`, with a fresh `clientId`, waiting as its kind
+    /// does.
     pub fn new(kind: Kind, room: usize) -> Client {
+        Client::waiting(kind, room, Wait::AsItsKind)
+    }
+
+    /// A client of `kind` in room number `room`, with a fresh `clientId`, waiting `wait`.
+    pub fn waiting(kind: Kind, room: usize, wait: Wait) -> Client {
         Client {
             id: uuid::Uuid::new_v4().to_string(),
             kind,
             room,
+            wait,
             log: Mutex::new(Log::default()),
         }
+    }
+
+    /// When its latest stream opened.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.log.lock().unwrap().opened_at
     }
 
     fn record(&self, seen: Seen) {
@@ -88,7 +129,8 @@ impl Client {
         match seen {
             Seen::Message(n) => log.last = log.last.max(n),
             Seen::WarmUp => log.warmed = true,
-            _ => {}
+            Seen::Opened => log.opened_at = Some(Instant::now()),
+            Seen::Gap => {}
         }
         log.seen.push(seen);
     }
@@ -120,7 +162,8 @@ impl Client {
     }
 }
 
-/// Runs `client` against `base_url` (the proxy) until `stop` is set.
+/// Runs `client` against `base_url` (`http://host:port`) until `stop` is set, in room
+/// `rooms[client.room]` (a path parameter of the harness contract's SSE path).
 pub fn spawn(
     client: Arc<Client>,
     base_url: String,
@@ -181,12 +224,14 @@ pub fn spawn(
                 break;
             }
             client.log.lock().unwrap().ended += 1;
-            let wait = match client.kind {
-                // After the retry the stream gave (the server's `retry:` lines), or 3 s, an
-                // `EventSource`'s default.
-                Kind::LastEventId => last_retry(stream.raw()).unwrap_or(Duration::from_secs(3)),
+            // After the retry the stream gave (the server's `retry:` lines), or 3 s, an
+            // `EventSource`'s default.
+            let as_told = || last_retry(stream.raw()).unwrap_or(Duration::from_secs(3));
+            let wait = match (client.wait, client.kind) {
+                (Wait::AtOnce, _) => Duration::ZERO,
+                (Wait::AsTold, _) | (Wait::AsItsKind, Kind::LastEventId) => as_told(),
                 // A stream that ended after `200`: the official client pulls again at once.
-                Kind::ClientId => Duration::ZERO,
+                (Wait::AsItsKind, Kind::ClientId) => Duration::ZERO,
             };
             tokio::time::sleep(wait).await;
         }
