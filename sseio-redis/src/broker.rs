@@ -729,6 +729,15 @@ impl Broker for RedisBroker {
         self.is_connected()
     }
 
+    /// A `PING` in order behind everything queued: once it is answered, so is the rest (or the
+    /// connection was lost, and what was queued with it). At most 5 seconds.
+    fn flush(&self) -> BoxFuture<()> {
+        let answered = ask(&self.shared, &self.commands, redis::cmd("PING"));
+        Box::pin(async move {
+            let _ = answered.await;
+        })
+    }
+
     /// The history in Redis, shared by every node; none with sharded Pub/Sub, where each node
     /// keeps its own (one sequence for the whole cluster would put every send through one
     /// shard).

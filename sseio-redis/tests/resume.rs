@@ -195,3 +195,59 @@ async fn client_ids(redis: &Redis) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A node drained with no grace lost its streams' resume records with the process.
+///
+/// A drain closes every stream, and each close queues where the stream stood for Redis; the
+/// harness (and any server) exits once `Server::shutdown` returns. With a short grace it
+/// returned before the broker had written the records, so the process took them with it, and
+/// every official client that came back to another node found its stream still marked open on
+/// a node that was gone: told of a gap that was not there, and resynced. `shutdown` now
+/// returns once the broker has handed on what was queued.
+#[test]
+fn a_drain_hands_its_resume_records_to_redis_before_shutdown_returns() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let redis = runtime().block_on(Redis::start());
+    const CLIENTS: usize = 50;
+    {
+        // The node's whole life, in a runtime that ends with it, as a process does.
+        let process = runtime();
+        process.block_on(async {
+            let (server, handler) = node(&redis, Duration::from_millis(100)).await;
+            let mut streams = Vec::new();
+            for c in 0..CLIENTS {
+                let sink = Arc::new(Recording::default());
+                let uri = format!("/r/a?clientId=c{c}&events=e");
+                let stream = server.connect((&request(&uri)).into(), sink.clone()).await;
+                streams.push((stream.unwrap(), sink));
+            }
+            handler.send_confirmed("a", "1").await.unwrap();
+            wait_until("message 1 on every stream", || {
+                streams.iter().all(|(_, s)| s.text().contains("data: 1\n"))
+            })
+            .await;
+            server.shutdown(Duration::ZERO).await;
+        });
+    }
+    let recorded = runtime().block_on(async {
+        let mut recorded = Vec::new();
+        for c in 0..CLIENTS {
+            let key = format!("sseio:resume:c{c}");
+            recorded.push(match redis.command(&["GET", &key]).await.unwrap() {
+                redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
+                other => format!("{other:?}"),
+            });
+        }
+        recorded
+    });
+    let positions = recorded.iter().filter(|r| !r.starts_with('@')).count();
+    assert_eq!(
+        positions, CLIENTS,
+        "every stream's record holds where it stood, not the node it was open on: {recorded:?}"
+    );
+}

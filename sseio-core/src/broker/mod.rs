@@ -241,6 +241,16 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Completes once everything the broker was handed so far has reached its backend (with
+    /// `sseio-redis`, was written to Redis and answered), or could not: what
+    /// [`Server::shutdown`](crate::Server::shutdown) waits for after it closed every stream, so
+    /// that the streams' resume records are not lost with the process. Must complete in a
+    /// bounded time. Default: at once (a broker that hands everything on before its calls
+    /// return).
+    fn flush(&self) -> BoxFuture<()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Whether the broker can carry sends now (its backend is reachable): what a node's
     /// [`Server::is_ready`](crate::Server::is_ready) reports to an orchestrator. Default: always.
     fn is_available(&self) -> bool {
