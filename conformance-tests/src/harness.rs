@@ -165,15 +165,22 @@ impl HarnessApp {
             })
         };
         let outcome = match (method.as_str(), action) {
-            ("POST", "send") => (|| {
-                let (event, room) = (param("event")?, param("room")?);
-                let handler = self.handler(event)?;
-                let sent = match message(content_type, body)? {
-                    Message::Json(value) => handler.send(room, &value),
-                    Message::Text(text) => handler.send(room, text),
-                };
-                sent.map_err(send_error)
-            })(),
+            // Answered once the broker published the message (with history, recorded it):
+            // `200` means no client can miss it.
+            ("POST", "send") => {
+                let sending = (|| {
+                    let (event, room) = (param("event")?, param("room")?);
+                    let handler = self.handler(event)?;
+                    Ok(match message(content_type, body)? {
+                        Message::Json(value) => handler.send_confirmed(room, &value),
+                        Message::Text(text) => handler.send_confirmed(room, text),
+                    })
+                })();
+                match sending {
+                    Ok(sending) => sending.await.map_err(send_error),
+                    Err(answer) => Err(answer),
+                }
+            }
             ("POST", "send-to-client") => (|| {
                 let (client, event) = (param("clientId")?, param("event")?);
                 self.handler(event)?;
@@ -325,7 +332,8 @@ fn message<'a>(
     }
 }
 
-/// `413` for a message over the limit, `503` while the broker is down, else `400`.
+/// `413` for a message over the limit, `503` while the broker is down or did not confirm the
+/// message, else `400`.
 fn send_error(e: SendError) -> (StatusCode, String) {
     let status = match e {
         SendError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -6,6 +6,7 @@
 //! `SERVER_URL=http://127.0.0.1:8080 cargo test -p conformance-tests`).
 
 pub mod control;
+pub mod crowd;
 pub mod h2;
 pub mod harness;
 pub mod http1;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::auth::{IntoRoom, Refusal};
-use crate::broker::{Broker, BrokerError, HistoryStore, Presence};
+use crate::broker::{BoxFuture, Broker, BrokerError, HistoryStore, Presence};
 use crate::error::{BoxError, PositionError, SendError};
 use crate::frame;
 use crate::history::{History, LocalHistory};
@@ -181,7 +181,10 @@ impl EventHandler {
     /// `room` on every node; the broker carries the message.
     ///
     /// The frame is encoded once (per node) and queued on each connection; this never waits
-    /// for a client, nor for the broker.
+    /// for a client, nor for the broker. With a broker that only queues the message (such as
+    /// `sseio-redis`), `Ok` means queued, not published: a message queued just before the
+    /// broker loses its backend is lost. [`EventHandler::send_confirmed`] waits until it is
+    /// published (and recorded, with history).
     /// A room with no connection is not an error: the message goes nowhere. A connection whose
     /// outgoing buffer is full is closed (see
     /// [`ServerBuilder::max_buffer_bytes`](crate::ServerBuilder::max_buffer_bytes)); the others
@@ -194,14 +197,7 @@ impl EventHandler {
     /// [`ServerBuilder::max_message_bytes`](crate::ServerBuilder::max_message_bytes);
     /// [`SendError::Broker`] when the broker cannot take it now (Redis is down, say).
     pub fn send<M: Serialize + ?Sized>(&self, room: &str, message: &M) -> Result<(), SendError> {
-        let payload = message::to_payload(message).map_err(SendError::Serialize)?;
-        let limit = self.inner.env.max_message_bytes;
-        if payload.len() > limit {
-            return Err(SendError::TooLarge {
-                size: payload.len(),
-                limit,
-            });
-        }
+        let payload = self.payload(message)?;
         match (&self.inner.env.broker, self.history_store()) {
             (Some(_), Some((store, history))) => {
                 store.publish(&self.inner.event, room, &payload, history)?;
@@ -212,6 +208,81 @@ impl EventHandler {
             }
         }
         Ok(())
+    }
+
+    /// Sends `message` to every connection in `room` like [`EventHandler::send`], and
+    /// completes only once the [broker](crate::ServerBuilder::broker) has published it (and,
+    /// with history on, recorded it), or fails with a typed error: for a backend that must
+    /// not lose a message it acknowledged, and retries what failed.
+    ///
+    /// Which send gives which guarantee, with `sseio-redis`:
+    ///
+    /// - [`send`](EventHandler::send) returns once the message is queued for Redis. It never
+    ///   waits, but a message queued just before the connection to Redis drops is lost, with
+    ///   `send` having returned `Ok`.
+    /// - `send_confirmed` completes once Redis answered the `PUBLISH` (with history, the
+    ///   script that records and publishes): the message is in the history, so every client
+    ///   gets it live or when it resumes, and `Ok` is never returned for a message Redis did
+    ///   not take. It costs the caller one round trip to Redis; it costs Redis nothing more.
+    ///
+    /// Without a broker, and with [`MemoryBroker`](crate::MemoryBroker), both are the same:
+    /// the message is queued on every connection before the call returns, and the future is
+    /// ready at once.
+    ///
+    /// The message is handed on when this is called, not when the returned [`Confirmation`]
+    /// is first polled, so messages keep the order of the calls, whichever send made them.
+    /// The confirmation borrows nothing (it is `Send + 'static`, whatever the message's type),
+    /// and completes within the broker's timeout (5 seconds with `sseio-redis`). Dropping it
+    /// does not take the message back.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventHandler::send`], and inside [`SendError::Broker`]:
+    /// [`BrokerError::Unavailable`] or [`BrokerError::Backlog`] when the broker could not take
+    /// the message (nothing was sent); [`BrokerError::Failed`] when Redis refused it (it was
+    /// not published); [`BrokerError::Unconfirmed`] or [`BrokerError::TimedOut`] when the
+    /// connection to Redis was lost, or Redis did not answer, after the message was handed on:
+    /// it may have been published or not.
+    ///
+    /// ```
+    /// use sseio_core::{Context, HandlerOptions, Server};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::new("/files/:guid/pull")?;
+    /// let files = server.register_event_handler("file-changed", HandlerOptions::new(|_: &Context| "all"))?;
+    /// // Answer the request that caused the change only once the message is safe.
+    /// files.send_confirmed("all", "saved").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_confirmed<M: Serialize + ?Sized>(&self, room: &str, message: &M) -> Confirmation {
+        let published = self.payload(message).map(|payload| {
+            match (&self.inner.env.broker, self.history_store()) {
+                (Some(_), Some((store, history))) => {
+                    store.publish_confirmed(&self.inner.event, room, &payload, history)
+                }
+                (Some(broker), None) => broker.publish_confirmed(&self.inner.event, room, &payload),
+                (None, _) => {
+                    self.deliver(room, None, &payload);
+                    Box::pin(std::future::ready(Ok(())))
+                }
+            }
+        });
+        Confirmation(Box::pin(async move { Ok(published?.await?) }))
+    }
+
+    /// `message` as it goes out, checked against the size limit.
+    fn payload<M: Serialize + ?Sized>(&self, message: &M) -> Result<String, SendError> {
+        let payload = message::to_payload(message).map_err(SendError::Serialize)?;
+        let limit = self.inner.env.max_message_bytes;
+        if payload.len() > limit {
+            return Err(SendError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(payload)
     }
 
     /// Where `room` stands now: the position its next message comes after. A page the server
@@ -302,6 +373,13 @@ impl EventHandler {
                     .map(|member| member.client_id.to_string())
                     .collect()
             })
+    }
+
+    /// The serials of this server's connections in `room`.
+    pub(crate) fn members(&self, room: &str) -> Vec<u64> {
+        read(&self.inner.rooms)
+            .get(room)
+            .map_or_else(Vec::new, |room| room.members.keys().copied().collect())
     }
 
     pub(crate) fn room_arcs(&self) -> Vec<Arc<str>> {
@@ -452,6 +530,29 @@ impl EventHandler {
                 room: room.clone(),
             });
         }
+    }
+}
+
+/// What [`EventHandler::send_confirmed`] returns: a future, ready once the broker confirmed the
+/// message (or could not). The message was handed on already; awaiting this only tells whether
+/// it was taken for good.
+#[must_use = "the message is sent either way; await the confirmation to know it was taken"]
+pub struct Confirmation(BoxFuture<Result<(), SendError>>);
+
+impl Future for Confirmation {
+    type Output = Result<(), SendError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Confirmation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Confirmation").finish_non_exhaustive()
     }
 }
 

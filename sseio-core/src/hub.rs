@@ -374,6 +374,21 @@ impl Hub {
             .is_some()
     }
 
+    /// Closes the connection with `client_id`, if any, as replaced by a stream of the same
+    /// `clientId` opening on another node, and returns where it stood (`None` inside when it
+    /// was given no position), for that stream to resume from; `None` when there was none.
+    pub(crate) fn take_over(&self, client_id: &str) -> Option<Option<Position>> {
+        let mut shard = self.shard_of_client(client_id);
+        let serial = *shard.by_client.get(client_id)?;
+        let live = shard.remove(serial)?;
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        live.stop(serial, CloseReason::Replaced, None);
+        // After the stop, which counts what it never wrote as missed.
+        let at = live.seen.as_ref().and_then(|seen| seen.resume_point());
+        self.finish_close(serial, live, CloseReason::Replaced);
+        Some(at)
+    }
+
     /// Closes every open connection now.
     pub(crate) fn close_all(&self, reason: CloseReason) {
         for shard in self.shards.iter() {
@@ -432,9 +447,12 @@ impl Hub {
         }
         // A replaced stream's successor has taken over its position already.
         if reason != CloseReason::Replaced
-            && let Some(at) = live.seen.as_ref().and_then(|seen| seen.resume_point())
+            && let Some(seen) = &live.seen
         {
-            self.remember(&live.client_id, at);
+            match seen.resume_point() {
+                Some(at) => self.remember(&live.client_id, at),
+                None => self.forget_open(&live.client_id),
+            }
         }
         if reason == CloseReason::SlowConsumer {
             self.report(ConnectionError::SlowConsumer {
@@ -457,6 +475,14 @@ impl Hub {
             None => self
                 .history
                 .remember(client_id.clone(), at, self.resume_ttl),
+        }
+    }
+
+    /// A stream of `client_id` closed here without a position: the broker's record that it is
+    /// open here goes, so its reconnect starts afresh rather than as lost.
+    fn forget_open(&self, client_id: &str) {
+        if let Some(store) = self.broker.as_ref().and_then(|b| b.history_store()) {
+            store.unmark_open(client_id);
         }
     }
 

@@ -31,7 +31,7 @@ mod upkeep;
 pub use auth::{Grant, IntoRoom, Refusal};
 pub use broker::{
     BoxFuture, Broker, BrokerError, ConnectionId, HistoryStore, MemoryBroker, Node, Presence,
-    Replay, ReplayRoom,
+    Recalled, Replay, ReplayRoom,
 };
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,
@@ -43,7 +43,7 @@ pub use builder::{
 pub use connection::{Connection, ConnectionStream};
 pub use cors::Cors;
 pub use error::{BoxError, BuildError, ConnectionError, PositionError, RegisterError, SendError};
-pub use handler::{EventHandler, HandlerOptions};
+pub use handler::{Confirmation, EventHandler, HandlerOptions};
 pub use history::{DEFAULT_HISTORY_TTL, DEFAULT_RESUME_TTL, History};
 pub use listener::{LISTEN_BACKLOG, bind};
 pub use notify::{CloseReason, Notification, Notifications};

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::broker::{BrokerError, ConnectionId, LocalNode};
+use crate::broker::{BrokerError, ConnectionId, LocalNode, Recalled};
 use crate::notify::{CloseReason, Notification};
 use crate::position::Position;
 use crate::server::ServerInner;
@@ -28,6 +28,21 @@ impl LocalNode for ServerInner {
 
     fn close_client(&self, client_id: &str, reason: CloseReason) -> bool {
         self.hub().close_client(client_id, reason)
+    }
+
+    fn close_room(&self, event: &str, room: &str, reason: CloseReason) -> usize {
+        let serials = self
+            .handler(event)
+            .map_or_else(Vec::new, |handler| handler.members(room));
+        for &serial in &serials {
+            self.hub().close(serial, reason);
+        }
+        serials.len()
+    }
+
+    fn take_over(&self, client_id: &str) -> Option<Recalled> {
+        let at = self.hub().take_over(client_id)?;
+        Some(at.map_or(Recalled::Nothing, Recalled::At))
     }
 
     fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)> {

@@ -259,8 +259,11 @@ impl Server {
     /// Drains the server: from now on new streams are refused with `503` and `Retry-After`
     /// (the official client backs off and reconnects, to another instance or to this one once it
     /// is back), and the open streams are closed, spread evenly over `grace`, each raising
-    /// `conn:close` once. Returns when every stream is closed, at most about `grace` later.
-    /// Sending keeps working meanwhile, to the streams still open.
+    /// `conn:close` once. Returns when every stream is closed and the
+    /// [broker](ServerBuilder::broker), if any, has handed on what the closes queued (where
+    /// each stream stood, for its client to resume on another node; see [`Broker::flush`]):
+    /// about `grace` later, plus at most the broker's timeout. Sending keeps working meanwhile,
+    /// to the streams still open.
     ///
     /// The spreading matters: the official client reconnects at once when a `200` stream ends,
     /// so closing thousands of streams in the same instant sends them all back in the same
@@ -301,6 +304,10 @@ impl Server {
         }
         // Anything that slipped in while the first batch was collected.
         self.close_all();
+        // The closes queued their resume records with the broker; the process may exit next.
+        if let Some(broker) = self.inner.broker() {
+            broker.flush().await;
+        }
     }
 
     /// Whether this server should be sent new clients: it is not draining, and its

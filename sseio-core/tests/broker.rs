@@ -1,11 +1,15 @@
 //! Several servers linked by a `MemoryBroker`: what a multi-node cluster promises, without
 //! Redis. The same behaviour is checked against real `redis-server`s in `conformance-tests`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use sseio_core::{
-    BrokerError, BuildError, CloseReason, Context, EventHandler, HandlerOptions, MemoryBroker,
-    Notification, Notifications, Presence, SendError, Server, SseSink,
+    BoxFuture, Broker, BrokerError, BuildError, CloseReason, Context, EventHandler, HandlerOptions,
+    History, MemoryBroker, Node, Notification, Notifications, Presence, SendError, Server, SseSink,
 };
 use sseio_test_support::fixtures::connect;
+use tokio::sync::oneshot;
 
 /// One node: a server on the shared broker with handlers `a` and `b`, rooms by path.
 fn node(broker: &MemoryBroker) -> (Server, EventHandler) {
@@ -151,4 +155,217 @@ fn one_broker_handle_serves_one_server() {
         error,
         BuildError::Broker(BrokerError::AlreadyAttached)
     ));
+}
+
+/// A broker written before confirmed sends existed: only `attach` and `publish`, which queues
+/// the message (here, in a list) and refuses it when told to.
+#[derive(Debug, Default, Clone)]
+struct QueueingBroker {
+    queued: Arc<Mutex<Vec<String>>>,
+    down: Arc<AtomicBool>,
+}
+
+impl Broker for QueueingBroker {
+    fn attach(&self, _node: Node) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    fn publish(&self, _event: &str, _room: &str, payload: &str) -> Result<(), BrokerError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(BrokerError::Unavailable {
+                reason: "down".to_owned(),
+            });
+        }
+        self.queued.lock().unwrap().push(payload.to_owned());
+        Ok(())
+    }
+}
+
+/// How the test answers one confirmed publish.
+type Answer = oneshot::Sender<Result<(), BrokerError>>;
+
+/// A broker whose backend answers each publish when the test says so, in any order; records
+/// the order in which messages were handed to it.
+#[derive(Debug, Default, Clone)]
+struct AnsweringBroker {
+    handed: Arc<Mutex<Vec<String>>>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+}
+
+impl Broker for AnsweringBroker {
+    fn attach(&self, _node: Node) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    fn publish(&self, _event: &str, _room: &str, payload: &str) -> Result<(), BrokerError> {
+        self.handed.lock().unwrap().push(payload.to_owned());
+        Ok(())
+    }
+
+    fn publish_confirmed(
+        &self,
+        _event: &str,
+        _room: &str,
+        payload: &str,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        self.handed.lock().unwrap().push(payload.to_owned());
+        let (answer, answered) = oneshot::channel();
+        self.answers.lock().unwrap().push(answer);
+        Box::pin(async move {
+            answered.await.unwrap_or(Err(BrokerError::Unconfirmed {
+                reason: "the backend went away".to_owned(),
+            }))
+        })
+    }
+}
+
+fn handler_on(server: &Server) -> EventHandler {
+    server
+        .register_event_handler(
+            "a",
+            HandlerOptions::new(|ctx: &Context| ctx.param("room").unwrap_or_default().to_owned()),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_confirmed_send_without_a_broker_is_queued_when_it_completes() {
+    let server = Server::new("/r/:room").unwrap();
+    let handler = handler_on(&server);
+    let (_c, sink) = connect(&server, "/r/x?clientId=c&events=a").await;
+
+    handler.send_confirmed("x", "hello").await.unwrap();
+
+    assert_eq!(sink.text(), "event: a\ndata: hello\n\n");
+}
+
+#[tokio::test]
+async fn a_confirmed_send_through_a_memory_broker_is_delivered_and_recorded_when_it_completes() {
+    let broker = MemoryBroker::new();
+    let build = |broker: &MemoryBroker| {
+        Server::builder()
+            .path("/r/:room")
+            .history(History::new(10))
+            .broker(broker.clone())
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (build(&broker), build(&broker));
+    let on_one = handler_on(&one);
+    handler_on(&two);
+    let (_c, on_two) = connect(&two, "/r/x?clientId=c&events=a").await;
+    let before = on_one.position("x").await.unwrap();
+
+    // Not polled yet: handed to the broker at the call.
+    let confirmed = on_one.send_confirmed("x", "hello");
+    assert!(
+        on_two.text().contains("data: hello\n"),
+        "{:?}",
+        on_two.text()
+    );
+    confirmed.await.unwrap();
+
+    // Recorded: a client that resumes from before it gets it.
+    let request = http::Request::get("/r/x?clientId=r&events=a")
+        .header("last-event-id", before.to_string())
+        .body(())
+        .unwrap();
+    let (_r, resumed) = sseio_test_support::fixtures::connect_request(&two, &request).await;
+    // The replay runs as a task of its own.
+    for _ in 0..1000 {
+        if !resumed.text().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        resumed.text().contains("data: hello\n"),
+        "{:?}",
+        resumed.text()
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_only_publishes_confirms_a_send_once_its_publish_returned() {
+    let broker = QueueingBroker::default();
+    let server = Server::builder()
+        .path("/r/:room")
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let handler = handler_on(&server);
+
+    handler.send_confirmed("x", "queued").await.unwrap();
+    assert_eq!(*broker.queued.lock().unwrap(), ["queued"]);
+
+    broker.down.store(true, Ordering::SeqCst);
+    let refused = handler.send_confirmed("x", "refused").await;
+    assert!(
+        matches!(
+            refused,
+            Err(SendError::Broker(BrokerError::Unavailable { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(*broker.queued.lock().unwrap(), ["queued"]);
+}
+
+#[tokio::test]
+async fn a_confirmed_send_completes_when_the_broker_answers_and_fails_with_its_error() {
+    let broker = AnsweringBroker::default();
+    let server = Server::builder()
+        .path("/r/:room")
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let handler = handler_on(&server);
+
+    let first = handler.send_confirmed("x", "1");
+    let mut second = Box::pin(handler.send_confirmed("x", "2"));
+    let third = handler.send_confirmed("x", "3");
+    handler.send("x", "4").unwrap();
+    // Handed on in the order of the calls, whatever the order of the awaits.
+    assert_eq!(*broker.handed.lock().unwrap(), ["1", "2", "3", "4"]);
+
+    // Not confirmed until the backend answers.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+
+    let mut answers = std::mem::take(&mut *broker.answers.lock().unwrap()).into_iter();
+    let (a1, a2, a3) = (
+        answers.next().unwrap(),
+        answers.next().unwrap(),
+        answers.next().unwrap(),
+    );
+    a2.send(Err(BrokerError::Failed("refused".to_owned())))
+        .unwrap();
+    assert!(matches!(
+        second.await,
+        Err(SendError::Broker(BrokerError::Failed(_)))
+    ));
+    a1.send(Ok(())).unwrap();
+    first.await.unwrap();
+    drop(a3);
+    assert!(matches!(
+        third.await,
+        Err(SendError::Broker(BrokerError::Unconfirmed { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn a_confirmed_send_checks_the_message_before_the_broker_sees_it() {
+    let broker = AnsweringBroker::default();
+    let server = Server::builder()
+        .path("/r/:room")
+        .max_message_bytes(4)
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let handler = handler_on(&server);
+
+    assert!(matches!(
+        handler.send_confirmed("x", "too long").await,
+        Err(SendError::TooLarge { size: 8, limit: 4 })
+    ));
+    assert!(broker.handed.lock().unwrap().is_empty());
 }

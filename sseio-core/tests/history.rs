@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use http::Request;
 use sseio_core::{
-    Connection, Context, EventHandler, HandlerOptions, History, MemoryBroker, Server,
+    BoxFuture, Broker, BrokerError, Connection, Context, EventHandler, HandlerOptions, History,
+    HistoryStore, MemoryBroker, Node, Position, Recalled, Replay, ReplayRoom, Server,
     ServerBuilder, SseSink,
 };
 use sseio_test_support::fixtures::connect_request;
@@ -419,4 +420,94 @@ async fn without_history_there_is_no_position_and_the_parameter_name_is_the_serv
         "lastEventId is just a query parameter now"
     );
     assert_eq!(data(&resumed), ["after"]);
+}
+
+/// A cluster broker whose history store says of every reconnect by `clientId` that its stream
+/// was open on a node that died: what `sseio-redis` answers after a `kill -9`.
+#[derive(Debug, Clone)]
+struct NodeDiedBroker {
+    inner: MemoryBroker,
+    store: NodeDiedStore,
+}
+
+impl NodeDiedBroker {
+    fn new() -> Self {
+        let inner = MemoryBroker::new();
+        Self {
+            store: NodeDiedStore(inner.clone()),
+            inner,
+        }
+    }
+}
+
+/// The history store of a clone of the same broker (a clone shares the nodes and history).
+#[derive(Debug, Clone)]
+struct NodeDiedStore(MemoryBroker);
+
+impl NodeDiedStore {
+    fn inner(&self) -> &dyn HistoryStore {
+        self.0
+            .history_store()
+            .expect("a MemoryBroker keeps history")
+    }
+}
+
+impl HistoryStore for NodeDiedStore {
+    fn publish(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        h: History,
+    ) -> Result<(), BrokerError> {
+        self.inner().publish(event, room, payload, h)
+    }
+    fn replay(
+        &self,
+        rooms: Vec<ReplayRoom>,
+        from: Option<Position>,
+    ) -> BoxFuture<Result<Replay, BrokerError>> {
+        self.inner().replay(rooms, from)
+    }
+    fn remember(&self, client_id: &str, at: Position, ttl: std::time::Duration) {
+        self.inner().remember(client_id, at, ttl);
+    }
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+        self.inner().recall(client_id)
+    }
+    fn resume_point(&self, _client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
+        Box::pin(std::future::ready(Ok(Recalled::Lost)))
+    }
+}
+
+impl Broker for NodeDiedBroker {
+    fn attach(&self, node: Node) -> Result<(), BrokerError> {
+        self.inner.attach(node)
+    }
+    fn publish(&self, event: &str, room: &str, payload: &str) -> Result<(), BrokerError> {
+        self.inner.publish(event, room, payload)
+    }
+    fn history_store(&self) -> Option<&dyn HistoryStore> {
+        Some(&self.store)
+    }
+}
+
+/// A `clientId` whose stream was open on a node that died is told of the gap, first, and its
+/// `fetch` runs as a resync: it never starts afresh as if it had missed nothing.
+#[tokio::test]
+async fn a_client_id_whose_node_died_is_told_of_the_gap_and_resyncs() {
+    let builder = Server::builder()
+        .broker(NodeDiedBroker::new())
+        .gap_notice("gap");
+    let (server, handler, fetches) = server_on(builder, History::new(10));
+    let (_back, sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    handler.send("x", "live").unwrap();
+    let text = sink.text();
+    assert!(
+        text.starts_with("event: gap\ndata: {\"event\":\"e\"}\n\n"),
+        "the gap notice first: {text:?}"
+    );
+    assert_eq!(data(&sink)[1..], ["snapshot", "live"]);
+    assert_eq!(*fetches.lock().unwrap(), [true], "fetch ran as a resync");
 }

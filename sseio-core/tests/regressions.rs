@@ -296,3 +296,131 @@ async fn frames_held_behind_a_fetch_count_against_the_frame_budget() {
         .collect();
     assert_eq!(closes, [CloseReason::SlowConsumer]);
 }
+
+/// A server on `broker` with history and the gap notice, handler `e` in rooms by path.
+fn cluster_node(broker: &sseio_core::MemoryBroker) -> (Server, sseio_core::EventHandler) {
+    let server = Server::builder()
+        .path("/r/:room")
+        .history(History::new(100))
+        .gap_notice("gap")
+        .heartbeat_interval(Duration::ZERO)
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    (server, handler)
+}
+
+/// Lets the replay tasks run.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The official client, moving to another node before the first noticed it left, silently lost
+/// what the first node had not written.
+///
+/// A network path drops; the client reconnects at once, by its `clientId`, through the load
+/// balancer to another node, while the first still holds its stream (it notices a dead
+/// connection only when it next writes, or reads). The other node found no resume record (the
+/// first writes one when the stream closes), so the client joined as a new one; the first
+/// node then closed the old stream as replaced, without recording where it stood. Whatever
+/// was queued on the old stream and never written was lost, with no gap notice.
+#[tokio::test]
+async fn a_client_id_moving_to_another_node_while_its_stream_is_open_resumes_where_it_stood() {
+    let broker = sseio_core::MemoryBroker::new();
+    let (one, on_one) = cluster_node(&broker);
+    let (two, _) = cluster_node(&broker);
+    let mut old = open_stream(&one, "/r/a?clientId=c&events=e").await;
+    on_one.send("a", "1").unwrap();
+    assert_eq!(data_lines(&take_ready(&mut old)), ["1"], "written");
+    // Queued on the old stream, never written: the path to the client is gone.
+    on_one.send("a", "2").unwrap();
+
+    let moved = Arc::new(RecordingSink::default());
+    let _moved = two
+        .connect((&get("/r/a?clientId=c&events=e")).into(), moved.clone())
+        .await
+        .unwrap();
+    settle().await;
+    on_one.send("a", "3").unwrap();
+    assert_eq!(
+        data_lines(&moved.text()),
+        ["2", "3"],
+        "what the old stream never wrote, then live: {:?}",
+        moved.text()
+    );
+    drop(old);
+}
+
+/// A reconnect whose missed messages did not fit its buffer was closed as a slow consumer, at
+/// every reconnect, forever.
+///
+/// With a broker's history, the replay of what a reconnecting client missed goes out as one
+/// chunk once the broker answers. One larger than the connection's buffer was refused by the
+/// sink, and the connection closed as a slow consumer, its position still before the replay:
+/// the client came back, asked for the same (by then larger) replay, and was closed again. (With
+/// the server's own history, the same replay resyncs.) Now it resyncs here too: the gap notice,
+/// `fetch` as a resync, then the live messages.
+#[tokio::test]
+async fn a_replay_larger_than_the_buffer_resyncs_instead_of_closing_the_stream() {
+    let broker = sseio_core::MemoryBroker::new();
+    let server = Server::builder()
+        .path("/r/:room")
+        .history(History::new(100))
+        .gap_notice("gap")
+        .max_buffer_bytes(400)
+        .heartbeat_interval(Duration::ZERO)
+        .broker(broker)
+        .build()
+        .unwrap();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(room_by_param))
+        .unwrap();
+    let mut notifications = server.subscribe();
+    let first = Arc::new(RecordingSink::default());
+    let connection = server
+        .connect((&get("/r/a?clientId=c&events=e")).into(), first.clone())
+        .await
+        .unwrap();
+    settle().await;
+    handler.send("a", "first").unwrap();
+    let id = first
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("id: ").map(str::to_owned))
+        .expect("an id");
+    drop(connection);
+    // More than the buffer holds, while it is away.
+    for n in 0..10 {
+        handler.send("a", &format!("{n:0>60}")).unwrap();
+    }
+
+    // The production sink, whose budget is the server's.
+    let request = http::Request::get("/r/a?clientId=c&events=e")
+        .header("last-event-id", &id)
+        .body(())
+        .unwrap();
+    let Outcome::Stream(response) = server.handle((&request).into()).await else {
+        panic!("the stream opens");
+    };
+    let mut back = response.into_body();
+    settle().await;
+    handler.send("a", "live").unwrap();
+    let closed_slow = std::iter::from_fn(|| notifications.try_recv()).any(|n| {
+        matches!(
+            n,
+            Notification::ConnClose {
+                reason: CloseReason::SlowConsumer,
+                ..
+            }
+        )
+    });
+    let text = take_ready(&mut back);
+    assert!(!closed_slow, "not closed as a slow consumer: {text:?}");
+    assert!(text.contains("event: gap\n"), "told of the gap: {text:?}");
+    assert_eq!(data_lines(&text).last().map(String::as_str), Some("live"));
+}

@@ -9,13 +9,13 @@ use std::time::Duration;
 use redis::{Cmd, ErrorKind, PushInfo, PushKind, RedisError, RedisResult, ServerErrorKind, Value};
 use sseio_core::{
     BoxFuture, Broker, BrokerError, CloseReason, ConnectionId, History, HistoryStore, Node,
-    Position, Presence, Replay, ReplayRoom,
+    Position, Presence, Recalled, Replay, ReplayRoom,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::history::{self, Keys, Scripts};
+use crate::history::{self, Keys, Record, Scripts};
 use crate::link::{Link, Outgoing, Target};
-use crate::wire::{self, Answer, Control, Query, RoomMessage};
+use crate::wire::{self, Answer, Control, HandedOver, Query, RoomMessage, TakeOver, ToNode};
 
 /// The default prefix of every channel name.
 pub const DEFAULT_PREFIX: &str = "sseio";
@@ -32,8 +32,16 @@ pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between two reconnection attempts.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// How long a replay or a resume lookup waits for Redis before the connection resyncs instead.
+/// How long a replay or a resume lookup waits for Redis before the connection resyncs instead,
+/// and a confirmed send before it fails with [`BrokerError::TimedOut`].
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reconnecting `clientId` waits for the node its stream is still open on to close
+/// it and say where it stood, before it resyncs instead. A node that died does not count: it
+/// is known gone at once (nobody listens on its channel any more).
+const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the record that a `clientId`'s stream is open on a node lives: a stream open longer
+/// than this on a node that dies without closing it resumes as a first connect.
+const OPEN_MARK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often the connection is checked with a `PING`, so that a silent loss is noticed.
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// The most commands handled in one round (one pipeline of publishes).
@@ -112,6 +120,7 @@ impl RedisBrokerBuilder {
         let shared = Arc::new(Shared {
             control: wire::control_channel(&self.prefix),
             node_channel: wire::node_channel(&self.prefix, &node_id),
+            mark: format!("@{node_id}"),
             node_id,
             node: OnceLock::new(),
             up: AtomicBool::new(false),
@@ -121,6 +130,8 @@ impl RedisBrokerBuilder {
             presence_timeout: self.presence_timeout,
             next_query: AtomicU64::new(1),
             queries: Mutex::new(HashMap::new()),
+            takeovers: Mutex::new(HashMap::new()),
+            catch_up: Mutex::default(),
             clients: Mutex::new(HashMap::new()),
             keys: Keys::new(&self.prefix),
             scripts: Scripts::new(),
@@ -166,6 +177,8 @@ struct Shared {
     node_id: String,
     control: String,
     node_channel: String,
+    /// This node's mark in a resume record: `@<node id>`, for a stream open here.
+    mark: String,
     node: OnceLock<Node>,
     /// Connected, with every room subscribed.
     up: AtomicBool,
@@ -176,6 +189,11 @@ struct Shared {
     next_query: AtomicU64,
     /// The presence queries of this node waiting for answers.
     queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<String>>>>,
+    /// The take-overs this node asked other nodes for, waiting for their answers.
+    takeovers: Mutex<HashMap<u64, oneshot::Sender<HandedOver>>>,
+    /// The numbered messages' way across a lost connection. Taken before the core's locks
+    /// (deliveries run under it).
+    catch_up: Mutex<CatchUp>,
     /// This node's connections by `clientId`, and whether their announcement came back on the
     /// control channel (see [`Keeper::on_control`]).
     clients: Mutex<HashMap<String, Announced>>,
@@ -189,11 +207,18 @@ struct Announced {
     echoed: bool,
 }
 
+/// Where the answer to one command goes: `Err` with a connection error when the command was
+/// written but the connection was lost before its answer came. Dropped without an answer when
+/// the command was never written.
+type AnswerTo = oneshot::Sender<RedisResult<Value>>;
+
 enum Command {
-    /// Sent in a pipeline with the publishes around it; counts against `max_queued`.
+    /// Sent in a pipeline with the publishes around it; counts against `max_queued`. Its answer
+    /// goes to `reply`, if any: the number of nodes that received it (a presence query), or the
+    /// confirmation of a send.
     Publish {
         outgoing: Outgoing,
-        receivers: Option<oneshot::Sender<usize>>,
+        reply: Option<AnswerTo>,
     },
     Subscribe(String),
     Unsubscribe(String),
@@ -201,7 +226,7 @@ enum Command {
     /// the publishes around it).
     Ask {
         cmd: Cmd,
-        reply: oneshot::Sender<RedisResult<Value>>,
+        reply: AnswerTo,
     },
 }
 
@@ -256,13 +281,13 @@ impl RedisBroker {
         &self,
         channel: String,
         body: Vec<u8>,
-        receivers: Option<oneshot::Sender<usize>>,
+        reply: Option<AnswerTo>,
     ) -> Result<(), BrokerError> {
         enqueue(
             &self.shared,
             &self.commands,
             Outgoing::Publish { channel, body },
-            receivers,
+            reply,
         )
     }
 
@@ -281,7 +306,7 @@ fn enqueue(
     shared: &Shared,
     commands: &mpsc::UnboundedSender<Command>,
     outgoing: Outgoing,
-    receivers: Option<oneshot::Sender<usize>>,
+    reply: Option<AnswerTo>,
 ) -> Result<(), BrokerError> {
     if !shared.up.load(Ordering::SeqCst) {
         return Err(unavailable(shared));
@@ -291,10 +316,7 @@ fn enqueue(
         shared.queued.fetch_sub(1, Ordering::SeqCst);
         return Err(BrokerError::Backlog { limit });
     }
-    let command = Command::Publish {
-        outgoing,
-        receivers,
-    };
+    let command = Command::Publish { outgoing, reply };
     commands.send(command).map_err(|_| {
         shared.queued.fetch_sub(1, Ordering::SeqCst);
         stopped()
@@ -309,6 +331,109 @@ fn unavailable(shared: &Shared) -> BrokerError {
 
 fn stopped() -> BrokerError {
     BrokerError::Failed("the broker's task has stopped".to_owned())
+}
+
+/// Queues a publish (or a script that records and publishes) like [`enqueue`], and waits until
+/// Redis answered it, at most [`ASK_TIMEOUT`]: what a confirmed send awaits.
+fn confirmed(
+    shared: &Arc<Shared>,
+    commands: &mpsc::UnboundedSender<Command>,
+    outgoing: Outgoing,
+) -> BoxFuture<Result<(), BrokerError>> {
+    let (reply, answer) = oneshot::channel();
+    if let Err(error) = enqueue(shared, commands, outgoing, Some(reply)) {
+        return history::failed(error);
+    }
+    let shared = shared.clone();
+    Box::pin(async move {
+        match tokio::time::timeout(ASK_TIMEOUT, answer).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            // Written, but the connection was lost before Redis answered.
+            Ok(Ok(Err(error))) if crate::link::lost(&error) => Err(BrokerError::Unconfirmed {
+                reason: error.to_string(),
+            }),
+            Ok(Ok(Err(error))) => Err(BrokerError::Failed(error.to_string())),
+            // Dropped unwritten: the connection was lost while it was queued.
+            Ok(Err(_)) => Err(unavailable(&shared)),
+            Err(_) => Err(BrokerError::TimedOut {
+                timeout: ASK_TIMEOUT,
+            }),
+        }
+    })
+}
+
+/// Asks node `node`, whose stream of `client` the record names, to close it and say where it
+/// stood. A node nobody listens for is gone (killed, or cut off from Redis): the client is
+/// [`Recalled::Lost`]; so it is when the node does not answer in [`TAKE_OVER_TIMEOUT`].
+async fn take_over(
+    shared: &Arc<Shared>,
+    commands: &mpsc::UnboundedSender<Command>,
+    client: &str,
+    node: &str,
+) -> Result<Recalled, BrokerError> {
+    let id = shared.next_query.fetch_add(1, Ordering::Relaxed);
+    let (waiting, handed) = oneshot::channel();
+    lock(&shared.takeovers).insert(id, waiting);
+    let _forget = ForgetTakeOver {
+        shared: shared.clone(),
+        id,
+    };
+    let asking = ToNode::TakeOver(TakeOver {
+        id,
+        reply_to: shared.node_id.clone(),
+        client: client.to_owned(),
+    });
+    let (reply, receivers) = oneshot::channel();
+    let outgoing = Outgoing::Publish {
+        channel: wire::node_channel(&shared.config.prefix, node),
+        body: wire::encode_to_node(&asking),
+    };
+    enqueue(shared, commands, outgoing, Some(reply))?;
+    let receivers = match tokio::time::timeout(ASK_TIMEOUT, receivers).await {
+        Ok(Ok(Ok(Value::Int(receivers)))) => receivers,
+        Ok(Ok(Ok(_))) => 0,
+        Ok(Ok(Err(error))) => return Err(BrokerError::Failed(error.to_string())),
+        Ok(Err(_)) => return Err(unavailable(shared)),
+        Err(_) => {
+            return Err(BrokerError::TimedOut {
+                timeout: ASK_TIMEOUT,
+            });
+        }
+    };
+    if receivers == 0 {
+        return Ok(Recalled::Lost);
+    }
+    match tokio::time::timeout(TAKE_OVER_TIMEOUT, handed).await {
+        Ok(Ok(HandedOver { open: true, at, .. })) => Ok(at
+            .as_deref()
+            .and_then(Position::parse)
+            .map_or(Recalled::Nothing, Recalled::At)),
+        // It had closed there already; its record went to Redis on its one connection before
+        // its answer did.
+        Ok(Ok(HandedOver { open: false, .. })) => {
+            let recall = shared.keys.recall(&shared.scripts, client);
+            Ok(
+                match history::parse_record(&ask(shared, commands, recall).await?) {
+                    Some(Record::At(at)) => Recalled::At(at),
+                    Some(Record::OpenOn(_)) => Recalled::Lost,
+                    None => Recalled::Nothing,
+                },
+            )
+        }
+        Ok(Err(_)) | Err(_) => Ok(Recalled::Lost),
+    }
+}
+
+/// Forgets a take-over when its future ends, answered or not.
+struct ForgetTakeOver {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for ForgetTakeOver {
+    fn drop(&mut self) {
+        lock(&self.shared.takeovers).remove(&self.id);
+    }
 }
 
 /// Runs `cmd` in order with the broker's other commands and waits for its answer.
@@ -345,17 +470,21 @@ impl HistoryStore for RedisHistory {
         payload: &str,
         history: History,
     ) -> Result<(), BrokerError> {
-        let channel = wire::room_channel(&self.shared.config.prefix, event, room);
-        let body = wire::encode_message(event, room, payload);
-        let record = self.shared.keys.record(
-            &self.shared.scripts,
-            &channel,
-            (event, room, payload),
-            // The script puts the position in front of the message, after its own tag.
-            &body[1..],
-            history,
-        );
-        enqueue(&self.shared, &self.commands, Outgoing::Cmd(record), None)
+        let record = self.record(event, room, payload, history);
+        enqueue(&self.shared, &self.commands, record, None)
+    }
+
+    /// Confirmed once Redis answered the script: the message is numbered, recorded and
+    /// published.
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        let record = self.record(event, room, payload, history);
+        confirmed(&self.shared, &self.commands, record)
     }
 
     fn replay(
@@ -368,21 +497,81 @@ impl HistoryStore for RedisHistory {
         Box::pin(async move { history::parse_replay(&answer.await?, rooms.len()) })
     }
 
+    /// Unless the record names another node (the `clientId` opened a stream there since).
     fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.shared.keys.resume(client_id))
-            .arg(at.to_string())
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-        // Best effort: while Redis is down the client will resync on its return.
-        let _ = enqueue(&self.shared, &self.commands, Outgoing::Cmd(cmd), None);
+        self.write_record(client_id, Some(at), ttl);
     }
 
     fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
-        let mut cmd = redis::cmd("GETDEL");
-        cmd.arg(self.shared.keys.resume(client_id));
-        let answer = ask(&self.shared, &self.commands, cmd);
-        Box::pin(async move { Ok(history::parse_resume(&answer.await?)) })
+        let answer = ask(&self.shared, &self.commands, self.recall_cmd(client_id));
+        Box::pin(async move {
+            Ok(match history::parse_record(&answer.await?) {
+                Some(Record::At(at)) => Some(at),
+                _ => None,
+            })
+        })
+    }
+
+    /// The record of the `clientId`: where its stream stood when it closed; or, when it names
+    /// the node its stream is open on, that node closes it and says where it stood, or is known
+    /// gone (nobody listens on its channel: it died, or lost Redis) and the client resyncs.
+    fn resume_point(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
+        let answer = ask(&self.shared, &self.commands, self.recall_cmd(client_id));
+        let (shared, commands) = (self.shared.clone(), self.commands.clone());
+        let client = client_id.to_owned();
+        Box::pin(async move {
+            match history::parse_record(&answer.await?) {
+                None => Ok(Recalled::Nothing),
+                Some(Record::At(at)) => Ok(Recalled::At(at)),
+                // Open here: this node's registry replaces it, with its position.
+                Some(Record::OpenOn(node)) if node == shared.node_id => Ok(Recalled::Nothing),
+                Some(Record::OpenOn(node)) => take_over(&shared, &commands, &client, &node).await,
+            }
+        })
+    }
+
+    fn mark_open(&self, client_id: &str) {
+        let cmd = self
+            .shared
+            .keys
+            .mark_open(client_id, &self.shared.mark, OPEN_MARK_TTL);
+        // Best effort, as every record: while Redis is down the client resyncs on its return.
+        let _ = enqueue(&self.shared, &self.commands, Outgoing::Cmd(cmd), None);
+    }
+
+    fn unmark_open(&self, client_id: &str) {
+        self.write_record(client_id, None, OPEN_MARK_TTL);
+    }
+}
+
+impl RedisHistory {
+    fn recall_cmd(&self, client_id: &str) -> Cmd {
+        self.shared.keys.recall(&self.shared.scripts, client_id)
+    }
+
+    /// Writes where a stream that closed here stood (or, `at` none, that it is no longer open
+    /// here), unless another node's stream owns the record.
+    fn write_record(&self, client_id: &str, at: Option<Position>, ttl: Duration) {
+        let shared = &self.shared;
+        let cmd = shared
+            .keys
+            .remember(&shared.scripts, client_id, &shared.mark, at, ttl);
+        // Best effort: while Redis is down the client will resync on its return.
+        let _ = enqueue(shared, &self.commands, Outgoing::Cmd(cmd), None);
+    }
+
+    /// The script run that numbers, records and publishes one message.
+    fn record(&self, event: &str, room: &str, payload: &str, history: History) -> Outgoing {
+        let channel = wire::room_channel(&self.shared.config.prefix, event, room);
+        let body = wire::encode_message(event, room, payload);
+        Outgoing::Cmd(self.shared.keys.record(
+            &self.shared.scripts,
+            &channel,
+            (event, room, payload),
+            // The script puts the position in front of the message, after its own tag.
+            &body[1..],
+            history,
+        ))
     }
 }
 
@@ -416,6 +605,20 @@ impl Broker for RedisBroker {
     fn publish(&self, event: &str, room: &str, payload: &str) -> Result<(), BrokerError> {
         let body = wire::encode_message(event, room, payload);
         self.enqueue(self.room_channel(event, room), body, None)
+    }
+
+    /// Confirmed once Redis answered the `PUBLISH`.
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        let outgoing = Outgoing::Publish {
+            channel: self.room_channel(event, room),
+            body: wire::encode_message(event, room, payload),
+        };
+        confirmed(&self.shared, &self.commands, outgoing)
     }
 
     fn room_created(&self, event: &str, room: &str) {
@@ -487,7 +690,10 @@ impl Broker for RedisBroker {
             asked?;
             let gathering = async {
                 // The number of nodes subscribed to the room, each of which answers once.
-                let expected = count.await.map_err(|_| lost.clone())?;
+                let expected = match count.await.map_err(|_| lost.clone())? {
+                    Ok(Value::Int(count)) => usize::try_from(count).unwrap_or(0),
+                    _ => 0,
+                };
                 let mut clients = Vec::new();
                 for _ in 0..expected {
                     clients.extend(answers.recv().await.ok_or_else(|| lost.clone())?);
@@ -521,6 +727,15 @@ impl Broker for RedisBroker {
 
     fn is_available(&self) -> bool {
         self.is_connected()
+    }
+
+    /// A `PING` in order behind everything queued: once it is answered, so is the rest (or the
+    /// connection was lost, and what was queued with it). At most 5 seconds.
+    fn flush(&self) -> BoxFuture<()> {
+        let answered = ask(&self.shared, &self.commands, redis::cmd("PING"));
+        Box::pin(async move {
+            let _ = answered.await;
+        })
     }
 
     /// The history in Redis, shared by every node; none with sharded Pub/Sub, where each node
@@ -559,13 +774,7 @@ impl Keeper {
         mut link: Link,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
     ) -> Result<(Link, oneshot::Receiver<String>), RedisError> {
-        // Whatever was queued for the lost connection is dropped: the messages are lost (at
-        // most once), and the subscriptions are taken from the node's rooms below.
-        while let Ok(command) = self.commands.try_recv() {
-            if let Command::Publish { .. } = command {
-                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        self.drop_queued();
         if !self.shared.config.target.sharded {
             for load in Scripts::load_commands() {
                 link.ask(&load).await?;
@@ -582,19 +791,45 @@ impl Keeper {
             self.shared.control.clone(),
             self.shared.node_channel.clone(),
         ];
-        if let Some(node) = self.shared.node.get() {
-            let prefix = &self.shared.config.prefix;
-            channels.extend(
-                node.rooms()
-                    .iter()
-                    .map(|(event, room)| wire::room_channel(prefix, event, room)),
-            );
+        let rooms = self.shared.node.get().map(Node::rooms).unwrap_or_default();
+        let prefix = &self.shared.config.prefix;
+        channels.extend(
+            rooms
+                .iter()
+                .map(|(event, room)| wire::room_channel(prefix, event, room)),
+        );
+        let history = !self.shared.config.target.sharded;
+        if history {
+            // From the first subscription on, numbered messages wait for the catch-up.
+            lock(&self.shared.catch_up).held = Some(Vec::new());
         }
-        for batch in channels.chunks(self.shared.config.resubscribe_batch) {
-            link.subscribe(batch).await?;
+        let subscribed = async {
+            for batch in channels.chunks(self.shared.config.resubscribe_batch) {
+                link.subscribe(batch).await?;
+            }
+            if history {
+                catch_up(&self.shared, &mut link, &rooms).await?;
+            }
+            Ok(())
+        };
+        if let Err(error) = subscribed.await {
+            // What was held is replayed by the next catch-up, in order.
+            lock(&self.shared.catch_up).held = None;
+            return Err(error);
         }
         self.shared.up.store(true, Ordering::SeqCst);
         Ok((link, lost))
+    }
+
+    /// Drops whatever was queued for a lost connection: its messages are lost (at most once)
+    /// and whoever waits for an answer hears at once that it was never sent; the subscriptions
+    /// are taken from the node's rooms when the connection is back.
+    fn drop_queued(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Publish { .. } = command {
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 
     async fn run(mut self, mut link: Link, mut lost: oneshot::Receiver<String>) {
@@ -602,10 +837,13 @@ impl Keeper {
             let Some(reason) = self.serve(&mut link, &mut lost).await else {
                 return;
             };
-            self.shared.up.store(false, Ordering::SeqCst);
             let reason = format!("lost the connection to Redis ({reason}); reconnecting");
-            tracing::warn!(target: "sseio_redis", "{reason}");
             *lock(&self.shared.last_error) = reason.clone();
+            self.shared.up.store(false, Ordering::SeqCst);
+            // Not kept until the connection is back, which may take long: a confirmed send
+            // fails now rather than at its timeout.
+            self.drop_queued();
+            tracing::warn!(target: "sseio_redis", "{reason}");
             if let Some(node) = self.shared.node.get() {
                 node.report(BrokerError::Unavailable { reason });
             }
@@ -681,6 +919,164 @@ impl Keeper {
     }
 }
 
+/// How a node keeps the numbered messages of its rooms whole across a lost connection to Redis:
+/// Pub/Sub keeps nothing for a node that is away, but the history does, so once the node has
+/// subscribed its rooms again it replays, from its history, what they missed meanwhile, and
+/// delivers it before the live messages that arrived since. Every numbered message reaches the
+/// node once and in order, however the connection comes and goes.
+#[derive(Debug, Default)]
+struct CatchUp {
+    /// While the node catches up: the live numbered messages that arrived, held back.
+    held: Option<Vec<Numbered>>,
+    /// The last numbered message delivered: one at or before it (of its epoch) that arrives
+    /// again (live, after it was replayed) is dropped.
+    delivered: Option<Position>,
+    /// Where the next catch-up starts: every message of the node's rooms after it was, or will
+    /// be, delivered live.
+    known: Option<Position>,
+}
+
+/// A numbered message held back during a catch-up.
+#[derive(Debug)]
+struct Numbered {
+    at: Position,
+    event: String,
+    room: String,
+    payload: String,
+}
+
+/// Whether a message at `at` was delivered already, `delivered` being the last one.
+fn delivered_already(delivered: Option<Position>, at: Position) -> bool {
+    delivered.is_some_and(|last| last.epoch() == at.epoch() && last.offset() >= at.offset())
+}
+
+/// The history each room is replayed with on a catch-up: everything its stream still has (a
+/// handler's own TTL only trims what a new connection replays).
+fn catch_up_history() -> History {
+    History::new(1).with_ttl(Duration::from_secs(365 * 24 * 60 * 60))
+}
+
+/// Replays, on a fresh connection whose rooms are subscribed, what each of `rooms` missed since
+/// the node last stood in the cluster's sequence (from the start of a new one, if Redis lost its
+/// data meanwhile), then what was held back; closes the connections of a room whose history no
+/// longer has all it missed, so that each resumes from where it stood or is told of the gap.
+async fn catch_up(
+    shared: &Shared,
+    link: &mut Link,
+    rooms: &[(Arc<str>, Arc<str>)],
+) -> Result<(), RedisError> {
+    let asked: Vec<ReplayRoom> = rooms
+        .iter()
+        .map(|(event, room)| ReplayRoom {
+            event: event.clone(),
+            room: room.clone(),
+            history: catch_up_history(),
+        })
+        .collect();
+    let replay = |from: Option<Position>| shared.keys.replay(&shared.scripts, &asked, from);
+    let parse = |answer: &Value| {
+        history::parse_replay(answer, asked.len()).map_err(|error| {
+            RedisError::from((ErrorKind::Parse, "a catch-up replay", error.to_string()))
+        })
+    };
+    let known = lock(&shared.catch_up).known;
+    let mut answer = parse(&link.ask(&replay(known)).await?)?;
+    let mut from = known;
+    if let Some(known) = known
+        && known.epoch() != answer.now.epoch()
+    {
+        // Redis restarted without its data: every message of the new sequence came after.
+        let start = Position::new(answer.now.epoch(), 0);
+        answer = parse(&link.ask(&replay(Some(start))).await?)?;
+        from = Some(start);
+    }
+    let mut missed = Vec::new();
+    let mut unfilled = Vec::new();
+    if from.is_some() {
+        for ((event, room), messages) in rooms.iter().zip(answer.rooms) {
+            match messages {
+                Some(messages) => missed.extend(
+                    messages
+                        .into_iter()
+                        .map(|(offset, payload)| (offset, event, room, payload)),
+                ),
+                None => unfilled.push((event, room)),
+            }
+        }
+    }
+    missed.sort_by_key(|(offset, ..)| *offset);
+    // Before the broker serves a server there is no room, nothing to deliver.
+    let node = shared.node.get();
+    let mut state = lock(&shared.catch_up);
+    for (offset, event, room, payload) in missed {
+        let at = Position::new(answer.now.epoch(), offset);
+        if let Some(node) = node
+            && !delivered_already(state.delivered, at)
+        {
+            node.deliver_numbered(event, room, at, &payload);
+            state.delivered = Some(at);
+        }
+    }
+    for held in state.held.take().unwrap_or_default() {
+        if let Some(node) = node
+            && !delivered_already(state.delivered, held.at)
+        {
+            node.deliver_numbered(&held.event, &held.room, held.at, &held.payload);
+            state.delivered = Some(held.at);
+        }
+    }
+    state.known = match state.delivered {
+        Some(delivered) if delivered.epoch() == answer.now.epoch() => Some(Position::new(
+            delivered.epoch(),
+            delivered.offset().max(answer.now.offset()),
+        )),
+        _ => Some(answer.now),
+    };
+    drop(state);
+    if !unfilled.is_empty() {
+        tracing::warn!(
+            target: "sseio_redis",
+            rooms = unfilled.len(),
+            "rooms missed more than their history keeps while Redis was away; closing their \
+             streams, which resume or resync"
+        );
+    }
+    if let Some(node) = node {
+        for (event, room) in unfilled {
+            node.close_room(event, room, CloseReason::ServerClosed);
+        }
+    }
+    Ok(())
+}
+
+/// Delivers a numbered message that arrived live: held back during a catch-up, dropped if the
+/// catch-up delivered it already.
+fn deliver_numbered(
+    shared: &Shared,
+    node: &Node,
+    at: Position,
+    event: &str,
+    room: &str,
+    payload: &str,
+) {
+    let mut state = lock(&shared.catch_up);
+    if let Some(held) = &mut state.held {
+        held.push(Numbered {
+            at,
+            event: event.to_owned(),
+            room: room.to_owned(),
+            payload: payload.to_owned(),
+        });
+        return;
+    }
+    if delivered_already(state.delivered, at) {
+        return;
+    }
+    node.deliver_numbered(event, room, at, payload);
+    state.delivered = Some(at);
+    state.known = Some(at);
+}
+
 /// Runs one batch of commands in order: consecutive publishes in one go, subscriptions between.
 /// On failure the rest of the batch is dropped (its messages are lost: at most once).
 async fn execute(
@@ -706,16 +1102,13 @@ async fn run_commands(
     let mut replies = Vec::new();
     while let Some(command) = commands.next() {
         match command {
-            Command::Publish {
-                outgoing,
-                receivers,
-            } => {
+            Command::Publish { outgoing, reply } => {
                 batch.push(outgoing);
-                replies.push(Reply::Receivers(receivers));
+                replies.push(Reply::Publish(reply));
             }
             Command::Ask { cmd, reply } => {
                 batch.push(Outgoing::Cmd(cmd));
-                replies.push(Reply::Answer(reply));
+                replies.push(Reply::Ask(reply));
             }
             Command::Subscribe(channel) => link.subscribe(&[channel]).await?,
             Command::Unsubscribe(channel) => link.unsubscribe(&[channel]).await?,
@@ -731,33 +1124,32 @@ async fn run_commands(
         let answers = link.send(&batch).await;
         let published = replies
             .iter()
-            .filter(|reply| matches!(reply, Reply::Receivers(_)))
+            .filter(|reply| matches!(reply, Reply::Publish(_)))
             .count();
         shared.queued.fetch_sub(published, Ordering::SeqCst);
         batch.clear();
-        // A lost connection drops the replies: the askers hear that it was lost.
-        let mut reload = false;
-        for (reply, answer) in replies.drain(..).zip(answers?) {
-            match reply {
-                Reply::Answer(reply) => {
-                    let _ = reply.send(answer);
-                }
-                Reply::Receivers(receivers) => {
-                    let count = match answer {
-                        Ok(Value::Int(count)) => usize::try_from(count).unwrap_or(0),
-                        Ok(_) => 0,
-                        Err(error) => {
-                            // The scripts are gone from Redis's cache (`SCRIPT FLUSH`, or a
-                            // failover): reconnecting loads them again.
-                            reload |= error.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
-                            tracing::warn!(target: "sseio_redis", %error, "Redis refused a publish");
-                            0
-                        }
-                    };
-                    if let Some(receivers) = receivers {
-                        let _ = receivers.send(count);
+        let answers = match answers {
+            Ok(answers) => answers,
+            // Written, maybe run, never answered: each waiting sender hears so.
+            Err(error) => {
+                for reply in replies.drain(..) {
+                    if let Some(reply) = reply.into_sender() {
+                        let _ = reply.send(Err(error.clone()));
                     }
                 }
+                return Err(error);
+            }
+        };
+        let mut reload = false;
+        for (reply, answer) in replies.drain(..).zip(answers) {
+            if let (Reply::Publish(_), Err(error)) = (&reply, &answer) {
+                // The scripts are gone from Redis's cache (`SCRIPT FLUSH`, or a failover):
+                // reconnecting loads them again.
+                reload |= error.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
+                tracing::warn!(target: "sseio_redis", %error, "Redis refused a publish");
+            }
+            if let Some(reply) = reply.into_sender() {
+                let _ = reply.send(answer);
             }
         }
         if reload {
@@ -772,10 +1164,20 @@ async fn run_commands(
 
 /// Who waits for the answer to one command of a pipeline.
 enum Reply {
-    /// A publish: how many nodes received it, for a presence query.
-    Receivers(Option<oneshot::Sender<usize>>),
+    /// A publish (counted against `max_queued`), maybe with someone waiting: a presence query
+    /// for how many nodes received it, a confirmed send for Redis's answer.
+    Publish(Option<AnswerTo>),
     /// A command whose whole answer is awaited.
-    Answer(oneshot::Sender<RedisResult<Value>>),
+    Ask(AnswerTo),
+}
+
+impl Reply {
+    fn into_sender(self) -> Option<AnswerTo> {
+        match self {
+            Reply::Publish(reply) => reply,
+            Reply::Ask(reply) => Some(reply),
+        }
+    }
 }
 
 /// Reads what arrives on one connection until it is lost, then says why on `lost`.
@@ -809,10 +1211,19 @@ fn on_message(shared: &Shared, replies: &mpsc::WeakUnboundedSender<Command>, dat
             on_control(shared, node, control);
         }
     } else if channel.as_slice() == shared.node_channel.as_bytes() {
-        if let Ok(answer) = serde_json::from_slice::<Answer>(body)
-            && let Some(waiting) = lock(&shared.queries).get(&answer.id)
-        {
-            let _ = waiting.send(answer.clients);
+        match wire::decode_to_node(body) {
+            Some(ToNode::Answer(answer)) => {
+                if let Some(waiting) = lock(&shared.queries).get(&answer.id) {
+                    let _ = waiting.send(answer.clients);
+                }
+            }
+            Some(ToNode::TakeOver(take)) => hand_over(shared, node, replies, take),
+            Some(ToNode::HandedOver(handed)) => {
+                if let Some(waiting) = lock(&shared.takeovers).remove(&handed.id) {
+                    let _ = waiting.send(handed);
+                }
+            }
+            None => {}
         }
     } else {
         match wire::decode_room(body) {
@@ -828,9 +1239,7 @@ fn on_message(shared: &Shared, replies: &mpsc::WeakUnboundedSender<Command>, dat
                 event,
                 room,
                 payload,
-            }) => {
-                node.deliver_numbered(event, room, at, payload);
-            }
+            }) => deliver_numbered(shared, node, at, event, room, payload),
             Some(RoomMessage::Query(query)) => answer(shared, node, replies, &query),
             None => {}
         }
@@ -848,16 +1257,47 @@ fn answer(
         id: query.id,
         clients: node.local_presence(&query.event, &query.room),
     };
-    let (Ok(body), Some(replies)) = (serde_json::to_vec(&answer), replies.upgrade()) else {
+    send_to_node(shared, replies, &query.reply_to, &ToNode::Answer(answer));
+}
+
+/// Closes this node's stream of the `clientId` another node is taking over, and says where it
+/// stood.
+fn hand_over(
+    shared: &Shared,
+    node: &Node,
+    replies: &mpsc::WeakUnboundedSender<Command>,
+    take: TakeOver,
+) {
+    let taken = node.take_over(&take.client);
+    let handed = HandedOver {
+        id: take.id,
+        open: taken.is_some(),
+        at: match taken {
+            Some(Recalled::At(at)) => Some(at.to_string()),
+            _ => None,
+        },
+    };
+    send_to_node(shared, replies, &take.reply_to, &ToNode::HandedOver(handed));
+}
+
+/// Publishes `message` on the channel of node `to`, from the task that reads this node's
+/// messages (which holds no handle that would keep the broker alive).
+fn send_to_node(
+    shared: &Shared,
+    replies: &mpsc::WeakUnboundedSender<Command>,
+    to: &str,
+    message: &ToNode,
+) {
+    let Some(replies) = replies.upgrade() else {
         return;
     };
     shared.queued.fetch_add(1, Ordering::SeqCst);
     let _ = replies.send(Command::Publish {
         outgoing: Outgoing::Publish {
-            channel: wire::node_channel(&shared.config.prefix, &query.reply_to),
-            body,
+            channel: wire::node_channel(&shared.config.prefix, to),
+            body: wire::encode_to_node(message),
         },
-        receivers: None,
+        reply: None,
     });
 }
 

@@ -10,7 +10,8 @@
 //!   with id `<offset>-1`, its payload `p` and the time `t` it was recorded, in milliseconds;
 //! - `p:history:trimmed`, a hash: per room log, the highest offset trimmed from it;
 //! - `p:history:expiry`, a sorted set: per room log, when its newest message expires;
-//! - `p:resume:<clientId>`: where a `clientId` stood when its stream closed, with a TTL.
+//! - `p:resume:<clientId>`: where a `clientId` stood when its stream closed, with a TTL; or,
+//!   while its stream is open, `@<node id>`, the node it is open on.
 //!
 //! A send runs [`RECORD`], which numbers, records, trims and publishes in one atomic step, so a
 //! message is in the stream exactly when it is published, and positions reach each node in
@@ -125,11 +126,46 @@ return answer
 "
 );
 
+/// Where a `clientId` resumes from: its record, taken when it is a position (so that it serves
+/// one reconnect), left when it names the node its stream is open on.
+///
+/// KEYS: the resume record. Returns the record, or nil.
+pub(crate) const RECALL: &str = r"
+local at = redis.call('GET', KEYS[1])
+if at and string.sub(at, 1, 1) ~= '@' then
+  redis.call('DEL', KEYS[1])
+end
+return at
+";
+
+/// Where a `clientId`'s stream stood when it closed on this node (or, with no position, that
+/// it is no longer open here), unless the record names another node: its stream opened there
+/// since, and that node owns the record.
+///
+/// KEYS: the resume record. ARGV: this node's mark (`@<node id>`), the position (empty for
+/// none), the TTL in ms. Returns 1 when written.
+pub(crate) const REMEMBER: &str = r"
+local now = redis.call('GET', KEYS[1])
+if now and string.sub(now, 1, 1) == '@' and now ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
+  if now == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+  end
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+";
+
 /// The scripts, with their SHA1s for `EVALSHA`.
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
     pub(crate) record: Script,
     pub(crate) replay: Script,
+    pub(crate) recall: Script,
+    pub(crate) remember: Script,
 }
 
 impl Scripts {
@@ -137,12 +173,14 @@ impl Scripts {
         Self {
             record: Script::new(RECORD),
             replay: Script::new(REPLAY),
+            recall: Script::new(RECALL),
+            remember: Script::new(REMEMBER),
         }
     }
 
-    /// The commands that load both scripts, for each new connection.
-    pub(crate) fn load_commands() -> [Cmd; 2] {
-        [RECORD, REPLAY].map(|code| {
+    /// The commands that load the scripts, for each new connection.
+    pub(crate) fn load_commands() -> [Cmd; 4] {
+        [RECORD, REPLAY, RECALL, REMEMBER].map(|code| {
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(code);
             cmd
@@ -182,6 +220,45 @@ impl Keys {
 
     pub(crate) fn resume(&self, client_id: &str) -> String {
         format!("{}:resume:{client_id}", self.prefix)
+    }
+
+    /// The `EVALSHA` that takes a resume record (see [`RECALL`]).
+    pub(crate) fn recall(&self, scripts: &Scripts, client_id: &str) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(scripts.recall.get_hash())
+            .arg(1)
+            .arg(self.resume(client_id));
+        cmd
+    }
+
+    /// The `EVALSHA` that writes where a closed stream stood, or forgets that it was open
+    /// here (`at` none), unless another node's stream owns the record (see [`REMEMBER`]).
+    pub(crate) fn remember(
+        &self,
+        scripts: &Scripts,
+        client_id: &str,
+        mark: &str,
+        at: Option<Position>,
+        ttl: Duration,
+    ) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(scripts.remember.get_hash())
+            .arg(1)
+            .arg(self.resume(client_id))
+            .arg(mark)
+            .arg(at.map(|at| at.to_string()).unwrap_or_default())
+            .arg(millis(ttl));
+        cmd
+    }
+
+    /// The `SET` that marks a `clientId`'s stream as open on the node of `mark`.
+    pub(crate) fn mark_open(&self, client_id: &str, mark: &str, ttl: Duration) -> Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.resume(client_id))
+            .arg(mark)
+            .arg("PX")
+            .arg(millis(ttl));
+        cmd
     }
 
     /// The `EVALSHA` that records and publishes one message.
@@ -285,11 +362,24 @@ pub(crate) fn parse_replay(answer: &Value, rooms: usize) -> Result<Replay, Broke
     })
 }
 
-/// Reads a resume record, `<epoch>-<offset>`.
-pub(crate) fn parse_resume(answer: &Value) -> Option<Position> {
-    match answer {
-        Value::BulkString(bytes) => Position::parse(std::str::from_utf8(bytes).ok()?),
-        _ => None,
+/// A resume record, as [`RECALL`] answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// Where the stream stood when it closed: `<epoch>-<offset>`.
+    At(Position),
+    /// The node its stream is open on: `@<node id>`.
+    OpenOn(String),
+}
+
+/// Reads a resume record; `None` for none (or one that is not ours).
+pub(crate) fn parse_record(answer: &Value) -> Option<Record> {
+    let Value::BulkString(bytes) = answer else {
+        return None;
+    };
+    let text = std::str::from_utf8(bytes).ok()?;
+    match text.strip_prefix('@') {
+        Some(node) => Some(Record::OpenOn(node.to_owned())),
+        None => Position::parse(text).map(Record::At),
     }
 }
 

@@ -1,7 +1,10 @@
 //! What goes over Redis: channel names, and the messages on them.
 //!
 //! A room's channel carries its messages (`M`, binary: event, room, payload; or, numbered by the
-//! cluster's history, `N<epoch>:<offset>:` then the same) and presence queries (`Q`, JSON). The cluster's control channel and each node's own channel carry JSON.
+//! cluster's history, `N<epoch>:<offset>:` then the same) and presence queries (`Q`, JSON). The
+//! cluster's control channel carries JSON; each node's own channel carries the answers to its
+//! presence queries (JSON), and the take-overs of a `clientId`'s stream (`T`, JSON) and their
+//! answers (`H`, JSON).
 
 use serde::{Deserialize, Serialize};
 use sseio_core::Position;
@@ -143,6 +146,53 @@ pub(crate) struct Answer {
     pub(crate) clients: Vec<String>,
 }
 
+/// "Close `client`'s stream here and say where it stood", asked by node `reply_to`, whose own
+/// stream for that `clientId` is opening.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TakeOver {
+    pub(crate) id: u64,
+    pub(crate) reply_to: String,
+    pub(crate) client: String,
+}
+
+/// The answer to a [`TakeOver`]: whether the stream was open here, and where it stood.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct HandedOver {
+    pub(crate) id: u64,
+    pub(crate) open: bool,
+    pub(crate) at: Option<String>,
+}
+
+/// What arrived on a node's own channel.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ToNode {
+    Answer(Answer),
+    TakeOver(TakeOver),
+    HandedOver(HandedOver),
+}
+
+/// `T` then JSON, or `H` then JSON.
+pub(crate) fn encode_to_node(message: &ToNode) -> Vec<u8> {
+    let (tag, json) = match message {
+        // Serializing a struct of strings and integers cannot fail.
+        ToNode::Answer(answer) => (None, serde_json::to_vec(answer)),
+        ToNode::TakeOver(take) => (Some(b'T'), serde_json::to_vec(take)),
+        ToNode::HandedOver(handed) => (Some(b'H'), serde_json::to_vec(handed)),
+    };
+    let mut body: Vec<u8> = tag.into_iter().collect();
+    body.extend(json.unwrap_or_default());
+    body
+}
+
+/// Decodes what arrived on a node's channel; `None` for anything malformed.
+pub(crate) fn decode_to_node(body: &[u8]) -> Option<ToNode> {
+    match body.split_first()? {
+        (b'T', json) => serde_json::from_slice(json).ok().map(ToNode::TakeOver),
+        (b'H', json) => serde_json::from_slice(json).ok().map(ToNode::HandedOver),
+        _ => serde_json::from_slice(body).ok().map(ToNode::Answer),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +240,29 @@ mod tests {
             decode_room(&encode_query(&query)),
             Some(RoomMessage::Query(query))
         );
+    }
+
+    #[test]
+    fn what_a_node_is_sent_round_trips() {
+        for message in [
+            ToNode::Answer(Answer {
+                id: 1,
+                clients: vec!["a".into()],
+            }),
+            ToNode::TakeOver(TakeOver {
+                id: 2,
+                reply_to: "n".into(),
+                client: "c:1".into(),
+            }),
+            ToNode::HandedOver(HandedOver {
+                id: 3,
+                open: true,
+                at: Some("17-42".into()),
+            }),
+        ] {
+            assert_eq!(decode_to_node(&encode_to_node(&message)), Some(message));
+        }
+        assert_eq!(decode_to_node(b"T{"), None);
     }
 
     #[test]

@@ -738,8 +738,9 @@ pub async fn a_new_sequence_after_redis_restarts_reaches_resumed_clients(cluster
 }
 
 /// Redis forgets the history scripts (`SCRIPT FLUSH`, as after a failover to a replica that
-/// never loaded them): the send that finds its script gone is lost (at most once), the node
-/// says so, reconnects and loads the scripts again, and the next sends are delivered.
+/// never loaded them): the send that finds its script gone is not recorded, and says so (`503`:
+/// the harness's send waits for Redis's answer), the node reports it, reconnects and loads the
+/// scripts again, and the next sends are delivered.
 pub async fn history_scripts_are_loaded_again_after_a_script_flush(cluster: &Cluster) {
     let (room, client) = (new_id(), new_id());
     let mut stream = join(cluster, 0, &room, &client).await;
@@ -752,7 +753,19 @@ pub async fn history_scripts_are_loaded_again_after_a_script_flush(cluster: &Clu
         .command(&["SCRIPT", "FLUSH"])
         .await
         .unwrap();
-    send(cluster.node(1), "normal-event", &room, "lost").await;
+    let refused = within(
+        WAIT,
+        "POST /_control/send",
+        control::send_text(cluster.node(1), "normal-event", &room, "lost"),
+    )
+    .await
+    .expect("POST /_control/send");
+    assert_eq!(
+        refused.status,
+        503,
+        "a send Redis refused is not acknowledged: {}",
+        String::from_utf8_lossy(&refused.body)
+    );
     wait_log(cluster.node(1), "an error saying Redis was lost", |log| {
         log.iter()
             .any(|r| r.is_error() && r.message.as_deref().is_some_and(|m| m.contains("Redis")))

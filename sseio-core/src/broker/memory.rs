@@ -1,13 +1,15 @@
 //! [`MemoryBroker`]: servers of one process linked as one cluster, with one history; it uses
 //! only what any third-party broker can use.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use super::{
-    BoxFuture, Broker, BrokerError, ConnectionId, HistoryStore, Node, Presence, Replay, ReplayRoom,
+    BoxFuture, Broker, BrokerError, ConnectionId, HistoryStore, Node, Presence, Recalled, Replay,
+    ReplayRoom,
 };
 use crate::history::{History, LocalHistory};
 use crate::notify::CloseReason;
@@ -25,13 +27,21 @@ use crate::sync::lock;
 /// the client's next reconnect settles it.
 ///
 /// It keeps one [`HistoryStore`] for all of them, so a client with history resumes on any of
-/// them.
+/// them, and takes over a `clientId`'s stream still open on another of them (see
+/// [`HistoryStore::resume_point`]).
 pub struct MemoryBroker {
     nodes: Arc<Mutex<Vec<(u64, Node)>>>,
     next: Arc<AtomicU64>,
     /// This clone's node, once attached.
-    me: OnceLock<u64>,
-    history: Arc<MemoryHistory>,
+    me: Arc<OnceLock<u64>>,
+    history: MemoryHistoryView,
+}
+
+/// The history of a [`MemoryBroker`]'s nodes, as one node sees it: which node it is decides
+/// whose open streams it takes over.
+struct MemoryHistoryView {
+    shared: Arc<MemoryHistory>,
+    me: Arc<OnceLock<u64>>,
 }
 
 impl Default for MemoryBroker {
@@ -43,11 +53,15 @@ impl Default for MemoryBroker {
 impl Clone for MemoryBroker {
     /// Another handle on the same set of nodes, for another server.
     fn clone(&self) -> Self {
+        let me = Arc::new(OnceLock::new());
         Self {
             nodes: self.nodes.clone(),
             next: self.next.clone(),
-            me: OnceLock::new(),
-            history: self.history.clone(),
+            me: me.clone(),
+            history: MemoryHistoryView {
+                shared: self.history.shared.clone(),
+                me,
+            },
         }
     }
 }
@@ -56,12 +70,15 @@ impl Clone for MemoryBroker {
 /// holds while it numbers the message and delivers it to every node, so every node gets
 /// positions in order and a replay (under the same lock) never misses a message. The resume
 /// records have a lock of their own: a delivery may close a slow connection, which records where
-/// it stood.
+/// it stood. So has the record of which node each `clientId`'s stream is open on, a leaf: no
+/// node is called while it is held.
 struct MemoryHistory {
     nodes: Weak<Mutex<Vec<(u64, Node)>>>,
     history: LocalHistory,
     /// Publishes since the last sweep of expired messages.
     since_sweep: AtomicU64,
+    /// The node each `clientId` with history has a stream open on, until it closes.
+    open: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 /// How many publishes (or remembered clients) a [`MemoryBroker`] handles between two sweeps of
@@ -85,7 +102,99 @@ impl fmt::Debug for MemoryHistory {
     }
 }
 
-impl HistoryStore for MemoryHistory {
+impl HistoryStore for MemoryHistoryView {
+    fn publish(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> Result<(), BrokerError> {
+        self.shared.publish(event, room, payload, history)
+    }
+
+    fn replay(
+        &self,
+        rooms: Vec<ReplayRoom>,
+        from: Option<Position>,
+    ) -> BoxFuture<Result<Replay, BrokerError>> {
+        self.shared.replay(rooms, from)
+    }
+
+    /// Kept unless the `clientId` has opened a stream on another node meanwhile.
+    fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
+        {
+            let mut open = lock(&self.shared.open);
+            if open
+                .get(client_id)
+                .is_some_and(|&node| Some(&node) != self.me.get())
+            {
+                return;
+            }
+            open.remove(client_id);
+        }
+        self.shared.remember(client_id, at, ttl);
+    }
+
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+        self.shared.recall(client_id)
+    }
+
+    fn resume_point(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
+        let owner = lock(&self.shared.open).get(client_id).copied();
+        let elsewhere = owner.filter(|&node| Some(&node) != self.me.get());
+        let recalled = match elsewhere {
+            Some(owner) => {
+                let nodes = self.shared.nodes.upgrade();
+                let node = nodes.and_then(|nodes| {
+                    let nodes = lock(&nodes);
+                    nodes
+                        .iter()
+                        .find(|(id, node)| *id == owner && node.is_alive())
+                        .map(|(_, node)| node.clone())
+                });
+                match node.and_then(|node| node.take_over(client_id)) {
+                    Some(recalled) => recalled,
+                    // Its node is gone, or no longer has it and wrote no record.
+                    None => self
+                        .shared
+                        .history
+                        .recall(client_id)
+                        .map_or(Recalled::Lost, Recalled::At),
+                }
+            }
+            None => self
+                .shared
+                .history
+                .recall(client_id)
+                .map_or(Recalled::Nothing, Recalled::At),
+        };
+        Box::pin(std::future::ready(Ok(recalled)))
+    }
+
+    fn mark_open(&self, client_id: &str) {
+        if let Some(&me) = self.me.get() {
+            lock(&self.shared.open).insert(client_id.into(), me);
+        }
+    }
+
+    fn unmark_open(&self, client_id: &str) {
+        let mut open = lock(&self.shared.open);
+        if open.get(client_id) == self.me.get() {
+            open.remove(client_id);
+        }
+    }
+}
+
+impl fmt::Debug for MemoryHistoryView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryHistoryView")
+            .field("me", &self.me.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryHistory {
     fn publish(
         &self,
         event: &str,
@@ -137,16 +246,18 @@ impl MemoryBroker {
     /// A broker with no server attached yet.
     pub fn new() -> Self {
         let nodes = Arc::new(Mutex::new(Vec::new()));
-        let history = Arc::new(MemoryHistory {
+        let shared = Arc::new(MemoryHistory {
             nodes: Arc::downgrade(&nodes),
             history: LocalHistory::new(),
             since_sweep: AtomicU64::new(0),
+            open: Mutex::default(),
         });
+        let me = Arc::new(OnceLock::new());
         Self {
             nodes,
             next: Arc::default(),
-            me: OnceLock::new(),
-            history,
+            me: me.clone(),
+            history: MemoryHistoryView { shared, me },
         }
     }
 
@@ -223,6 +334,6 @@ impl Broker for MemoryBroker {
     }
 
     fn history_store(&self) -> Option<&dyn HistoryStore> {
-        Some(&*self.history)
+        Some(&self.history)
     }
 }

@@ -89,7 +89,9 @@ pub enum BrokerError {
         /// The number of messages the broker queues.
         limit: usize,
     },
-    /// Other nodes did not answer within the broker's timeout.
+    /// An answer did not come within the broker's timeout: from the other nodes (presence),
+    /// or from the backend for a [confirmed send](crate::EventHandler::send_confirmed), whose
+    /// message may then have been published or not (as for [`BrokerError::Unconfirmed`]).
     #[error("the broker did not get every answer within {timeout:?}")]
     TimedOut {
         /// The timeout.
@@ -105,9 +107,20 @@ pub enum BrokerError {
         /// What was asked: `presence`, `send_to_client` or `disconnect`.
         operation: &'static str,
     },
-    /// The broker's backend reported a failure that does not fit the cases above.
+    /// The broker's backend reported a failure that does not fit the cases above. For a
+    /// [confirmed send](crate::EventHandler::send_confirmed): the backend refused the message
+    /// (Redis answered an error), which was not published.
     #[error("the broker failed: {0}")]
     Failed(String),
+    /// A [confirmed send](crate::EventHandler::send_confirmed) was handed to the backend, but
+    /// the connection to it was lost before it answered: the message may have been published
+    /// (and recorded) or not. Sending it again may deliver it twice; a client that resumes by
+    /// position tells the two apart by the messages' ids only if the application numbers them.
+    #[error("the broker lost its backend before it confirmed the message: {reason}")]
+    Unconfirmed {
+        /// What went wrong, as the broker's client reported it.
+        reason: String,
+    },
 }
 
 /// Carries sends, room subscriptions, presence queries and per-client commands between nodes.
@@ -140,6 +153,30 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     ///
     /// When the message cannot be handed on now; nothing was sent then.
     fn publish(&self, event: &str, room: &str, payload: &str) -> Result<(), BrokerError>;
+
+    /// Sends `payload` like [`Broker::publish`], and completes once the broker's backend has
+    /// taken it for good (with `sseio-redis`, once Redis answered the `PUBLISH`): what
+    /// [`EventHandler::send_confirmed`](crate::EventHandler::send_confirmed) waits for. The
+    /// message is handed on when this is called, not when the future is first polled, so
+    /// sends keep the order of the calls. The future must complete in a bounded time.
+    ///
+    /// Default: [`Broker::publish`], confirmed as soon as it returns, which is right for a
+    /// broker that delivers before `publish` returns (such as [`MemoryBroker`]); a broker that
+    /// only queues the message there should override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::publish`] when the message cannot be handed on (nothing was sent);
+    /// [`BrokerError::Failed`] when the backend refused it; [`BrokerError::Unconfirmed`] or
+    /// [`BrokerError::TimedOut`] when it was handed on but no answer came.
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        Box::pin(std::future::ready(self.publish(event, room, payload)))
+    }
 
     /// This node's room `room` of `event` got its first connection: from now on its messages
     /// must reach this node. Default: nothing (every message reaches every node).
@@ -204,6 +241,16 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Completes once everything the broker was handed so far has reached its backend (with
+    /// `sseio-redis`, was written to Redis and answered), or could not: what
+    /// [`Server::shutdown`](crate::Server::shutdown) waits for after it closed every stream, so
+    /// that the streams' resume records are not lost with the process. Must complete in a
+    /// bounded time. Default: at once (a broker that hands everything on before its calls
+    /// return).
+    fn flush(&self) -> BoxFuture<()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Whether the broker can carry sends now (its backend is reachable): what a node's
     /// [`Server::is_ready`](crate::Server::is_ready) reports to an orchestrator. Default: always.
     fn is_available(&self) -> bool {
@@ -241,6 +288,31 @@ pub trait HistoryStore: Send + Sync + fmt::Debug {
         history: History,
     ) -> Result<(), BrokerError>;
 
+    /// Numbers, records and sends `payload` like [`HistoryStore::publish`], and completes once
+    /// the store has recorded and published it (with `sseio-redis`, once Redis answered the
+    /// script that does both), so that a client resuming from an earlier position gets it:
+    /// what [`EventHandler::send_confirmed`](crate::EventHandler::send_confirmed) waits for
+    /// with history on. As for [`Broker::publish_confirmed`], the message is handed on when
+    /// this is called, and the future completes in a bounded time.
+    ///
+    /// Default: [`HistoryStore::publish`], confirmed as soon as it returns, which is right for
+    /// a store that records before `publish` returns (such as [`MemoryBroker`]'s).
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::publish_confirmed`].
+    fn publish_confirmed(
+        &self,
+        event: &str,
+        room: &str,
+        payload: &str,
+        history: History,
+    ) -> BoxFuture<Result<(), BrokerError>> {
+        Box::pin(std::future::ready(
+            self.publish(event, room, payload, history),
+        ))
+    }
+
     /// Where the sequence stands now and, when `from` is given, the messages each of `rooms`
     /// has after `from`, oldest first: `None` for a room whose history no longer has all of
     /// them (trimmed, expired, or `from` is of another epoch), so that nothing is replayed
@@ -262,6 +334,62 @@ pub trait HistoryStore: Send + Sync + fmt::Debug {
 
     /// Takes what [`HistoryStore::remember`] stored for `client_id`, if it has not expired.
     fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>>;
+
+    /// Where `client_id` resumes from when it reconnects without `Last-Event-ID` (as the
+    /// official client does), on whichever node it was. The server asks before the new
+    /// stream joins its rooms.
+    ///
+    /// A store that tracks open streams ([`HistoryStore::mark_open`]) does more than
+    /// [`recall`](HistoryStore::recall): when the `clientId`'s stream is still open on another
+    /// node (that node has not noticed the client left), it closes it there
+    /// ([`Node::take_over`]) and answers where it stood, so that what that node queued and
+    /// never wrote is not lost; when it was open on a node that is gone (killed, or cut off
+    /// from the cluster) without recording where it stood, it answers [`Recalled::Lost`], so
+    /// that the client is told of the gap instead of starting afresh.
+    ///
+    /// Default: what [`recall`](HistoryStore::recall) answers, `Nothing` when it has no record.
+    /// The answer must come in a bounded time.
+    fn resume_point(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
+        let recalled = self.recall(client_id);
+        Box::pin(async move {
+            Ok(match recalled.await? {
+                Some(at) => Recalled::At(at),
+                None => Recalled::Nothing,
+            })
+        })
+    }
+
+    /// A stream of `client_id`, in rooms with history, opened on this node: a store records
+    /// it, so that [`resume_point`](HistoryStore::resume_point) can tell a reconnect whose
+    /// stream is still open elsewhere, or whose node died with it, from a first connect. Its
+    /// close overwrites the record ([`remember`](HistoryStore::remember), or
+    /// [`unmark_open`](HistoryStore::unmark_open) when it stood nowhere). Must not wait.
+    /// Default: nothing.
+    fn mark_open(&self, client_id: &str) {
+        let _ = client_id;
+    }
+
+    /// The stream of `client_id` that [`mark_open`](HistoryStore::mark_open) recorded closed
+    /// on this node without a position to remember (it was given no message): the record goes,
+    /// and its reconnect is a first connect. Must not wait. Default: nothing.
+    fn unmark_open(&self, client_id: &str) {
+        let _ = client_id;
+    }
+}
+
+/// Where a reconnecting `clientId` resumes from: what
+/// [`HistoryStore::resume_point`] answers, and what [`Node::take_over`] hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recalled {
+    /// Right after this position: the messages since are replayed.
+    At(Position),
+    /// Its stream was open on a node that is gone, which never recorded where it stood: what
+    /// it missed cannot be told, so it resyncs (its `fetch` runs as a resync, and it gets the
+    /// [gap notice](crate::ServerBuilder::gap_notice)).
+    Lost,
+    /// Nothing is known: a first connect (or its record expired). It starts afresh.
+    Nothing,
 }
 
 /// One room a connection joins, as [`HistoryStore::replay`] is asked about it.
@@ -301,6 +429,10 @@ pub(crate) trait LocalNode: Send + Sync {
     fn close(&self, connection: ConnectionId, reason: CloseReason);
     /// Closes the connection with `client_id`, if any; whether there was one.
     fn close_client(&self, client_id: &str, reason: CloseReason) -> bool;
+    /// Closes the connection with `client_id` as replaced, if any, and says where it stood.
+    fn take_over(&self, client_id: &str) -> Option<Recalled>;
+    /// Closes every connection in `room` of `event`; how many.
+    fn close_room(&self, event: &str, room: &str, reason: CloseReason) -> usize;
     /// Every `(event, room)` with a connection.
     fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)>;
     /// Raises a broker error as a notification.
@@ -367,6 +499,28 @@ impl Node {
         self.local
             .upgrade()
             .is_some_and(|local| local.close_client(client_id, reason))
+    }
+
+    /// Closes this node's connection with `client_id`, if any, as
+    /// [replaced](CloseReason::Replaced) by a stream of the same `clientId` that is opening
+    /// on another node, and answers where it stood, for that stream to resume from (what it
+    /// was queued and never wrote counts as not given): `None` when there was no such
+    /// connection here; [`Recalled::Nothing`] when it was given no message. Unlike
+    /// [`Node::close_client`], no resume record is written: the position goes to the taker.
+    /// What a [`HistoryStore::resume_point`] asks the node a client left.
+    pub fn take_over(&self, client_id: &str) -> Option<Recalled> {
+        self.local.upgrade()?.take_over(client_id)
+    }
+
+    /// Closes every connection of this node in `room` of `event`, for `reason`, and returns how
+    /// many. What a broker does when it knows the room's connections missed messages it cannot
+    /// deliver now (its history no longer has them after it lost its backend): each client
+    /// reconnects and resumes from where it stood, or is told of the gap. Each connection
+    /// records where it stood, as at any close.
+    pub fn close_room(&self, event: &str, room: &str, reason: CloseReason) -> usize {
+        self.local
+            .upgrade()
+            .map_or(0, |local| local.close_room(event, room, reason))
     }
 
     /// Closes connection `connection` of this node, if it is still open.

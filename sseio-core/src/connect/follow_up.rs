@@ -180,12 +180,19 @@ impl Resuming {
         let mut replay = replay.into_iter();
         for (handler, _room, hold) in replaying {
             let missed = replay.next().flatten();
-            let released = match (missed, self.from) {
-                (Some(missed), Some(from)) => {
+            let replayed = match (missed, self.from) {
+                (Some(missed), Some(from)) => self
+                    .frames(&server, &handler, from, &missed)
+                    .map(|frames| (frames, from, missed)),
+                _ => None,
+            };
+            let released = match replayed {
+                Some((frames, from, missed)) => {
                     server.metrics().joined(Joined::Resumed);
-                    self.release(&server, &handler, &hold, from, &missed)
+                    Self::release(&server, &self.target, &hold, from, &missed, &frames)
                 }
-                _ => {
+                // Not in the history any more, or more than the connection's buffer holds.
+                None => {
                     server.metrics().joined(Joined::Resync);
                     // Ahead of the room's held messages and its resync.
                     let told = server.notify_gap(&*self.target.sink, handler.event());
@@ -207,20 +214,17 @@ impl Resuming {
         server.hub().add_tasks(self.target.serial, fetches);
     }
 
-    /// Sends one room's `missed` messages (as `(offset, payload)` after `from`), then what its
-    /// `hold` kept back, without the live copies of what was replayed.
-    fn release(
+    /// One room's `missed` messages (as `(offset, payload)` after `from`) as frames; `None`
+    /// when they are more than the connection's buffer holds next to what is queued on it (the
+    /// replay goes out as one chunk): the room resyncs instead, as with the server's own
+    /// history, rather than the connection being closed as a slow consumer, at every reconnect.
+    fn frames(
         &self,
         server: &ServerInner,
         handler: &EventHandler,
-        hold: &Hold,
         from: Position,
         missed: &[(u64, String)],
-    ) -> Result<(), SinkError> {
-        let floor = Position {
-            offset: missed.last().map_or(from.offset, |(offset, _)| *offset),
-            ..from
-        };
+    ) -> Option<Vec<Bytes>> {
         let frames: Vec<Bytes> = missed
             .iter()
             .map(|(offset, payload)| {
@@ -228,11 +232,31 @@ impl Resuming {
                     offset: *offset,
                     ..from
                 };
-                let frame = frame::encode_with_id(&at.to_string(), handler.event(), payload);
-                server.metrics().sent(1, frame.len());
-                frame
+                frame::encode_with_id(&at.to_string(), handler.event(), payload)
             })
             .collect();
-        hold.release(&*self.target.sink, frame::concat(&frames), Some(floor))
+        let size: usize = frames.iter().map(Bytes::len).sum();
+        (size + self.target.sink.queued_bytes() <= server.limits().max_buffer_bytes)
+            .then_some(frames)
+    }
+
+    /// Sends one room's replayed `frames` (the `missed` messages after `from`), then what its
+    /// `hold` kept back, without the live copies of what was replayed.
+    fn release(
+        server: &ServerInner,
+        target: &Target,
+        hold: &Hold,
+        from: Position,
+        missed: &[(u64, String)],
+        frames: &[Bytes],
+    ) -> Result<(), SinkError> {
+        let floor = Position {
+            offset: missed.last().map_or(from.offset, |(offset, _)| *offset),
+            ..from
+        };
+        for frame in frames {
+            server.metrics().sent(1, frame.len());
+        }
+        hold.release(&*target.sink, frame::concat(frames), Some(floor))
     }
 }

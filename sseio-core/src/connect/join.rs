@@ -53,6 +53,14 @@ pub(crate) fn join(
         None => None,
     };
     let from = resume.from(registering.replaced_at, left);
+    if resume.history_on
+        && resume.by_broker
+        && let Some(store) = server.history_store()
+    {
+        // Under the registry lock of the clientId, so that it comes before this stream's close,
+        // which overwrites it.
+        store.mark_open(&admitted.client_id);
+    }
     let seen = resume.history_on.then(|| Arc::new(Seen::default()));
     if let (Some(seen), Some(log)) = (&seen, &log) {
         // Everything before now predates the join or is replayed below.

@@ -1,6 +1,8 @@
 //! The resume step of a connect: where a reconnecting client asks to resume from, as far as it
 //! can be told before the connection joins its rooms.
 
+use crate::broker::Recalled;
+use crate::error::ConnectionError;
 use crate::position::Position;
 use crate::request::RequestHead;
 use crate::server::ServerInner;
@@ -22,9 +24,9 @@ pub(crate) struct Resume {
     /// counts after where the `clientId` left off, so that the official client, which keeps its
     /// query on every reconnect, resumes from its last stream rather than from the render.
     pub(crate) queried: Option<Option<Position>>,
-    /// Where the broker remembers this `clientId` left off, on whichever node that was (asked
+    /// Where the broker says this `clientId` resumes from, on whichever node it was (asked
     /// only when the client sent no `Last-Event-ID`).
-    pub(crate) recalled: Option<Position>,
+    pub(crate) recalled: Recalled,
 }
 
 impl Resume {
@@ -39,8 +41,13 @@ impl Resume {
         if !self.history_on {
             return None;
         }
-        let remembered = replaced.or(left).or(self.recalled);
-        self.named.or(remembered.map(Some)).or(self.queried)
+        let recalled = match self.recalled {
+            Recalled::At(at) => Some(Some(at)),
+            Recalled::Lost => Some(None),
+            Recalled::Nothing => None,
+        };
+        let remembered = replaced.or(left).map(Some).or(recalled);
+        self.named.or(remembered).or(self.queried)
     }
 }
 
@@ -65,8 +72,19 @@ pub(crate) async fn resume(
         .any(|(handler, _)| handler.history().is_some());
     let store = server.history_store().filter(|_| history_on);
     let recalled = match (store, named) {
-        (Some(store), None) => store.recall(&admitted.client_id).await.ok().flatten(),
-        _ => None,
+        // A broker that cannot say where the client stood cannot say it is a first connect
+        // either: it resyncs, and is told of the gap, rather than miss messages silently.
+        (Some(store), None) => match store.resume_point(&admitted.client_id).await {
+            Ok(recalled) => recalled,
+            Err(source) => {
+                server.report(ConnectionError::Resume {
+                    client_id: admitted.client_id.clone(),
+                    source,
+                });
+                Recalled::Lost
+            }
+        },
+        _ => Recalled::Nothing,
     };
     Resume {
         history_on,
