@@ -128,7 +128,10 @@ struct Message {
 
 /// `POST /publish`: one message (an object) or a batch (a list of them), sent in order.
 /// Answers `{"local": N}` (or a list of them for a batch): the connections of the room on this
-/// hub when the message was sent.
+/// hub when the message was sent. Each send is acknowledged (`EventHandler::send_confirmed`):
+/// with Redis, the answer comes once Redis published (and, with history, recorded) the message,
+/// so a `200` is never lost to a Redis that fails right after, and an error lets the backend
+/// retry.
 async fn publish(State(api): State<Api>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
     let value: Value = parse(&body)?;
     let (messages, batch): (Vec<Message>, bool) = match value {
@@ -151,7 +154,7 @@ async fn publish(State(api): State<Api>, body: Bytes) -> Result<axum::Json<Value
     let mut local = Vec::with_capacity(messages.len());
     for (i, (message, handler)) in messages.iter().zip(handlers).enumerate() {
         let reached = handler.room_size(&message.room);
-        if let Err(e) = handler.send(&message.room, &message.data) {
+        if let Err(e) = handler.send_confirmed(&message.room, &message.data).await {
             let mut error = send_error(e).field(at(i, "data"));
             if batch {
                 error.sent = Some(i);
