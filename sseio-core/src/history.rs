@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::broker::Recalled;
 use crate::frame;
 use crate::position::Position;
 use crate::sync::lock;
@@ -95,21 +96,27 @@ pub(crate) struct HistoryLog {
 /// resumes from.
 #[derive(Debug, Default)]
 pub(crate) struct Resumes {
-    left: HashMap<Arc<str>, (Position, Instant)>,
+    left: HashMap<Arc<str>, (Recalled, Instant)>,
 }
 
 impl Resumes {
-    /// Remembers where `client_id` stood, for `ttl`.
-    pub(crate) fn insert(&mut self, client_id: Arc<str>, position: Position, ttl: Duration) {
+    /// Remembers where `client_id` left, for `ttl`; [`Recalled::Nothing`] forgets it.
+    pub(crate) fn insert(&mut self, client_id: Arc<str>, left: Recalled, ttl: Duration) {
+        if left == Recalled::Nothing {
+            self.left.remove(&client_id);
+            return;
+        }
         let now = Instant::now();
         let until = now.checked_add(ttl).unwrap_or(now + FAR);
-        self.left.insert(client_id, (position, until));
+        self.left.insert(client_id, (left, until));
     }
 
-    /// Takes where `client_id` stood, if it has not expired.
-    pub(crate) fn take(&mut self, client_id: &str) -> Option<Position> {
-        let (position, until) = self.left.remove(client_id)?;
-        (Instant::now() <= until).then_some(position)
+    /// Takes where `client_id` left, if it has not expired; [`Recalled::Nothing`] otherwise.
+    pub(crate) fn take(&mut self, client_id: &str) -> Recalled {
+        match self.left.remove(client_id) {
+            Some((left, until)) if Instant::now() <= until => left,
+            _ => Recalled::Nothing,
+        }
     }
 
     /// Forgets the expired positions.
@@ -366,13 +373,13 @@ impl LocalHistory {
         lock(&self.log)
     }
 
-    /// Remembers where `client_id` stood, for `ttl`.
-    pub(crate) fn remember(&self, client_id: Arc<str>, at: Position, ttl: Duration) {
+    /// Remembers where `client_id` left, for `ttl`.
+    pub(crate) fn remember(&self, client_id: Arc<str>, at: Recalled, ttl: Duration) {
         lock(&self.resumes).insert(client_id, at, ttl);
     }
 
-    /// Takes where `client_id` stood, if it has not expired.
-    pub(crate) fn recall(&self, client_id: &str) -> Option<Position> {
+    /// Takes where `client_id` left, if it has not expired.
+    pub(crate) fn recall(&self, client_id: &str) -> Recalled {
         lock(&self.resumes).take(client_id)
     }
 

@@ -13,14 +13,14 @@ use bytes::Bytes;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::broker::{Broker, ConnectionId};
+use crate::broker::{Broker, ConnectionId, Recalled};
 use crate::error::ConnectionError;
 use crate::frame;
 use crate::handler::EventHandler;
 use crate::history::LocalHistory;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifier};
-use crate::position::{Position, Seen};
+use crate::position::Seen;
 use crate::quota::{Holders, Quotas};
 use crate::rejection::ConnectRejection;
 use crate::sink::{SinkError, SseSink};
@@ -127,6 +127,13 @@ impl Live {
         }
     }
 
+    /// Where its `clientId` resumes from once it closed for `reason` (see [`Seen::left`]).
+    fn left(&self, reason: CloseReason) -> Recalled {
+        self.seen
+            .as_ref()
+            .map_or(Recalled::Nothing, |seen| seen.left(reason.by_server()))
+    }
+
     /// Stops everything going out of connection `serial`: its sink is closed, its tasks
     /// aborted, and whatever it was not given (frames the sink discarded, frames still held
     /// back) marks where it stands. The first half of a close; [`Hub::finish_close`] is the
@@ -154,9 +161,9 @@ impl Live {
 pub(crate) struct Registering {
     /// The new connection's serial.
     pub(crate) serial: u64,
-    /// Where the connection it replaces stood, once stopped: the successor takes over from
-    /// there.
-    pub(crate) replaced_at: Option<Position>,
+    /// Where the connection it replaces left, once stopped: the successor takes over from
+    /// there ([`Recalled::Nothing`] when it replaces none).
+    pub(crate) replaced: Recalled,
 }
 
 /// Who may take an open `clientId` over, and how many connections may be open.
@@ -289,13 +296,13 @@ impl Hub {
         // The replaced stream stops before the new one joins, so that where it stood counts
         // what it discarded; it leaves its rooms after, so shared rooms stay open.
         let replaced = replacing.and_then(|old| shard.remove(old).map(|live| (old, live)));
-        let replaced_at = replaced.as_ref().and_then(|(old, live)| {
+        let replaced_at = replaced.as_ref().map_or(Recalled::Nothing, |(old, live)| {
             live.stop(*old, CloseReason::Replaced, None);
-            live.seen.as_ref().and_then(|seen| seen.resume_point())
+            live.left(CloseReason::Replaced)
         });
         let (live, made) = join(&Registering {
             serial,
-            replaced_at,
+            replaced: replaced_at,
         });
         shard.by_client.insert(client_id.clone(), serial);
         if let Some((old, live)) = replaced {
@@ -375,16 +382,16 @@ impl Hub {
     }
 
     /// Closes the connection with `client_id`, if any, as replaced by a stream of the same
-    /// `clientId` opening on another node, and returns where it stood (`None` inside when it
-    /// was given no position), for that stream to resume from; `None` when there was none.
-    pub(crate) fn take_over(&self, client_id: &str) -> Option<Option<Position>> {
+    /// `clientId` opening on another node, and returns where it left, for that stream to
+    /// resume from; `None` when there was none.
+    pub(crate) fn take_over(&self, client_id: &str) -> Option<Recalled> {
         let mut shard = self.shard_of_client(client_id);
         let serial = *shard.by_client.get(client_id)?;
         let live = shard.remove(serial)?;
         self.open.fetch_sub(1, Ordering::Relaxed);
         live.stop(serial, CloseReason::Replaced, None);
         // After the stop, which counts what it never wrote as missed.
-        let at = live.seen.as_ref().and_then(|seen| seen.resume_point());
+        let at = live.left(CloseReason::Replaced);
         self.finish_close(serial, live, CloseReason::Replaced);
         Some(at)
     }
@@ -446,12 +453,10 @@ impl Hub {
             broker.client_closed(&live.client_id, ConnectionId(serial));
         }
         // A replaced stream's successor has taken over its position already.
-        if reason != CloseReason::Replaced
-            && let Some(seen) = &live.seen
-        {
-            match seen.resume_point() {
-                Some(at) => self.remember(&live.client_id, at),
-                None => self.forget_open(&live.client_id),
+        if reason != CloseReason::Replaced && live.seen.is_some() {
+            match live.left(reason) {
+                Recalled::Nothing => self.forget_open(&live.client_id),
+                left => self.remember(&live.client_id, left),
             }
         }
         if reason == CloseReason::SlowConsumer {
@@ -467,9 +472,9 @@ impl Hub {
         });
     }
 
-    /// Remembers where `client_id` stood when its stream closed, for its reconnect: in the
+    /// Remembers where `client_id` left when its stream closed, for its reconnect: in the
     /// broker's history store when it keeps one, else in this server's.
-    fn remember(&self, client_id: &Arc<str>, at: Position) {
+    fn remember(&self, client_id: &Arc<str>, at: Recalled) {
         match self.broker.as_ref().and_then(|b| b.history_store()) {
             Some(store) => store.remember(client_id, at, self.resume_ttl),
             None => self

@@ -41,8 +41,7 @@ impl LocalNode for ServerInner {
     }
 
     fn take_over(&self, client_id: &str) -> Option<Recalled> {
-        let at = self.hub().take_over(client_id)?;
-        Some(at.map_or(Recalled::Nothing, Recalled::At))
+        self.hub().take_over(client_id)
     }
 
     fn rooms(&self) -> Vec<(Arc<str>, Arc<str>)> {

@@ -82,6 +82,19 @@ pub enum CloseReason {
     Expired,
 }
 
+impl CloseReason {
+    /// Whether the server ended the stream: then what it wrote goes out before the connection
+    /// closes. Otherwise the connection dropped (the client or the network path ended it, or
+    /// the client opened another before this one was seen to end), and what was in flight may
+    /// not have arrived.
+    pub(crate) fn by_server(self) -> bool {
+        match self {
+            Self::ClientGone | Self::Replaced => false,
+            Self::SlowConsumer | Self::ServerClosed | Self::Disconnected | Self::Expired => true,
+        }
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Mutex;
 
+use crate::broker::Recalled;
 use crate::sync::lock;
 
 /// A position in a message sequence: what a frame's `id:` and `Last-Event-ID` carry, as
@@ -66,6 +67,13 @@ impl fmt::Display for Position {
 /// when it closed, or queued and never handed to the transport. A resume starts before the gap
 /// when there is one, so the client gets again every message it did not get; otherwise after
 /// `given`.
+///
+/// That holds when the server ends the stream: what it wrote goes out before the connection
+/// closes. A connection that drops (the client or a network path between ends it) may lose
+/// what was in flight in the network and the proxies between, and a client that resumes by
+/// `clientId` cannot say what it got: so the state also says whether the connection was given
+/// any message at all, and such a stream resumes as [`Recalled::Dropped`] (told of a possible
+/// gap) rather than plainly after `given`.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
     state: Mutex<SeenState>,
@@ -75,6 +83,8 @@ pub(crate) struct Seen {
 struct SeenState {
     given: Option<Position>,
     gap: Option<Position>,
+    /// Whether any message was queued to the connection (live, held back or replayed).
+    gave: bool,
 }
 
 impl Seen {
@@ -86,6 +96,19 @@ impl Seen {
             Some(given) if given.epoch == at.epoch && given.offset >= at.offset => {}
             _ => state.given = Some(at),
         }
+    }
+
+    /// A message at `at` was queued to the connection: as [`Seen::advance`], and it was given
+    /// a message.
+    pub(crate) fn gave(&self, at: Position) {
+        self.advance(at);
+        lock(&self.state).gave = true;
+    }
+
+    /// Messages that move nothing here were queued to the connection: a replay (which moves
+    /// where it stands on its own) or a `fetch`'s answer.
+    pub(crate) fn gave_some(&self) {
+        lock(&self.state).gave = true;
     }
 
     /// A message at `at` did not reach the connection's transport.
@@ -102,6 +125,21 @@ impl Seen {
     pub(crate) fn resume_point(&self) -> Option<Position> {
         let state = *lock(&self.state);
         state.gap.map(Position::before).or(state.given)
+    }
+
+    /// Where the connection's `clientId` resumes from once its stream ended, `by_server` or
+    /// not: at [`Seen::resume_point`] when the server ended it or it was given no message;
+    /// [`Recalled::Dropped`] there when it dropped after it was given one, which may not have
+    /// arrived ([`Recalled::Lost`] if it stood nowhere yet); [`Recalled::Nothing`] before it
+    /// was given any position or message.
+    pub(crate) fn left(&self, by_server: bool) -> Recalled {
+        let gave = lock(&self.state).gave;
+        match (self.resume_point(), !by_server && gave) {
+            (Some(at), false) => Recalled::At(at),
+            (Some(at), true) => Recalled::Dropped(at),
+            (None, true) => Recalled::Lost,
+            (None, false) => Recalled::Nothing,
+        }
     }
 }
 
@@ -129,6 +167,44 @@ mod tests {
         seen.missed(Position::new(7, 5));
         seen.missed(Position::new(7, 8));
         assert_eq!(seen.resume_point(), Some(Position::new(7, 4)));
+    }
+
+    #[test]
+    fn a_dropped_connection_that_was_given_messages_resumes_in_doubt() {
+        let seen = Seen::default();
+        assert_eq!(seen.left(false), Recalled::Nothing, "no position yet");
+        seen.advance(Position::new(7, 3));
+        assert_eq!(
+            seen.left(false),
+            Recalled::At(Position::new(7, 3)),
+            "given nothing"
+        );
+        seen.gave(Position::new(7, 4));
+        assert_eq!(
+            seen.left(true),
+            Recalled::At(Position::new(7, 4)),
+            "closed by the server"
+        );
+        assert_eq!(
+            seen.left(false),
+            Recalled::Dropped(Position::new(7, 4)),
+            "dropped after a message"
+        );
+        let replayed = Seen::default();
+        replayed.advance(Position::new(7, 9));
+        replayed.gave_some();
+        assert_eq!(
+            replayed.left(false),
+            Recalled::Dropped(Position::new(7, 9)),
+            "dropped after a replay"
+        );
+        let fetched = Seen::default();
+        fetched.gave_some();
+        assert_eq!(
+            fetched.left(false),
+            Recalled::Lost,
+            "dropped before it stood anywhere"
+        );
     }
 
     /// Where a connection stood was read torn.

@@ -42,7 +42,7 @@ impl Member {
         };
         if let (Some(seen), Some(at)) = (&self.seen, at) {
             match result {
-                Ok(()) => seen.advance(at),
+                Ok(()) => seen.gave(at),
                 Err(_) => seen.missed(at),
             }
         }
@@ -163,6 +163,7 @@ impl Hold {
         let live = frames.into_iter().filter(|(_, at)| !self.replayed(*at));
         let mut pending = first.into_iter().map(|frame| (frame, None)).chain(live);
         let mut result = Ok(());
+        let mut gave = false;
         while let Some((frame, at)) = pending.next() {
             if let Err(error) = sink.send(frame.clone()) {
                 // This one and all that follow were not given.
@@ -175,6 +176,10 @@ impl Hold {
                 result = Err(error);
                 break;
             }
+            gave = true;
+        }
+        if let (Some(seen), true) = (&self.seen, gave) {
+            seen.gave_some();
         }
         self.holding.store(false, Ordering::Release);
         result

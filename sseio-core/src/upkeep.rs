@@ -119,6 +119,7 @@ enum Due {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Recalled;
     use crate::history::History;
     use crate::metrics::Metrics;
     use crate::notify::Notifier;
@@ -146,7 +147,7 @@ mod tests {
             .record(&Arc::from("e"), "room", "old", settings);
         history.remember(
             Arc::from("gone"),
-            history.log().now(),
+            Recalled::At(history.log().now()),
             Duration::from_millis(100),
         );
         let upkeep = Upkeep::new(Duration::ZERO);

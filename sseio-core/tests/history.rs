@@ -469,10 +469,10 @@ impl HistoryStore for NodeDiedStore {
     ) -> BoxFuture<Result<Replay, BrokerError>> {
         self.inner().replay(rooms, from)
     }
-    fn remember(&self, client_id: &str, at: Position, ttl: std::time::Duration) {
+    fn remember(&self, client_id: &str, at: Recalled, ttl: std::time::Duration) {
         self.inner().remember(client_id, at, ttl);
     }
-    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
         self.inner().recall(client_id)
     }
     fn resume_point(&self, _client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
@@ -510,4 +510,103 @@ async fn a_client_id_whose_node_died_is_told_of_the_gap_and_resyncs() {
     );
     assert_eq!(data(&sink)[1..], ["snapshot", "live"]);
     assert_eq!(*fetches.lock().unwrap(), [true], "fetch ran as a resync");
+}
+
+/// A server with history and the gap notice `gap`, handler `e` in rooms by path, no `fetch`.
+fn server_without_fetch(builder: ServerBuilder) -> (Server, EventHandler) {
+    let server = builder
+        .path("/r/:room")
+        .history(History::new(100))
+        .gap_notice("gap")
+        .build()
+        .unwrap();
+    let room = |ctx: &Context| ctx.param("room").unwrap_or_default().to_owned();
+    let handler = server
+        .register_event_handler("e", HandlerOptions::new(room))
+        .unwrap();
+    (server, handler)
+}
+
+const GAP_NOTICE: &str = "event: gap\ndata: {\"event\":\"e\"}\n\n";
+
+/// The official client, reconnecting by `clientId` after its connection dropped (a proxy cut
+/// it, or the network), resumed where the server had last queued, silently: what the server
+/// had written and the dropped path lost in flight was never told of. A client that resumes by
+/// `clientId` cannot say what it got; now it is told of a possible gap, and its `fetch` runs
+/// as a resync.
+#[tokio::test]
+async fn a_client_id_whose_connection_dropped_is_told_of_a_possible_gap_and_resyncs() {
+    let (server, handler, fetches) =
+        server_on(Server::builder().gap_notice("gap"), History::new(10));
+    let (first, _) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    handler.send("x", "1").unwrap();
+    // Dropped: the client's side ended it, not the server.
+    drop(first);
+    handler.send("x", "2").unwrap();
+    let (_back, sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    handler.send("x", "live").unwrap();
+    let text = sink.text();
+    assert!(
+        text.starts_with(GAP_NOTICE),
+        "the gap notice first: {text:?}"
+    );
+    assert_eq!(data(&sink)[1..], ["snapshot", "live"]);
+    assert_eq!(
+        *fetches.lock().unwrap(),
+        [false, true],
+        "fetch ran as a resync"
+    );
+}
+
+/// Without a `fetch`, a dropped connection's `clientId` gets the notice, then everything since
+/// where its stream stood; on another node of a cluster just the same.
+#[tokio::test]
+async fn without_a_fetch_a_dropped_client_id_is_told_then_gets_what_followed() {
+    let broker = MemoryBroker::new();
+    let (one, on_one) = server_without_fetch(Server::builder().broker(broker.clone()));
+    let (two, _) = server_without_fetch(Server::builder().broker(broker.clone()));
+    let (local, cluster) = (("c", &one), ("d", &two));
+    for (client, resumes_on) in [local, cluster] {
+        let uri = format!("/r/x?clientId={client}&events=e");
+        let (first, _) = connect(&one, &uri, None).await;
+        settle().await;
+        on_one.send("x", "1").unwrap();
+        drop(first);
+        on_one.send("x", "2").unwrap();
+        let (_back, sink) = connect(resumes_on, &uri, None).await;
+        settle().await;
+        let text = sink.text();
+        assert!(
+            text.starts_with(GAP_NOTICE),
+            "{client}: the notice: {text:?}"
+        );
+        assert_eq!(data(&sink)[1..], ["2"], "{client}: then what followed");
+    }
+}
+
+/// What stays exact: a stream the server ended, and a dropped one that was given no message.
+#[tokio::test]
+async fn a_client_id_resumes_without_a_notice_when_nothing_can_have_been_lost() {
+    let (server, handler) = server_without_fetch(Server::builder());
+    let (closed, _) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    handler.send("x", "1").unwrap();
+    closed.close();
+    let (quiet, _) = connect(&server, "/r/y?clientId=q&events=e", None).await;
+    drop(quiet);
+    handler.send("x", "2").unwrap();
+    handler.send("y", "3").unwrap();
+    for (uri, missed) in [
+        ("/r/x?clientId=c&events=e", "2"),
+        ("/r/y?clientId=q&events=e", "3"),
+    ] {
+        let (_back, sink) = connect(&server, uri, None).await;
+        settle().await;
+        assert_eq!(
+            data(&sink),
+            [missed],
+            "{uri}: exactly what it missed, no notice"
+        );
+    }
 }

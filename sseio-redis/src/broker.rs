@@ -404,17 +404,16 @@ async fn take_over(
         return Ok(Recalled::Lost);
     }
     match tokio::time::timeout(TAKE_OVER_TIMEOUT, handed).await {
-        Ok(Ok(HandedOver { open: true, at, .. })) => Ok(at
-            .as_deref()
-            .and_then(Position::parse)
-            .map_or(Recalled::Nothing, Recalled::At)),
+        Ok(Ok(HandedOver { open: true, at, .. })) => {
+            Ok(at.as_deref().map_or(Recalled::Nothing, history::parse_left))
+        }
         // It had closed there already; its record went to Redis on its one connection before
         // its answer did.
         Ok(Ok(HandedOver { open: false, .. })) => {
             let recall = shared.keys.recall(&shared.scripts, client);
             Ok(
                 match history::parse_record(&ask(shared, commands, recall).await?) {
-                    Some(Record::At(at)) => Recalled::At(at),
+                    Some(Record::Left(left)) => left,
                     Some(Record::OpenOn(_)) => Recalled::Lost,
                     None => Recalled::Nothing,
                 },
@@ -498,16 +497,16 @@ impl HistoryStore for RedisHistory {
     }
 
     /// Unless the record names another node (the `clientId` opened a stream there since).
-    fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
-        self.write_record(client_id, Some(at), ttl);
+    fn remember(&self, client_id: &str, at: Recalled, ttl: Duration) {
+        self.write_record(client_id, at, ttl);
     }
 
-    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
         let answer = ask(&self.shared, &self.commands, self.recall_cmd(client_id));
         Box::pin(async move {
             Ok(match history::parse_record(&answer.await?) {
-                Some(Record::At(at)) => Some(at),
-                _ => None,
+                Some(Record::Left(left)) => left,
+                _ => Recalled::Nothing,
             })
         })
     }
@@ -522,7 +521,7 @@ impl HistoryStore for RedisHistory {
         Box::pin(async move {
             match history::parse_record(&answer.await?) {
                 None => Ok(Recalled::Nothing),
-                Some(Record::At(at)) => Ok(Recalled::At(at)),
+                Some(Record::Left(left)) => Ok(left),
                 // Open here: this node's registry replaces it, with its position.
                 Some(Record::OpenOn(node)) if node == shared.node_id => Ok(Recalled::Nothing),
                 Some(Record::OpenOn(node)) => take_over(&shared, &commands, &client, &node).await,
@@ -540,7 +539,7 @@ impl HistoryStore for RedisHistory {
     }
 
     fn unmark_open(&self, client_id: &str) {
-        self.write_record(client_id, None, OPEN_MARK_TTL);
+        self.write_record(client_id, Recalled::Nothing, OPEN_MARK_TTL);
     }
 }
 
@@ -549,9 +548,9 @@ impl RedisHistory {
         self.shared.keys.recall(&self.shared.scripts, client_id)
     }
 
-    /// Writes where a stream that closed here stood (or, `at` none, that it is no longer open
-    /// here), unless another node's stream owns the record.
-    fn write_record(&self, client_id: &str, at: Option<Position>, ttl: Duration) {
+    /// Writes where a stream that closed here left (or, [`Recalled::Nothing`], that it is no
+    /// longer open here), unless another node's stream owns the record.
+    fn write_record(&self, client_id: &str, at: Recalled, ttl: Duration) {
         let shared = &self.shared;
         let cmd = shared
             .keys
@@ -1272,10 +1271,9 @@ fn hand_over(
     let handed = HandedOver {
         id: take.id,
         open: taken.is_some(),
-        at: match taken {
-            Some(Recalled::At(at)) => Some(at.to_string()),
-            _ => None,
-        },
+        at: taken
+            .map(history::record_text)
+            .filter(|text| !text.is_empty()),
     };
     send_to_node(shared, replies, &take.reply_to, &ToNode::HandedOver(handed));
 }

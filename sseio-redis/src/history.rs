@@ -10,8 +10,10 @@
 //!   with id `<offset>-1`, its payload `p` and the time `t` it was recorded, in milliseconds;
 //! - `p:history:trimmed`, a hash: per room log, the highest offset trimmed from it;
 //! - `p:history:expiry`, a sorted set: per room log, when its newest message expires;
-//! - `p:resume:<clientId>`: where a `clientId` stood when its stream closed, with a TTL; or,
-//!   while its stream is open, `@<node id>`, the node it is open on.
+//! - `p:resume:<clientId>`: where a `clientId` stood when its stream closed, with a TTL
+//!   (`<epoch>-<offset>`; `?<epoch>-<offset>` when its connection dropped after it was given
+//!   messages, some of which may not have arrived); or, while its stream is open, `@<node id>`,
+//!   the node it is open on.
 //!
 //! A send runs [`RECORD`], which numbers, records, trims and publishes in one atomic step, so a
 //! message is in the stream exactly when it is published, and positions reach each node in
@@ -22,7 +24,7 @@
 use std::time::Duration;
 
 use redis::{Cmd, Script, Value};
-use sseio_core::{BoxFuture, BrokerError, History, Position, Replay, ReplayRoom};
+use sseio_core::{BoxFuture, BrokerError, History, Position, Recalled, Replay, ReplayRoom};
 
 /// The start of both scripts: `now` in milliseconds from Redis's clock, and the sequence's
 /// `epoch` from hash `meta`, set from the clock (in microseconds) when the sequence begins.
@@ -231,14 +233,15 @@ impl Keys {
         cmd
     }
 
-    /// The `EVALSHA` that writes where a closed stream stood, or forgets that it was open
-    /// here (`at` none), unless another node's stream owns the record (see [`REMEMBER`]).
+    /// The `EVALSHA` that writes where a closed stream left, or forgets that it was open
+    /// here ([`Recalled::Nothing`]), unless another node's stream owns the record (see
+    /// [`REMEMBER`]).
     pub(crate) fn remember(
         &self,
         scripts: &Scripts,
         client_id: &str,
         mark: &str,
-        at: Option<Position>,
+        left: Recalled,
         ttl: Duration,
     ) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
@@ -246,7 +249,7 @@ impl Keys {
             .arg(1)
             .arg(self.resume(client_id))
             .arg(mark)
-            .arg(at.map(|at| at.to_string()).unwrap_or_default())
+            .arg(record_text(left))
             .arg(millis(ttl));
         cmd
     }
@@ -365,10 +368,32 @@ pub(crate) fn parse_replay(answer: &Value, rooms: usize) -> Result<Replay, Broke
 /// A resume record, as [`RECALL`] answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record {
-    /// Where the stream stood when it closed: `<epoch>-<offset>`.
-    At(Position),
+    /// Where the stream left when it closed: `<epoch>-<offset>`, `?<epoch>-<offset>` or `?`
+    /// (see [`record_text`]).
+    Left(Recalled),
     /// The node its stream is open on: `@<node id>`.
     OpenOn(String),
+}
+
+/// How a record (and a node's hand-over) stores where a stream left: its position, after `?`
+/// when the stream dropped ([`Recalled::Dropped`]); `?` alone for [`Recalled::Lost`]; empty
+/// for [`Recalled::Nothing`] (no record).
+pub(crate) fn record_text(left: Recalled) -> String {
+    match left {
+        Recalled::At(at) => at.to_string(),
+        Recalled::Dropped(at) => format!("?{at}"),
+        Recalled::Lost => "?".to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Reads what [`record_text`] wrote; `Nothing` for anything else.
+pub(crate) fn parse_left(text: &str) -> Recalled {
+    match text.strip_prefix('?') {
+        Some("") => Recalled::Lost,
+        Some(at) => Position::parse(at).map_or(Recalled::Nothing, Recalled::Dropped),
+        None => Position::parse(text).map_or(Recalled::Nothing, Recalled::At),
+    }
 }
 
 /// Reads a resume record; `None` for none (or one that is not ours).
@@ -379,11 +404,36 @@ pub(crate) fn parse_record(answer: &Value) -> Option<Record> {
     let text = std::str::from_utf8(bytes).ok()?;
     match text.strip_prefix('@') {
         Some(node) => Some(Record::OpenOn(node.to_owned())),
-        None => Position::parse(text).map(Record::At),
+        None => match parse_left(text) {
+            Recalled::Nothing => None,
+            left => Some(Record::Left(left)),
+        },
     }
 }
 
 /// A future that fails at once, for calls made while the broker is down.
 pub(crate) fn failed<T: Send + 'static>(error: BrokerError) -> BoxFuture<Result<T, BrokerError>> {
     Box::pin(std::future::ready(Err(error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_record_reads_back_as_written() {
+        let at = Position::new(1_700_000_000_000_000, 42);
+        for left in [Recalled::At(at), Recalled::Dropped(at), Recalled::Lost] {
+            let text = record_text(left);
+            assert_eq!(parse_left(&text), left, "{text:?}");
+            let answer = Value::BulkString(text.into_bytes());
+            assert_eq!(parse_record(&answer), Some(Record::Left(left)));
+        }
+        assert_eq!(record_text(Recalled::Nothing), "");
+        for other in ["", "?x", "x", "?1-2-3"] {
+            assert_eq!(parse_left(other), Recalled::Nothing, "{other:?}");
+        }
+        let open = Value::BulkString(b"@node-1".to_vec());
+        assert_eq!(parse_record(&open), Some(Record::OpenOn("node-1".into())));
+    }
 }

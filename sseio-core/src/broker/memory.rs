@@ -122,7 +122,7 @@ impl HistoryStore for MemoryHistoryView {
     }
 
     /// Kept unless the `clientId` has opened a stream on another node meanwhile.
-    fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
+    fn remember(&self, client_id: &str, at: Recalled, ttl: Duration) {
         {
             let mut open = lock(&self.shared.open);
             if open
@@ -136,7 +136,7 @@ impl HistoryStore for MemoryHistoryView {
         self.shared.remember(client_id, at, ttl);
     }
 
-    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
         self.shared.recall(client_id)
     }
 
@@ -156,18 +156,13 @@ impl HistoryStore for MemoryHistoryView {
                 match node.and_then(|node| node.take_over(client_id)) {
                     Some(recalled) => recalled,
                     // Its node is gone, or no longer has it and wrote no record.
-                    None => self
-                        .shared
-                        .history
-                        .recall(client_id)
-                        .map_or(Recalled::Lost, Recalled::At),
+                    None => match self.shared.history.recall(client_id) {
+                        Recalled::Nothing => Recalled::Lost,
+                        recalled => recalled,
+                    },
                 }
             }
-            None => self
-                .shared
-                .history
-                .recall(client_id)
-                .map_or(Recalled::Nothing, Recalled::At),
+            None => self.shared.history.recall(client_id),
         };
         Box::pin(std::future::ready(Ok(recalled)))
     }
@@ -231,12 +226,12 @@ impl MemoryHistory {
         Box::pin(std::future::ready(Ok(replay)))
     }
 
-    fn remember(&self, client_id: &str, at: Position, ttl: Duration) {
+    fn remember(&self, client_id: &str, at: Recalled, ttl: Duration) {
         self.sweep_now_and_then();
         self.history.remember(client_id.into(), at, ttl);
     }
 
-    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>> {
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
         let at = self.history.recall(client_id);
         Box::pin(std::future::ready(Ok(at)))
     }

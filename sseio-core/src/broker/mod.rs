@@ -328,12 +328,17 @@ pub trait HistoryStore: Send + Sync + fmt::Debug {
         from: Option<Position>,
     ) -> BoxFuture<Result<Replay, BrokerError>>;
 
-    /// Remembers where `client_id` stood when its stream closed, for `ttl`, so that its
-    /// reconnect resumes there on any node.
-    fn remember(&self, client_id: &str, at: Position, ttl: Duration);
+    /// Remembers where `client_id` left when its stream closed, for `ttl`, so that its
+    /// reconnect resumes there on any node: [`Recalled::At`] a position, or
+    /// [`Recalled::Dropped`] one when its connection dropped after it was given messages. The
+    /// server never passes [`Recalled::Nothing`] (it calls
+    /// [`unmark_open`](HistoryStore::unmark_open) instead); a store may take it as forgetting
+    /// the record.
+    fn remember(&self, client_id: &str, at: Recalled, ttl: Duration);
 
-    /// Takes what [`HistoryStore::remember`] stored for `client_id`, if it has not expired.
-    fn recall(&self, client_id: &str) -> BoxFuture<Result<Option<Position>, BrokerError>>;
+    /// Takes what [`HistoryStore::remember`] stored for `client_id`, if it has not expired;
+    /// [`Recalled::Nothing`] when there is none.
+    fn recall(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>>;
 
     /// Where `client_id` resumes from when it reconnects without `Last-Event-ID` (as the
     /// official client does), on whichever node it was. The server asks before the new
@@ -347,16 +352,10 @@ pub trait HistoryStore: Send + Sync + fmt::Debug {
     /// from the cluster) without recording where it stood, it answers [`Recalled::Lost`], so
     /// that the client is told of the gap instead of starting afresh.
     ///
-    /// Default: what [`recall`](HistoryStore::recall) answers, `Nothing` when it has no record.
-    /// The answer must come in a bounded time.
+    /// Default: what [`recall`](HistoryStore::recall) answers. The answer must come in a
+    /// bounded time.
     fn resume_point(&self, client_id: &str) -> BoxFuture<Result<Recalled, BrokerError>> {
-        let recalled = self.recall(client_id);
-        Box::pin(async move {
-            Ok(match recalled.await? {
-                Some(at) => Recalled::At(at),
-                None => Recalled::Nothing,
-            })
-        })
+        self.recall(client_id)
     }
 
     /// A stream of `client_id`, in rooms with history, opened on this node: a store records
@@ -384,6 +383,13 @@ pub trait HistoryStore: Send + Sync + fmt::Debug {
 pub enum Recalled {
     /// Right after this position: the messages since are replayed.
     At(Position),
+    /// Its connection dropped (the server did not end it) after it was given messages up to
+    /// this position, and some of them may have been lost in flight with the connection (in
+    /// the network, or a proxy's buffers), which a client that resumes by `clientId` cannot
+    /// tell: it is told of a possible gap (the [gap notice](crate::ServerBuilder::gap_notice))
+    /// and its `fetch` runs as a resync; an event without a `fetch` gets the messages since
+    /// this position after the notice.
+    Dropped(Position),
     /// Its stream was open on a node that is gone, which never recorded where it stood: what
     /// it missed cannot be told, so it resyncs (its `fetch` runs as a resync, and it gets the
     /// [gap notice](crate::ServerBuilder::gap_notice)).

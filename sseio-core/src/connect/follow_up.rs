@@ -52,6 +52,7 @@ pub(crate) fn follow_up(
         fetches,
         replaying,
         resume_at,
+        doubtful,
         seen,
     } = plan;
     let target = Target {
@@ -90,6 +91,7 @@ pub(crate) fn follow_up(
         let resume = Resuming {
             server: Arc::downgrade(server),
             from,
+            told: doubtful,
             target: target.clone(),
             seen,
         };
@@ -143,6 +145,8 @@ struct Resuming {
     server: Weak<ServerInner>,
     /// The position the replay was asked from.
     from: Option<Position>,
+    /// Whether each room was told of a possible gap at the join already.
+    told: bool,
     target: Target,
     seen: Arc<Seen>,
 }
@@ -194,8 +198,12 @@ impl Resuming {
                 // Not in the history any more, or more than the connection's buffer holds.
                 None => {
                     server.metrics().joined(Joined::Resync);
-                    // Ahead of the room's held messages and its resync.
-                    let told = server.notify_gap(&*self.target.sink, handler.event());
+                    // Ahead of the room's held messages and its resync, once.
+                    let told = if self.told {
+                        Ok(())
+                    } else {
+                        server.notify_gap(&*self.target.sink, handler.event())
+                    };
                     if told.is_ok() && handler.fetch().is_some() {
                         let fetch = start_fetch(&server, &self.target, handler, hold, true);
                         fetches.push(tokio::spawn(fetch).abort_handle());

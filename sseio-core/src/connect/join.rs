@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::broker::Recalled;
 use crate::frame;
 use crate::handler::EventHandler;
 use crate::history::{HistoryLog, Joined};
@@ -30,6 +31,9 @@ pub(crate) struct Plan {
     pub(crate) replaying: Vec<(EventHandler, Arc<str>, Arc<Hold>)>,
     /// The position the broker's replay starts from, if one was asked.
     pub(crate) resume_at: Option<Position>,
+    /// Whether the connection was told of a possible gap already, for every room with history
+    /// (see [`Start::doubtful`](super::resume::Start::doubtful)).
+    pub(crate) doubtful: bool,
     /// Where the connection stands, with history.
     pub(crate) seen: Option<Arc<Seen>>,
 }
@@ -50,9 +54,9 @@ pub(crate) fn join(
     let log = (resume.history_on && !resume.by_broker).then(|| local_history.log());
     let left = match &log {
         Some(_) => local_history.recall(&admitted.client_id),
-        None => None,
+        None => Recalled::Nothing,
     };
-    let from = resume.from(registering.replaced_at, left);
+    let start = resume.start(registering.replaced, left);
     if resume.history_on
         && resume.by_broker
         && let Some(store) = server.history_store()
@@ -72,15 +76,33 @@ pub(crate) fn join(
         context: admitted.context,
         fetches: Vec::new(),
         replaying: Vec::new(),
-        resume_at: from.flatten(),
+        resume_at: start.from.flatten(),
+        doubtful: start.doubtful,
         seen: seen.clone(),
     };
     for (handler, room) in &admitted.rooms {
-        let joined = resume_room(server, &**sink, handler, room, log.as_deref(), from);
+        // Each notice goes ahead of anything of its room. Refused only by a sink already
+        // full, which the next delivery closes.
+        let in_doubt = start.doubtful && handler.history().is_some();
+        if in_doubt {
+            let _ = server.notify_gap(&**sink, handler.event());
+        }
+        let joined = if in_doubt && handler.fetch().is_some() {
+            Joined::Resync
+        } else {
+            let log = log.as_deref();
+            resume_room(
+                server,
+                &**sink,
+                seen.as_deref(),
+                handler,
+                room,
+                log,
+                start.from,
+            )
+        };
         server.metrics().joined(joined);
-        if joined == Joined::Resync {
-            // Ahead of anything of this room. Refused only by a sink already full, which the
-            // next delivery closes.
+        if joined == Joined::Resync && !in_doubt {
             let _ = server.notify_gap(&**sink, handler.event());
         }
         let held =
@@ -122,6 +144,7 @@ pub(crate) fn join(
 fn resume_room(
     server: &ServerInner,
     sink: &dyn SseSink,
+    seen: Option<&Seen>,
     handler: &EventHandler,
     room: &str,
     log: Option<&HistoryLog>,
@@ -130,7 +153,7 @@ fn resume_room(
     match (handler.history(), log, from) {
         (Some(history), Some(log), Some(Some(from))) => {
             let replay = log.replay(handler.event_arc(), room, from, history);
-            match replay.map(|frames| queue_replay(server, sink, frames)) {
+            match replay.map(|frames| queue_replay(server, sink, seen, frames)) {
                 Some(true) => Joined::Resumed,
                 _ => Joined::Resync,
             }
@@ -145,12 +168,20 @@ fn resume_room(
 /// Queues the replayed frames of one room as one chunk (so a replay costs one frame of the
 /// connection's frame budget, as a write coalesces it anyway); whether the sink took it. One
 /// too large for the connection's buffer is not queued at all, and its room resyncs.
-fn queue_replay(server: &ServerInner, sink: &dyn SseSink, frames: Vec<Bytes>) -> bool {
+fn queue_replay(
+    server: &ServerInner,
+    sink: &dyn SseSink,
+    seen: Option<&Seen>,
+    frames: Vec<Bytes>,
+) -> bool {
     let Some(chunk) = frame::concat(&frames) else {
         return true;
     };
     let sent = sink.send(chunk).is_ok();
     if sent {
+        if let Some(seen) = seen {
+            seen.gave_some();
+        }
         for frame in &frames {
             server.metrics().sent(1, frame.len());
         }

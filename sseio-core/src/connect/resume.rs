@@ -30,25 +30,57 @@ pub(crate) struct Resume {
 }
 
 impl Resume {
-    /// The position to resume from, once the join knows where the connection it replaces
-    /// stood (`replaced`) and where this server remembers its `clientId` left (`left`):
-    /// `None` for a fresh connection, `Some(None)` for a position that cannot be filled.
-    pub(crate) fn from(
-        &self,
-        replaced: Option<Position>,
-        left: Option<Position>,
-    ) -> Option<Option<Position>> {
+    /// Where to resume from, once the join knows where the connection it replaces left
+    /// (`replaced`) and where this server remembers its `clientId` left (`left`).
+    pub(crate) fn start(&self, replaced: Recalled, left: Recalled) -> Start {
         if !self.history_on {
-            return None;
+            return Start::FRESH;
         }
-        let recalled = match self.recalled {
-            Recalled::At(at) => Some(Some(at)),
-            Recalled::Lost => Some(None),
-            Recalled::Nothing => None,
-        };
-        let remembered = replaced.or(left).map(Some).or(recalled);
-        self.named.or(remembered).or(self.queried)
+        let remembered = [replaced, left, self.recalled]
+            .into_iter()
+            .find_map(|recalled| match recalled {
+                Recalled::At(at) => Some((Some(at), false)),
+                Recalled::Dropped(at) => Some((Some(at), true)),
+                Recalled::Lost => Some((None, false)),
+                _ => None,
+            });
+        // The client's own word is exact: it names what it got.
+        if let Some(named) = self.named {
+            return Start {
+                from: Some(named),
+                doubtful: false,
+            };
+        }
+        match remembered {
+            Some((from, doubtful)) => Start {
+                from: Some(from),
+                doubtful,
+            },
+            None => Start {
+                from: self.queried,
+                doubtful: false,
+            },
+        }
     }
+}
+
+/// Where a connection resumes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// `None` for a fresh connection, `Some(None)` for a position that cannot be filled,
+    /// `Some(Some(at))` to resume after `at`.
+    pub(crate) from: Option<Option<Position>>,
+    /// Its last stream dropped after it was given messages that may have been lost in flight
+    /// ([`Recalled::Dropped`]): each event is told of a possible gap, and one with a `fetch`
+    /// resyncs rather than resume.
+    pub(crate) doubtful: bool,
+}
+
+impl Start {
+    const FRESH: Start = Start {
+        from: None,
+        doubtful: false,
+    };
 }
 
 /// Finds what the request and the broker say about where the client resumes.
