@@ -31,6 +31,7 @@ pub struct Request {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     http10: bool,
+    recv_buffer: Option<u32>,
 }
 
 impl Request {
@@ -43,12 +44,22 @@ impl Request {
             headers: Vec::new(),
             body: Vec::new(),
             http10: false,
+            recv_buffer: None,
         }
     }
 
     /// A `GET` request for `target`.
     pub fn get(target: impl Into<String>) -> Request {
         Request::new("GET", target)
+    }
+
+    /// Connects with a socket receive buffer of `bytes` (`SO_RCVBUF`, which the kernel
+    /// doubles), so that a client that stops reading fills it, and then the server's side,
+    /// soon.
+    #[must_use]
+    pub fn recv_buffer(mut self, bytes: u32) -> Request {
+        self.recv_buffer = Some(bytes);
+        self
     }
 
     /// Sends the request as HTTP/1.0, as an old client or a proxy's default upstream connection
@@ -89,7 +100,21 @@ impl Request {
     /// head. The body is left on the connection, to be read from the returned [`Response`].
     pub async fn send(self, base_url: &str) -> io::Result<Response> {
         let authority = authority(base_url)?;
-        let mut stream = TcpStream::connect(authority).await?;
+        let mut stream = match self.recv_buffer {
+            None => TcpStream::connect(authority).await?,
+            Some(bytes) => {
+                let addr = tokio::net::lookup_host(authority)
+                    .await?
+                    .next()
+                    .ok_or_else(|| io::Error::other("no address"))?;
+                let socket = match addr {
+                    std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.set_recv_buffer_size(bytes)?;
+                socket.connect(addr).await?
+            }
+        };
         stream.set_nodelay(true)?;
         let mut head = if self.http10 {
             format!("{} {} HTTP/1.0\r\n", self.method, self.target)

@@ -87,10 +87,26 @@ impl ConnectionStream {
         self.connection.client_id()
     }
 
+    /// For transports that write the stream themselves: says whether the write of the chunk
+    /// taken last is blocked (the socket takes no more: the client does not read). A close
+    /// while it is abandons that write ([`ConnectionStream::abandons_write`]): the chunk counts
+    /// as not given, so a reconnect by `clientId` gets it again.
+    pub fn write_blocked(&self, blocked: bool) {
+        self.sink.write_blocked(blocked);
+    }
+
+    /// Once [`poll_closed`](ConnectionStream::poll_closed) is ready: whether the close came
+    /// while the write was blocked, and counted its chunk as not given. Give the write up then
+    /// (drop the socket); otherwise the chunk counts as given, so finish writing it.
+    pub fn abandons_write(&self) -> bool {
+        self.sink.abandoned()
+    }
+
     /// Ready once the server has closed this connection (replacement, slow consumer, shutdown).
     ///
     /// For transports that write the stream themselves: a write blocked on a client that stopped
-    /// reading never finishes, so race it against this and drop the socket when it is ready.
+    /// reading never finishes, so race it against this and drop the socket when it is ready
+    /// and [`ConnectionStream::abandons_write`] says so.
     /// Do not poll it concurrently with the stream itself; they share one waker.
     pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.sink.poll_closed(cx.waker())

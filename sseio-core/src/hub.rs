@@ -134,14 +134,15 @@ impl Live {
             .map_or(Recalled::Nothing, |seen| seen.left(reason.by_server()))
     }
 
-    /// Stops everything going out of connection `serial`: its sink is closed, its tasks
-    /// aborted, and whatever it was not given (frames the sink discarded, frames still held
-    /// back) marks where it stands. The first half of a close; [`Hub::finish_close`] is the
-    /// second. With `last`, the sink writes that field before the stream ends.
-    fn stop(&self, serial: u64, reason: CloseReason, last: Option<Bytes>) {
-        match last {
-            Some(last) => self.sink.close_with(reason, last),
-            None => self.sink.close(reason),
+    /// Stops everything going out of connection `serial`: its sink is closed as `ending`
+    /// says, its tasks aborted, and whatever it was not given (frames the sink discarded,
+    /// frames still held back) marks where it stands. The first half of a close;
+    /// [`Hub::finish_close`] is the second.
+    fn stop(&self, serial: u64, reason: CloseReason, ending: Ending) {
+        match ending {
+            Ending::Now => self.sink.close(reason),
+            Ending::With(last) => self.sink.close_with(reason, last),
+            Ending::AfterQueued => self.sink.close_after_queued(reason),
         }
         for task in &self.tasks {
             task.abort();
@@ -155,6 +156,17 @@ impl Live {
             }
         }
     }
+}
+
+/// How a closed connection's stream ends.
+pub(crate) enum Ending {
+    /// At once: what is queued and not written is discarded.
+    Now,
+    /// With this field written first (not a message: the drain's `retry:`); what is queued is
+    /// discarded.
+    With(Bytes),
+    /// Once what is queued is written.
+    AfterQueued,
 }
 
 /// What the join step of a connect sees of the registry, under the shard lock of its `clientId`.
@@ -297,7 +309,7 @@ impl Hub {
         // what it discarded; it leaves its rooms after, so shared rooms stay open.
         let replaced = replacing.and_then(|old| shard.remove(old).map(|live| (old, live)));
         let replaced_at = replaced.as_ref().map_or(Recalled::Nothing, |(old, live)| {
-            live.stop(*old, CloseReason::Replaced, None);
+            live.stop(*old, CloseReason::Replaced, Ending::Now);
             live.left(CloseReason::Replaced)
         });
         let (live, made) = join(&Registering {
@@ -353,18 +365,17 @@ impl Hub {
 
     /// Closes connection `serial` if it is still open: the one close path, whatever the cause.
     pub(crate) fn close(&self, serial: u64, reason: CloseReason) {
-        self.close_with(serial, reason, None);
+        self.close_with(serial, reason, Ending::Now);
     }
 
-    /// Closes connection `serial` like [`Hub::close`], its stream ending with `last` when given
-    /// (a field that is not a message, such as the drain's `retry:`).
-    pub(crate) fn close_with(&self, serial: u64, reason: CloseReason, last: Option<Bytes>) {
+    /// Closes connection `serial` like [`Hub::close`], its stream ending as `ending` says.
+    pub(crate) fn close_with(&self, serial: u64, reason: CloseReason, ending: Ending) {
         let mut shard = self.shard_of_serial(serial);
         let Some(live) = shard.remove(serial) else {
             return;
         };
         self.open.fetch_sub(1, Ordering::Relaxed);
-        live.stop(serial, reason, last);
+        live.stop(serial, reason, ending);
         // Under the shard's lock, so that it is ordered with every join of this clientId.
         self.finish_close(serial, live, reason);
     }
@@ -389,7 +400,7 @@ impl Hub {
         let serial = *shard.by_client.get(client_id)?;
         let live = shard.remove(serial)?;
         self.open.fetch_sub(1, Ordering::Relaxed);
-        live.stop(serial, CloseReason::Replaced, None);
+        live.stop(serial, CloseReason::Replaced, Ending::Now);
         // After the stop, which counts what it never wrote as missed.
         let at = live.left(CloseReason::Replaced);
         self.finish_close(serial, live, CloseReason::Replaced);
@@ -405,7 +416,7 @@ impl Hub {
             let closed: Vec<_> = shard.live.drain().collect();
             for (serial, live) in closed {
                 self.open.fetch_sub(1, Ordering::Relaxed);
-                live.stop(serial, reason, None);
+                live.stop(serial, reason, Ending::Now);
                 self.finish_close(serial, live, reason);
             }
         }

@@ -164,6 +164,7 @@ struct Disconnects {
     shutdown: Counter,
     disconnected: Counter,
     expired: Counter,
+    catching_up: Counter,
 }
 
 impl Disconnects {
@@ -177,6 +178,7 @@ impl Disconnects {
             shutdown: counter("shutdown"),
             disconnected: counter("disconnected"),
             expired: counter("expired"),
+            catching_up: counter("catching_up"),
         }
     }
 
@@ -190,6 +192,7 @@ impl Disconnects {
             CloseReason::ServerClosed => &self.server_closed,
             CloseReason::Disconnected => &self.disconnected,
             CloseReason::Expired => &self.expired,
+            CloseReason::CatchingUp => &self.catching_up,
         }
     }
 }

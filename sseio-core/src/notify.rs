@@ -80,6 +80,9 @@ pub enum CloseReason {
     /// The stream reached its
     /// [`max_stream_lifetime`](crate::ServerBuilder::max_stream_lifetime).
     Expired,
+    /// What the client missed was more than its buffer holds: the stream got the first part,
+    /// and ended once it was written; the client's reconnect gets the rest.
+    CatchingUp,
 }
 
 impl CloseReason {
@@ -90,7 +93,11 @@ impl CloseReason {
     pub(crate) fn by_server(self) -> bool {
         match self {
             Self::ClientGone | Self::Replaced => false,
-            Self::SlowConsumer | Self::ServerClosed | Self::Disconnected | Self::Expired => true,
+            Self::SlowConsumer
+            | Self::ServerClosed
+            | Self::Disconnected
+            | Self::Expired
+            | Self::CatchingUp => true,
         }
     }
 }
@@ -104,6 +111,7 @@ impl fmt::Display for CloseReason {
             Self::ServerClosed => "closed by the server",
             Self::Disconnected => "disconnected by the application",
             Self::Expired => "reached its maximum lifetime",
+            Self::CatchingUp => "ended after the first part of a replay larger than its buffer",
         })
     }
 }

@@ -130,10 +130,20 @@ impl Hold {
     /// Counts the first frame still held back (if any) as missed by the connection.
     fn mark_held_as_missed(&self) {
         if let Some(seen) = &self.seen
-            && let Some(at) = lock(&self.held).frames.iter().find_map(|(_, at)| *at)
+            && let Some(at) = lock(&self.held)
+                .frames
+                .iter()
+                .find_map(|(_, at)| at.filter(|at| !self.replayed(Some(*at))))
         {
             seen.missed(at);
         }
+    }
+
+    /// The frames up to `floor` went out in a replay, and the connection closes without
+    /// releasing this hold: held copies of them were not missed.
+    pub(crate) fn replayed_up_to(&self, floor: Position) {
+        self.floor_epoch.store(floor.epoch, Ordering::Relaxed);
+        self.floor_offset.store(floor.offset, Ordering::Relaxed);
     }
 
     /// Whether a frame at `at` is at or before the floor, so was replayed already.

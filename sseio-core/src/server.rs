@@ -20,7 +20,7 @@ use crate::error::{BuildError, ConnectionError, RegisterError, SendError};
 use crate::frame;
 use crate::handler::{EventHandler, HandlerEnv, HandlerOptions};
 use crate::history::LocalHistory;
-use crate::hub::{Admission, Hub};
+use crate::hub::{Admission, Ending, Hub};
 use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
@@ -298,7 +298,7 @@ impl Server {
                 let retry = frame::retry(rest_of_grace + self.inner.pacing.next_delay());
                 self.inner
                     .hub
-                    .close_with(serial, CloseReason::ServerClosed, Some(retry));
+                    .close_with(serial, CloseReason::ServerClosed, Ending::With(retry));
             }
             closed = due.max(closed);
         }

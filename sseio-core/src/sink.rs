@@ -36,6 +36,13 @@ pub trait SseSink: Send + Sync + fmt::Debug + 'static {
         self.close(reason);
     }
 
+    /// Closes the sink like [`SseSink::close`], but only once every frame it accepted is
+    /// written: nothing is discarded, and the client's stream ends after the last of them.
+    /// Default: [`SseSink::close`], for a sink that hands every frame on as it accepts it.
+    fn close_after_queued(&self, reason: CloseReason) {
+        self.close(reason);
+    }
+
     /// Whether the sink is closed, by [`SseSink::close`] or by its transport: the server's
     /// heartbeat closes the connection of a sink that says so (`conn:close` with
     /// [`CloseReason::ClientGone`]), so a transport may close its sink when its client goes away
@@ -96,7 +103,16 @@ struct QueueState {
     /// send into an empty queue, cleared when the queue is drained. The opening bytes have none.
     since: Option<Instant>,
     closed: bool,
-    /// Set by the close: the position of the first frame it discarded.
+    /// Whether the transport's write of the chunk it took last is blocked (the client does not
+    /// read), as a transport that writes the stream itself says.
+    write_blocked: bool,
+    /// Set by a close while that write was blocked: the chunk counts as not given, and the
+    /// transport gives the write up.
+    abandoned: bool,
+    /// While open: the position of the first numbered frame of the chunk the transport took
+    /// last, until it asks for the next one (which it does once that chunk is written, or
+    /// buffered). Set by the close: that position when the close abandoned its write, else the
+    /// first frame it discarded.
     unsent: Option<Position>,
     waker: Option<Waker>,
 }
@@ -114,6 +130,8 @@ impl QueueSink {
                 queued_bytes,
                 since: None,
                 closed: false,
+                write_blocked: false,
+                abandoned: false,
                 unsent: None,
                 waker: None,
             }),
@@ -139,12 +157,15 @@ impl QueueSink {
                 (last, None)
             }));
         }
+        // Asked again: the chunk it took last is written.
+        state.unsent = None;
         let Some(first) = state.frames.pop_front() else {
             if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
                 state.waker = Some(waker.clone());
             }
             return Poll::Pending;
         };
+        state.unsent = frame::position_of(&first);
         let chunk = match state.frames.front() {
             Some(next) if first.len() + next.len() <= MAX_COALESCE => {
                 let mut buf = BytesMut::with_capacity(state.queued_bytes.min(MAX_COALESCE));
@@ -154,6 +175,9 @@ impl QueueSink {
                         break;
                     }
                     let next = state.frames.pop_front().expect("front exists");
+                    if state.unsent.is_none() {
+                        state.unsent = frame::position_of(&next);
+                    }
                     buf.extend_from_slice(&next);
                 }
                 buf.freeze()
@@ -172,21 +196,41 @@ impl QueueSink {
 
 impl QueueSink {
     /// Closes the sink, discarding every queued frame but `last` (the frames still to write
-    /// once closed: none, or a last field).
-    fn close_and_keep(&self, last: VecDeque<Bytes>) {
+    /// once closed: none, or a last field); `None` keeps every queued frame, to be written. A
+    /// chunk whose write is blocked is abandoned: it counts as not given.
+    fn close_and_keep(&self, last: Option<VecDeque<Bytes>>) {
         let mut state = lock(&self.state);
         if state.closed {
             return;
         }
         state.closed = true;
-        state.unsent = state.frames.iter().find_map(|f| frame::position_of(f));
-        state.queued_bytes = last.iter().map(Bytes::len).sum();
-        state.frames = last;
+        state.abandoned = state.write_blocked;
+        let under_way = state.unsent.take().filter(|_| state.abandoned);
+        match last {
+            Some(last) => {
+                let discarded = state.frames.iter().find_map(|f| frame::position_of(f));
+                state.unsent = under_way.or(discarded);
+                state.queued_bytes = last.iter().map(Bytes::len).sum();
+                state.frames = last;
+            }
+            // Everything is to be written: only an abandoned chunk was not.
+            None => state.unsent = under_way,
+        }
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// See [`ConnectionStream::write_blocked`](crate::ConnectionStream::write_blocked).
+    pub(crate) fn write_blocked(&self, blocked: bool) {
+        lock(&self.state).write_blocked = blocked;
+    }
+
+    /// Whether a close abandoned the write that was blocked.
+    pub(crate) fn abandoned(&self) -> bool {
+        lock(&self.state).abandoned
     }
 
     /// Ready once the sink is closed; otherwise registers `waker` (in the same slot as
@@ -228,11 +272,15 @@ impl SseSink for QueueSink {
     }
 
     fn close(&self, _reason: CloseReason) {
-        self.close_and_keep(VecDeque::new());
+        self.close_and_keep(Some(VecDeque::new()));
     }
 
     fn close_with(&self, _reason: CloseReason, last: Bytes) {
-        self.close_and_keep(VecDeque::from([last]));
+        self.close_and_keep(Some(VecDeque::from([last])));
+    }
+
+    fn close_after_queued(&self, _reason: CloseReason) {
+        self.close_and_keep(None);
     }
 
     fn is_closed(&self) -> bool {
@@ -248,7 +296,8 @@ impl SseSink for QueueSink {
     }
 
     fn unsent(&self) -> Option<Position> {
-        lock(&self.state).unsent
+        let state = lock(&self.state);
+        state.unsent.filter(|_| state.closed)
     }
 }
 
@@ -366,6 +415,57 @@ mod tests {
         assert_eq!(sink.unsent(), None, "still open");
         sink.close(CloseReason::SlowConsumer);
         assert_eq!(sink.unsent(), Some(Position::new(7, 3)));
+    }
+
+    /// A slow consumer's last message was lost to the official client.
+    ///
+    /// The transport takes a chunk and writes it; a client that stopped reading blocks that
+    /// write for good, and once the server closes the stream the transport gives the write up
+    /// (the standalone server drops the socket). The chunk had left the queue, so it counted as
+    /// given, and a reconnect by `clientId` resumed after it: its first message never arrived.
+    #[test]
+    fn a_close_during_a_blocked_write_counts_the_chunk_under_way_as_unsent() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
+        assert!(matches!(chunk(&sink), Poll::Ready(Some(_))), "the opening");
+        sink.send(frame::encode("e", "no id")).unwrap();
+        sink.send(frame::encode_with_id("7-1", "e", "under way"))
+            .unwrap();
+        assert!(matches!(chunk(&sink), Poll::Ready(Some(_))), "taken");
+        sink.write_blocked(true);
+        sink.send(frame::encode_with_id("7-2", "e", "queued"))
+            .unwrap();
+        assert_eq!(sink.unsent(), None, "still open");
+        sink.close(CloseReason::SlowConsumer);
+        assert!(sink.abandoned());
+        assert_eq!(sink.unsent(), Some(Position::new(7, 1)));
+        // A write that was not blocked at the close goes on, and its chunk counts as given.
+        let writing = QueueSink::new(Bytes::new(), 1024, 64, false);
+        writing
+            .send(frame::encode_with_id("7-1", "e", "being written"))
+            .unwrap();
+        assert!(matches!(chunk(&writing), Poll::Ready(Some(_))));
+        writing.close(CloseReason::SlowConsumer);
+        assert!(!writing.abandoned());
+        assert_eq!(writing.unsent(), None);
+    }
+
+    #[test]
+    fn a_close_after_what_is_queued_keeps_it_all_and_discards_nothing() {
+        let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
+        sink.send(frame::encode_with_id("7-1", "e", "a")).unwrap();
+        sink.send(frame::encode_with_id("7-2", "e", "b")).unwrap();
+        sink.close_after_queued(CloseReason::CatchingUp);
+        assert_eq!(sink.unsent(), None);
+        assert_eq!(sink.send(Bytes::from_static(b"c")), Err(SinkError::Closed));
+        let mut written = Vec::new();
+        while let Poll::Ready(Some(chunk)) = chunk(&sink) {
+            written.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(written).unwrap();
+        assert!(
+            text.ends_with("data: a\n\nid: 7-2\nevent: e\ndata: b\n\n"),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -532,10 +532,9 @@ const GAP_NOTICE: &str = "event: gap\ndata: {\"event\":\"e\"}\n\n";
 /// The official client, reconnecting by `clientId` after its connection dropped (a proxy cut
 /// it, or the network), resumed where the server had last queued, silently: what the server
 /// had written and the dropped path lost in flight was never told of. A client that resumes by
-/// `clientId` cannot say what it got; now it is told of a possible gap, and its `fetch` runs
-/// as a resync.
+/// `clientId` cannot say what it got; now it is told of a possible gap first, then resumes.
 #[tokio::test]
-async fn a_client_id_whose_connection_dropped_is_told_of_a_possible_gap_and_resyncs() {
+async fn a_client_id_whose_connection_dropped_is_told_of_a_possible_gap_then_resumes() {
     let (server, handler, fetches) =
         server_on(Server::builder().gap_notice("gap"), History::new(10));
     let (first, _) = connect(&server, "/r/x?clientId=c&events=e", None).await;
@@ -552,18 +551,14 @@ async fn a_client_id_whose_connection_dropped_is_told_of_a_possible_gap_and_resy
         text.starts_with(GAP_NOTICE),
         "the gap notice first: {text:?}"
     );
-    assert_eq!(data(&sink)[1..], ["snapshot", "live"]);
-    assert_eq!(
-        *fetches.lock().unwrap(),
-        [false, true],
-        "fetch ran as a resync"
-    );
+    assert_eq!(data(&sink)[1..], ["2", "live"]);
+    assert_eq!(*fetches.lock().unwrap(), [false], "a resume skips fetch");
 }
 
-/// Without a `fetch`, a dropped connection's `clientId` gets the notice, then everything since
-/// where its stream stood; on another node of a cluster just the same.
+/// A dropped connection's `clientId` gets the notice, then everything since where its stream
+/// stood, on another node of a cluster just as on the node it left.
 #[tokio::test]
-async fn without_a_fetch_a_dropped_client_id_is_told_then_gets_what_followed() {
+async fn a_dropped_client_id_is_told_then_gets_what_followed_on_any_node() {
     let broker = MemoryBroker::new();
     let (one, on_one) = server_without_fetch(Server::builder().broker(broker.clone()));
     let (two, _) = server_without_fetch(Server::builder().broker(broker.clone()));

@@ -360,70 +360,122 @@ async fn a_client_id_moving_to_another_node_while_its_stream_is_open_resumes_whe
 }
 
 /// A reconnect whose missed messages did not fit its buffer was closed as a slow consumer, at
-/// every reconnect, forever.
+/// every reconnect, forever; then it resynced instead, which lost what it missed for good.
 ///
 /// With a broker's history, the replay of what a reconnecting client missed goes out as one
 /// chunk once the broker answers. One larger than the connection's buffer was refused by the
 /// sink, and the connection closed as a slow consumer, its position still before the replay:
-/// the client came back, asked for the same (by then larger) replay, and was closed again. (With
-/// the server's own history, the same replay resyncs.) Now it resyncs here too: the gap notice,
-/// `fetch` as a resync, then the live messages.
+/// the client came back, asked for the same (by then larger) replay, and was closed again. A
+/// later fix resynced it (the gap notice, `fetch`, the live messages), with the server's own
+/// history too. And a client closed as a slow consumer always comes back to a replay larger
+/// than its buffer: what it missed is at least what its buffer held.
+///
+/// Now the replay goes out in parts: the oldest that fits, then the stream ends once that is
+/// written (`CatchingUp`, a close by the server, so the position is exact), and each reconnect,
+/// by `Last-Event-ID` or by `clientId`, gets the next part: every message once, in order.
 #[tokio::test]
-async fn a_replay_larger_than_the_buffer_resyncs_instead_of_closing_the_stream() {
-    let broker = sseio_core::MemoryBroker::new();
-    let server = Server::builder()
-        .path("/r/:room")
-        .history(History::new(100))
-        .gap_notice("gap")
-        .max_buffer_bytes(400)
-        .heartbeat_interval(Duration::ZERO)
-        .broker(broker)
-        .build()
-        .unwrap();
-    let handler = server
-        .register_event_handler("e", HandlerOptions::new(room_by_param))
-        .unwrap();
-    let mut notifications = server.subscribe();
-    let first = Arc::new(RecordingSink::default());
-    let connection = server
-        .connect((&get("/r/a?clientId=c&events=e")).into(), first.clone())
-        .await
-        .unwrap();
-    settle().await;
-    handler.send("a", "first").unwrap();
-    let id = first
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("id: ").map(str::to_owned))
-        .expect("an id");
-    drop(connection);
-    // More than the buffer holds, while it is away.
-    for n in 0..10 {
-        handler.send("a", &format!("{n:0>60}")).unwrap();
-    }
+async fn a_replay_larger_than_the_buffer_goes_out_in_parts_one_per_reconnect() {
+    for (cluster, by_client_id) in [(true, false), (true, true), (false, false), (false, true)] {
+        let case = format!("cluster {cluster}, by clientId {by_client_id}");
+        let mut builder = Server::builder()
+            .path("/r/:room")
+            .history(History::new(100))
+            .gap_notice("gap")
+            .max_buffer_bytes(400)
+            .heartbeat_interval(Duration::ZERO);
+        if cluster {
+            builder = builder.broker(sseio_core::MemoryBroker::new());
+        }
+        let server = builder.build().unwrap();
+        let handler = server
+            .register_event_handler("e", HandlerOptions::new(room_by_param))
+            .unwrap();
+        let mut notifications = server.subscribe();
+        let mut stream = open_stream(&server, "/r/a?clientId=c&events=e").await;
+        settle().await;
+        handler.send("a", "first").unwrap();
+        let (text, _) = take_until_end(&mut stream);
+        let mut last_id = last_id_of(&text).expect("an id");
+        // Closed by the server: where it stood is exact.
+        server.disconnect("c").unwrap();
+        drop(stream);
+        // More than the buffer holds, while it is away.
+        let missed: Vec<String> = (0..10).map(|n| format!("{n:0>60}")).collect();
+        for message in &missed {
+            handler.send("a", message).unwrap();
+        }
 
-    // The production sink, whose budget is the server's.
-    let request = http::Request::get("/r/a?clientId=c&events=e")
-        .header("last-event-id", &id)
-        .body(())
-        .unwrap();
-    let Outcome::Stream(response) = server.handle((&request).into()).await else {
-        panic!("the stream opens");
-    };
-    let mut back = response.into_body();
-    settle().await;
-    handler.send("a", "live").unwrap();
-    let closed_slow = std::iter::from_fn(|| notifications.try_recv()).any(|n| {
-        matches!(
-            n,
-            Notification::ConnClose {
-                reason: CloseReason::SlowConsumer,
-                ..
+        let mut got = Vec::new();
+        let mut parts = 0;
+        let back = loop {
+            assert!(
+                parts < 10,
+                "{case}: still catching up after {parts} parts: {got:?}"
+            );
+            let mut request = http::Request::get("/r/a?clientId=c&events=e");
+            if !by_client_id {
+                request = request.header("last-event-id", &last_id);
             }
-        )
-    });
-    let text = take_ready(&mut back);
-    assert!(!closed_slow, "not closed as a slow consumer: {text:?}");
-    assert!(text.contains("event: gap\n"), "told of the gap: {text:?}");
-    assert_eq!(data_lines(&text).last().map(String::as_str), Some("live"));
+            let request = request.body(()).unwrap();
+            let Outcome::Stream(response) = server.handle((&request).into()).await else {
+                panic!("{case}: the stream opens");
+            };
+            let mut back = response.into_body();
+            settle().await;
+            let (text, ended) = take_until_end(&mut back);
+            assert!(!text.contains("event: gap"), "{case}: no gap: {text:?}");
+            got.extend(data_lines(&text));
+            last_id = last_id_of(&text).unwrap_or(last_id);
+            if !ended {
+                break back;
+            }
+            parts += 1;
+        };
+        let mut back = back;
+        handler.send("a", "live").unwrap();
+        got.extend(data_lines(&take_until_end(&mut back).0));
+        let mut expected = missed.clone();
+        expected.push("live".to_owned());
+        assert_eq!(got, expected, "{case}: every message once, in order");
+        assert!(parts >= 2, "{case}: in parts ({parts})");
+        let closes: Vec<CloseReason> = std::iter::from_fn(|| notifications.try_recv())
+            .filter_map(|n| match n {
+                Notification::ConnClose { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !closes.contains(&CloseReason::SlowConsumer),
+            "{case}: never closed as a slow consumer: {closes:?}"
+        );
+        assert_eq!(
+            closes
+                .iter()
+                .filter(|r| **r == CloseReason::CatchingUp)
+                .count(),
+            parts,
+            "{case}: {closes:?}"
+        );
+    }
+}
+
+/// Every chunk the stream has ready now, concatenated, and whether it ended.
+fn take_until_end(stream: &mut ConnectionStream) -> (String, bool) {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    let mut text = String::new();
+    loop {
+        match Pin::new(&mut *stream).poll_next(&mut cx) {
+            Poll::Ready(Some(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+            Poll::Ready(None) => return (text, true),
+            Poll::Pending => return (text, false),
+        }
+    }
+}
+
+/// The last `id:` of some SSE text.
+fn last_id_of(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .map(str::to_owned)
 }

@@ -69,6 +69,7 @@ fn reason_code(reason: CloseReason) -> &'static str {
         CloseReason::ServerClosed => "server_closed",
         CloseReason::Disconnected => "disconnected",
         CloseReason::Expired => "expired",
+        CloseReason::CatchingUp => "catching_up",
         _ => "other",
     }
 }

@@ -13,10 +13,11 @@
 //! costs nothing on a `TcpStream` and sends what a TLS stream still holds as records.
 
 use std::fmt::Write as _;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, Write as _};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
@@ -261,26 +262,21 @@ where
                     socket.flush().await?;
                     return Ok(true);
                 };
-                // The write (and then the flush) first: a chunk handed out after the close (its
-                // last field) is written whenever the socket takes it, never dropped for the
-                // close. A client that stopped reading blocks the write (or, over TLS, the flush)
-                // for good; once the core has closed it (its buffer filled up), drop the socket
-                // instead of waiting. The chunk's scope ends before the flush, so the task is no
-                // larger for it.
+                // A chunk handed out after the close (its last field) is written whenever the
+                // socket takes it, never dropped for the close. A client that stopped reading
+                // blocks the write (or, over TLS, the flush) for good: once the core has closed
+                // it (its buffer filled up), drop the socket instead of waiting. The chunk's
+                // scope ends before the flush, so the task is no larger for it.
                 {
                     let mut size = [0u8; 20];
                     let size = chunk_size_line(&mut size, data.len());
                     let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
-                    tokio::select! {
-                        biased;
-                        written = socket.write_all_buf(&mut out) => written?,
-                        () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
+                    if !write_or_give_up(&mut body, socket.write_all_buf(&mut out)).await? {
+                        return Ok(false);
                     }
                 }
-                tokio::select! {
-                    biased;
-                    flushed = socket.flush() => flushed?,
-                    () = poll_fn(|cx| body.poll_closed(cx)) => return Ok(false),
+                if !write_or_give_up(&mut body, socket.flush()).await? {
+                    return Ok(false);
                 }
             }
             read = socket.read(&mut probe) => match read {
@@ -291,6 +287,53 @@ where
             },
         }
     }
+}
+
+/// How long a write that the close left to finish (it was not blocked then) may block after
+/// it before the socket is dropped anyway: a client that stopped reading just as its stream
+/// closed.
+const BLOCKED_AFTER_CLOSE: Duration = Duration::from_secs(1);
+
+/// Runs `write` (a chunk's write, or the flush after it) to its end, telling the core while it
+/// is blocked; `Ok(false)` when it is given up, and the socket is to be dropped: the core
+/// closed the stream while the write was blocked and counted its chunk as not given (so the
+/// client's reconnect gets it again), or the write stayed blocked for [`BLOCKED_AFTER_CLOSE`]
+/// after a close that counted it as given.
+async fn write_or_give_up<W>(body: &mut ConnectionStream, write: W) -> io::Result<bool>
+where
+    W: Future<Output = io::Result<()>>,
+{
+    let mut write = pin!(write);
+    let mut blocked = false;
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    poll_fn(|cx| {
+        // Once abandoned, not one more byte: the core counts the chunk as not given.
+        if blocked && body.poll_closed(cx).is_ready() && body.abandons_write() {
+            return Poll::Ready(Ok(false));
+        }
+        if let Poll::Ready(result) = write.as_mut().poll(cx) {
+            if blocked {
+                body.write_blocked(false);
+            }
+            return Poll::Ready(result.map(|()| true));
+        }
+        if !blocked {
+            blocked = true;
+            body.write_blocked(true);
+        }
+        if body.poll_closed(cx).is_ready() {
+            if body.abandons_write() {
+                return Poll::Ready(Ok(false));
+            }
+            let deadline =
+                deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(BLOCKED_AFTER_CLOSE)));
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(false));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn poll_chunk(body: &mut ConnectionStream, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {

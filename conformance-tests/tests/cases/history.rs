@@ -15,6 +15,8 @@ super::registry::case_table! {
     client_id_reconnect_replays_the_missed_messages needs [Settings],
     a_gap_larger_than_the_history_gets_fetch_and_no_partial_replay needs [Settings],
     a_resume_past_the_history_gets_the_gap_notice_first needs [Settings],
+    a_client_id_whose_connection_dropped_gets_the_gap_notice_then_what_followed needs [Settings],
+    a_slow_consumer_gets_every_message_it_missed_once_it_reads_again needs [Settings],
     an_unknown_last_event_id_gets_the_gap_notice_before_the_resync needs [Settings],
     a_first_connect_from_a_rendered_position_gets_what_was_sent_since needs [Settings],
 }
@@ -36,6 +38,18 @@ pub async fn leave(h: &Harness, stream: SseStream, client: &str, closes_before: 
         control::count_conn(log, "conn:close", client) > closes_before
     })
     .await;
+}
+
+/// Has the server close `client`'s `stream` (`POST /_control/disconnect`), as a drain or the
+/// application does, and waits until it has (its `conn:close`).
+async fn leave_by_server(h: &Harness, stream: SseStream, client: &str, closes_before: usize) {
+    let outcome = control::disconnect(h, client).await.expect("disconnect");
+    assert_eq!(outcome.status, 200, "disconnect: {outcome:?}");
+    wait_log(h, &format!("conn:close of {client}"), |log| {
+        control::count_conn(log, "conn:close", client) > closes_before
+    })
+    .await;
+    stream.close().await;
 }
 
 /// A native `EventSource` reconnecting with `Last-Event-ID` gets the messages it missed, each
@@ -141,7 +155,8 @@ pub async fn a_resume_past_the_history_gets_the_gap_notice_first(h: &Harness) {
     let mut stream = connect(&h, &room, &client, &["normal-event", GAP]).await;
     send(&h, "normal-event", &room, "first").await;
     expect_events(&mut stream, "a fresh stream", &[("normal-event", "first")]).await;
-    leave(&h, stream, &client, 0).await;
+    // Closed by the server, so where it stood is certain.
+    leave_by_server(&h, stream, &client, 0).await;
 
     // Within the history: served, no notice.
     send(&h, "normal-event", &room, "missed").await;
@@ -152,7 +167,7 @@ pub async fn a_resume_past_the_history_gets_the_gap_notice_first(h: &Harness) {
         &[("normal-event", "missed")],
     )
     .await;
-    leave(&h, resumed, &client, 1).await;
+    leave_by_server(&h, resumed, &client, 1).await;
 
     // Past it: the notice, then live messages.
     send_all(&h, "normal-event", &room, &["1", "2", "3"]).await;
@@ -167,6 +182,124 @@ pub async fn a_resume_past_the_history_gets_the_gap_notice_first(h: &Harness) {
         ],
     )
     .await;
+}
+
+/// The official client, whose connection dropped after it was given messages (here: it closed
+/// it), cannot say what it got: what was in flight may have been lost with the connection. Its
+/// reconnect by `clientId` gets the gap notice first, then what followed where it stood.
+pub async fn a_client_id_whose_connection_dropped_gets_the_gap_notice_then_what_followed(
+    h: &Harness,
+) {
+    let h = h
+        .with_env(&[("SSEIO_HISTORY", "10"), ("SSEIO_GAP_NOTICE", GAP)])
+        .await;
+    let (room, client) = (new_id(), new_id());
+    let mut stream = connect(&h, &room, &client, &["normal-event", GAP]).await;
+    send(&h, "normal-event", &room, "first").await;
+    expect_events(&mut stream, "a fresh stream", &[("normal-event", "first")]).await;
+    leave(&h, stream, &client, 0).await;
+    send(&h, "normal-event", &room, "missed").await;
+    let mut back = connect(&h, &room, &client, &["normal-event", GAP]).await;
+    expect_events(
+        &mut back,
+        "a resume after a dropped connection",
+        &[
+            (GAP, r#"{"event":"normal-event"}"#),
+            ("normal-event", "missed"),
+        ],
+    )
+    .await;
+}
+
+/// A client that stops reading is closed as a slow consumer; once it reads again, it gets what
+/// was in its connection's buffers, and its reconnects get every message it missed, once and in
+/// order, without a gap notice, whether it comes back by `clientId` or by `Last-Event-ID`. What
+/// it missed is more than its buffer holds, so it comes in parts: each stream ends after one,
+/// and the next reconnect gets the next.
+pub async fn a_slow_consumer_gets_every_message_it_missed_once_it_reads_again(h: &Harness) {
+    const BUDGET: usize = 64 * 1024;
+    let budget = BUDGET.to_string();
+    let h = h
+        .with_env(&[
+            ("SSEIO_HISTORY", "5000"),
+            ("SSEIO_MAX_BUFFER_BYTES", &budget),
+            ("SSEIO_GAP_NOTICE", GAP),
+        ])
+        .await;
+    let padding = "x".repeat(BUDGET / 4);
+    for by_client_id in [true, false] {
+        let how = if by_client_id {
+            "by clientId"
+        } else {
+            "by Last-Event-ID"
+        };
+        let (room, client) = (new_id(), new_id());
+        let target = sse_target(&room, &client, &["normal-event", GAP]);
+        // A small receive buffer, as a phone's: once it stops reading, the server's side fills
+        // up too, and the server's write blocks.
+        let stalled = Request::get(target.as_str())
+            .header("Accept", "text/event-stream")
+            .recv_buffer(4096);
+        let response = request(&h, stalled).await;
+        assert_eq!(response.status(), 200, "{how}: the stream opens");
+        let mut stream = SseStream::http1(response);
+        wait_conn_create(&h, &client).await;
+        // The client reads nothing: its socket buffers fill up, then its queue, and it is
+        // closed.
+        let mut sent = 0;
+        while control::count_conn(&log(&h).await, "conn:close", &client) == 0 {
+            assert!(sent < 5000, "{how}: not closed after {sent} messages");
+            sent += 1;
+            send(&h, "normal-event", &room, &format!("{sent} {padding}")).await;
+        }
+        let mut got = Vec::new();
+        let mut last_id = None;
+        let mut streams = 1;
+        loop {
+            // This stream's messages, until it ends or has the last one.
+            while got.last() != Some(&sent) {
+                let what = format!("{how}: stream {streams}, after {:?}", got.last());
+                let Ok(Some(event)) = within(WAIT, &what, stream.next_event()).await else {
+                    break;
+                };
+                assert_eq!(event.event, "normal-event", "{how}: no gap notice");
+                let number = event.data.split(' ').next().and_then(|n| n.parse().ok());
+                got.push(number.expect("a numbered message"));
+                last_id = event.id.or(last_id);
+            }
+            if got.last() == Some(&sent) {
+                break;
+            }
+            streams += 1;
+            assert!(
+                streams < 100,
+                "{how}: still catching up after {streams} streams"
+            );
+            let mut again = Request::get(target.as_str()).header("Accept", "text/event-stream");
+            if let (false, Some(id)) = (by_client_id, &last_id) {
+                again = again.header("Last-Event-ID", id);
+            }
+            let response = request(&h, again).await;
+            assert_eq!(response.status(), 200, "{how}: reconnect {streams}");
+            stream = SseStream::http1(response);
+        }
+        let twice: Vec<u64> = got
+            .windows(2)
+            .filter(|w| w[0] >= w[1])
+            .map(|w| w[1])
+            .collect();
+        let missing: Vec<u64> = (1..=sent).filter(|n| !got.contains(n)).collect();
+        assert!(
+            twice.is_empty() && missing.is_empty(),
+            "{how}: every message once, in order: {} of {sent} got; again or out of order: \
+             {twice:?}; missing: {missing:?}; {streams} streams",
+            got.len()
+        );
+        assert!(
+            streams > 2,
+            "{how}: what it missed came in parts ({streams} streams)"
+        );
+    }
 }
 
 /// A native `EventSource` naming a position the server never gave gets the notice, then its

@@ -386,9 +386,8 @@ pub enum Recalled {
     /// Its connection dropped (the server did not end it) after it was given messages up to
     /// this position, and some of them may have been lost in flight with the connection (in
     /// the network, or a proxy's buffers), which a client that resumes by `clientId` cannot
-    /// tell: it is told of a possible gap (the [gap notice](crate::ServerBuilder::gap_notice))
-    /// and its `fetch` runs as a resync; an event without a `fetch` gets the messages since
-    /// this position after the notice.
+    /// tell: it resumes after this position, told first of a possible gap (the
+    /// [gap notice](crate::ServerBuilder::gap_notice)), on which it can fetch what it needs.
     Dropped(Position),
     /// Its stream was open on a node that is gone, which never recorded where it stood: what
     /// it missed cannot be told, so it resyncs (its `fetch` runs as a resync, and it gets the

@@ -15,6 +15,7 @@ use crate::fetch::run_fetch;
 use crate::frame;
 use crate::handler::EventHandler;
 use crate::history::Joined;
+use crate::hub::Ending;
 use crate::notify::CloseReason;
 use crate::position::{Position, Seen};
 use crate::request::Context;
@@ -22,6 +23,7 @@ use crate::room::Hold;
 use crate::server::ServerInner;
 use crate::sink::{SinkError, SseSink};
 
+use super::catch_up::{self, Cut};
 use super::join::Plan;
 
 /// The connection the follow-ups are for.
@@ -44,6 +46,11 @@ pub(crate) fn follow_up(
     span: tracing::Span,
     plan: Plan,
 ) {
+    if plan.catching_up {
+        // Its part of the replay is queued; the stream ends once that is written.
+        let hub = server.hub();
+        return hub.close_with(serial, CloseReason::CatchingUp, Ending::AfterQueued);
+    }
     if plan.fetches.is_empty() && plan.seen.is_none() {
         return;
     }
@@ -54,6 +61,7 @@ pub(crate) fn follow_up(
         resume_at,
         doubtful,
         seen,
+        ..
     } = plan;
     let target = Target {
         serial,
@@ -140,6 +148,16 @@ fn release_without_runtime<'a>(
     }
 }
 
+/// One room of a broker's replay, once it answered.
+struct Replayed {
+    handler: EventHandler,
+    /// What arrived live meanwhile.
+    hold: Arc<Hold>,
+    /// Its missed messages as frames, each with its position; `None` where the gap cannot be
+    /// filled.
+    frames: Option<Vec<(Position, Bytes)>>,
+}
+
 /// A connection waiting for the broker's history to answer its replay.
 struct Resuming {
     server: Weak<ServerInner>,
@@ -180,23 +198,49 @@ impl Resuming {
                 Vec::new()
             }
         };
-        let mut fetches = Vec::new();
+        // Each room's missed messages as frames, oldest first; `None` where the gap cannot be
+        // filled (not in the history any more, or the broker could not answer).
         let mut replay = replay.into_iter();
-        for (handler, _room, hold) in replaying {
-            let missed = replay.next().flatten();
-            let replayed = match (missed, self.from) {
-                (Some(missed), Some(from)) => self
-                    .frames(&server, &handler, from, &missed)
-                    .map(|frames| (frames, from, missed)),
-                _ => None,
-            };
-            let released = match replayed {
-                Some((frames, from, missed)) => {
-                    server.metrics().joined(Joined::Resumed);
-                    Self::release(&server, &self.target, &hold, from, &missed, &frames)
+        let mut rooms: Vec<Replayed> = replaying
+            .into_iter()
+            .map(|(handler, _room, hold)| {
+                let missed = replay.next().flatten();
+                let frames = match (missed, self.from) {
+                    (Some(missed), Some(from)) => Some(self.frames(&handler, from, &missed)),
+                    _ => None,
+                };
+                Replayed {
+                    handler,
+                    hold,
+                    frames,
                 }
-                // Not in the history any more, or more than the connection's buffer holds.
-                None => {
+            })
+            .collect();
+        let sizes = rooms
+            .iter()
+            .flat_map(|room| room.frames.iter().flatten())
+            .map(|(at, frame)| (at.offset, frame.len()))
+            .collect();
+        let room = server.limits().max_buffer_bytes;
+        match catch_up::cut(sizes, room.saturating_sub(self.target.sink.queued_bytes())) {
+            Cut::Whole => {}
+            Cut::UpTo(upto) => return self.catch_up(&server, &rooms, upto),
+            // Not even the oldest message fits next to what is queued: the rooms resync.
+            Cut::Nothing => rooms.iter_mut().for_each(|room| room.frames = None),
+        }
+        let mut fetches = Vec::new();
+        for Replayed {
+            handler,
+            hold,
+            frames,
+        } in rooms
+        {
+            let released = match (frames, self.from) {
+                (Some(frames), Some(from)) => {
+                    server.metrics().joined(Joined::Resumed);
+                    Self::release(&server, &self.target, &hold, from, &frames)
+                }
+                _ => {
                     server.metrics().joined(Joined::Resync);
                     // Ahead of the room's held messages and its resync, once.
                     let told = if self.told {
@@ -222,49 +266,98 @@ impl Resuming {
         server.hub().add_tasks(self.target.serial, fetches);
     }
 
-    /// One room's `missed` messages (as `(offset, payload)` after `from`) as frames; `None`
-    /// when they are more than the connection's buffer holds next to what is queued on it (the
-    /// replay goes out as one chunk): the room resyncs instead, as with the server's own
-    /// history, rather than the connection being closed as a slow consumer, at every reconnect.
+    /// Sends each room's missed messages up to offset `upto` (the part of a replay larger than
+    /// the connection's buffer that fits) and ends the stream once they are written, without
+    /// releasing the rooms' held live messages: the connection stands at `upto`, and its
+    /// reconnect gets the rest (see [`catch_up`]).
+    fn catch_up(&self, server: &ServerInner, rooms: &[Replayed], upto: u64) {
+        let replayed = rooms
+            .iter()
+            .filter_map(|room| Some((&room.hold, room.frames.as_ref()?)));
+        let mut next: Option<Position> = None;
+        for (hold, frames) in replayed {
+            let part: Vec<Bytes> = frames
+                .iter()
+                .take_while(|(at, _)| at.offset <= upto)
+                .map(|(_, frame)| frame.clone())
+                .collect();
+            if let Some((at, _)) = frames.get(part.len()) {
+                next = Some(next.map_or(*at, |next| min_by_offset(next, *at)));
+            }
+            if let Some((at, _)) = frames.first() {
+                hold.replayed_up_to(Position {
+                    offset: upto,
+                    ..*at
+                });
+            }
+            let Some(chunk) = frame::concat(&part) else {
+                continue;
+            };
+            if self.target.sink.send(chunk).is_err() {
+                if let Some((at, _)) = frames.first() {
+                    self.seen.missed(*at);
+                }
+                return server
+                    .hub()
+                    .close(self.target.serial, CloseReason::SlowConsumer);
+            }
+            server.metrics().joined(Joined::Resumed);
+            for frame in &part {
+                server.metrics().sent(1, frame.len());
+            }
+        }
+        self.seen.gave_some();
+        if let Some(next) = next {
+            self.seen.missed(next);
+        }
+        let serial = self.target.serial;
+        server
+            .hub()
+            .close_with(serial, CloseReason::CatchingUp, Ending::AfterQueued);
+    }
+
+    /// One room's `missed` messages (as `(offset, payload)` after `from`) as frames, each with
+    /// its position.
     fn frames(
         &self,
-        server: &ServerInner,
         handler: &EventHandler,
         from: Position,
         missed: &[(u64, String)],
-    ) -> Option<Vec<Bytes>> {
-        let frames: Vec<Bytes> = missed
+    ) -> Vec<(Position, Bytes)> {
+        missed
             .iter()
             .map(|(offset, payload)| {
                 let at = Position {
                     offset: *offset,
                     ..from
                 };
-                frame::encode_with_id(&at.to_string(), handler.event(), payload)
+                (
+                    at,
+                    frame::encode_with_id(&at.to_string(), handler.event(), payload),
+                )
             })
-            .collect();
-        let size: usize = frames.iter().map(Bytes::len).sum();
-        (size + self.target.sink.queued_bytes() <= server.limits().max_buffer_bytes)
-            .then_some(frames)
+            .collect()
     }
 
-    /// Sends one room's replayed `frames` (the `missed` messages after `from`), then what its
+    /// Sends one room's replayed `frames` (its missed messages after `from`), then what its
     /// `hold` kept back, without the live copies of what was replayed.
     fn release(
         server: &ServerInner,
         target: &Target,
         hold: &Hold,
         from: Position,
-        missed: &[(u64, String)],
-        frames: &[Bytes],
+        frames: &[(Position, Bytes)],
     ) -> Result<(), SinkError> {
-        let floor = Position {
-            offset: missed.last().map_or(from.offset, |(offset, _)| *offset),
-            ..from
-        };
-        for frame in frames {
+        let floor = frames.last().map_or(from, |(at, _)| *at);
+        let frames: Vec<Bytes> = frames.iter().map(|(_, frame)| frame.clone()).collect();
+        for frame in &frames {
             server.metrics().sent(1, frame.len());
         }
-        hold.release(&*target.sink, frame::concat(frames), Some(floor))
+        hold.release(&*target.sink, frame::concat(&frames), Some(floor))
     }
+}
+
+/// The earlier of two positions of one sequence.
+fn min_by_offset(a: Position, b: Position) -> Position {
+    if b.offset < a.offset { b } else { a }
 }

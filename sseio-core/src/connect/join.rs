@@ -18,7 +18,8 @@ use crate::server::ServerInner;
 use crate::sink::SseSink;
 
 use super::admit::Admitted;
-use super::resume::Resume;
+use super::catch_up::{self, Cut};
+use super::resume::{Resume, Start};
 
 /// What follows a join, outside the registry lock.
 pub(crate) struct Plan {
@@ -32,8 +33,11 @@ pub(crate) struct Plan {
     /// The position the broker's replay starts from, if one was asked.
     pub(crate) resume_at: Option<Position>,
     /// Whether the connection was told of a possible gap already, for every room with history
-    /// (see [`Start::doubtful`](super::resume::Start::doubtful)).
+    /// (see [`Start::doubtful`]).
     pub(crate) doubtful: bool,
+    /// Whether it got the first part of a replay larger than its buffer: its stream ends once
+    /// that is written, and nothing else follows.
+    pub(crate) catching_up: bool,
     /// Where the connection stands, with history.
     pub(crate) seen: Option<Arc<Seen>>,
 }
@@ -72,43 +76,58 @@ pub(crate) fn join(
     }
     let max_bytes = server.limits().max_buffer_bytes;
     let max_frames = server.limits().max_buffer_frames;
+    // With this server's own history: each room's missed frames, and where they are cut when
+    // they are more than the connection's buffer holds (see `catch_up`).
+    let replays = local_replays(&admitted.rooms, log.as_deref(), start);
+    let sizes = replays.iter().flatten().flatten();
+    let sizes = sizes.map(|frame| (offset_of(frame), frame.len())).collect();
+    let cut = catch_up::cut(sizes, max_bytes.saturating_sub(sink.queued_bytes()));
+    let catching_up = matches!(cut, Cut::UpTo(_));
     let mut plan = Plan {
         context: admitted.context,
         fetches: Vec::new(),
         replaying: Vec::new(),
         resume_at: start.from.flatten(),
         doubtful: start.doubtful,
+        catching_up,
         seen: seen.clone(),
     };
-    for (handler, room) in &admitted.rooms {
+    if let (Cut::UpTo(upto), Some(seen), Some(Some(from))) = (cut, &seen, start.from) {
+        // The connection stands before the first message left for its reconnect.
+        let next = replays.iter().flatten().flatten().map(offset_of);
+        if let Some(next) = next.filter(|&offset| offset > upto).min() {
+            seen.missed(Position {
+                offset: next,
+                ..from
+            });
+        }
+    }
+    for ((handler, room), replay) in admitted.rooms.iter().zip(replays) {
         // Each notice goes ahead of anything of its room. Refused only by a sink already
         // full, which the next delivery closes.
         let in_doubt = start.doubtful && handler.history().is_some();
         if in_doubt {
             let _ = server.notify_gap(&**sink, handler.event());
         }
-        let joined = if in_doubt && handler.fetch().is_some() {
-            Joined::Resync
-        } else {
-            let log = log.as_deref();
-            resume_room(
-                server,
-                &**sink,
-                seen.as_deref(),
-                handler,
-                room,
-                log,
-                start.from,
-            )
+        let replay = Replaying {
+            log: log.as_deref(),
+            from: start.from,
+            frames: replay,
+            cut,
         };
+        let joined = resume_room(server, &**sink, seen.as_deref(), handler, replay);
         server.metrics().joined(joined);
         if joined == Joined::Resync && !in_doubt {
             let _ = server.notify_gap(&**sink, handler.event());
         }
-        let held =
-            joined == Joined::Replaying || (handler.fetch().is_some() && joined != Joined::Resumed);
+        // Catching up, the stream ends once its part is written: nothing else goes out, and
+        // what arrives meanwhile waits for the reconnect.
+        let held = (catching_up && handler.history().is_some())
+            || joined == Joined::Replaying
+            || (handler.fetch().is_some() && joined != Joined::Resumed);
         let hold = held.then(|| Arc::new(Hold::new(max_bytes, max_frames, seen.clone())));
         match (&hold, joined) {
+            _ if catching_up => {}
             (Some(hold), Joined::Replaying) => {
                 plan.replaying
                     .push((handler.clone(), room.clone(), hold.clone()));
@@ -139,21 +158,43 @@ pub(crate) fn join(
     (live, plan)
 }
 
-/// How one room is joined from `from` (`None`: a fresh connection; `Some(None)`: a position
-/// that cannot be filled): with this server's history `log`, what it missed is queued now.
+/// What a room's join knows of its replay.
+struct Replaying<'a> {
+    /// This server's history, locked; `None` with a broker's.
+    log: Option<&'a HistoryLog>,
+    /// `None` for a fresh connection; `Some(None)` for a position that cannot be filled.
+    from: Option<Option<Position>>,
+    /// With this server's history: the room's missed frames, `None` when its gap cannot be
+    /// filled.
+    frames: Option<Vec<Bytes>>,
+    /// Where the connection's replays are cut.
+    cut: Cut,
+}
+
+/// How one room is joined: with this server's history, what it missed (up to the cut) is
+/// queued now.
 fn resume_room(
     server: &ServerInner,
     sink: &dyn SseSink,
     seen: Option<&Seen>,
     handler: &EventHandler,
-    room: &str,
-    log: Option<&HistoryLog>,
-    from: Option<Option<Position>>,
+    replay: Replaying<'_>,
 ) -> Joined {
-    match (handler.history(), log, from) {
-        (Some(history), Some(log), Some(Some(from))) => {
-            let replay = log.replay(handler.event_arc(), room, from, history);
-            match replay.map(|frames| queue_replay(server, sink, seen, frames)) {
+    match (handler.history(), replay.log, replay.from) {
+        (Some(_), Some(_), Some(Some(_))) => {
+            let part = match (replay.frames, replay.cut) {
+                (Some(frames), Cut::Whole) => Some(frames),
+                (Some(frames), Cut::UpTo(upto)) => Some(
+                    frames
+                        .into_iter()
+                        .take_while(|frame| offset_of(frame) <= upto)
+                        .collect(),
+                ),
+                // Not even the oldest message fits: every room with one resyncs.
+                (Some(frames), Cut::Nothing) => frames.is_empty().then_some(frames),
+                (None, _) => None,
+            };
+            match part.map(|frames| queue_replay(server, sink, seen, frames)) {
                 Some(true) => Joined::Resumed,
                 _ => Joined::Resync,
             }
@@ -163,6 +204,31 @@ fn resume_room(
         (Some(_), _, Some(None)) => Joined::Resync,
         _ => Joined::Fresh,
     }
+}
+
+/// With this server's history `log`, each of `rooms`' missed frames since `start`: `None` for
+/// a room without history or whose gap cannot be filled.
+fn local_replays(
+    rooms: &[(EventHandler, Arc<str>)],
+    log: Option<&HistoryLog>,
+    start: Start,
+) -> Vec<Option<Vec<Bytes>>> {
+    rooms
+        .iter()
+        .map(
+            |(handler, room)| match (handler.history(), log, start.from) {
+                (Some(history), Some(log), Some(Some(from))) => {
+                    log.replay(handler.event_arc(), room, from, history)
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// The offset of a frame from this server's history (which carries its `id:`).
+fn offset_of(frame: &Bytes) -> u64 {
+    frame::position_of(frame).map_or(0, |at| at.offset)
 }
 
 /// Queues the replayed frames of one room as one chunk (so a replay costs one frame of the

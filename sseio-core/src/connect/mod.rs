@@ -7,8 +7,11 @@
 //!    missed from this server's history, replaces the connection with the same `clientId`, and
 //!    returns the [`Plan`] of what follows;
 //! 4. [`follow_up`]: the `fetch`es and the broker's replay run.
+//!
+//! A replay larger than the connection's buffer goes out in parts ([`catch_up`]).
 
 mod admit;
+mod catch_up;
 mod follow_up;
 mod join;
 mod resume;

@@ -71,8 +71,8 @@ pub(crate) struct Start {
     /// `Some(Some(at))` to resume after `at`.
     pub(crate) from: Option<Option<Position>>,
     /// Its last stream dropped after it was given messages that may have been lost in flight
-    /// ([`Recalled::Dropped`]): each event is told of a possible gap, and one with a `fetch`
-    /// resyncs rather than resume.
+    /// ([`Recalled::Dropped`]): each event with history is told of a possible gap, ahead of
+    /// what it resumes.
     pub(crate) doubtful: bool,
 }
 
