@@ -76,12 +76,8 @@ pub(crate) fn join(
     }
     let max_bytes = server.limits().max_buffer_bytes;
     let max_frames = server.limits().max_buffer_frames;
-    // With this server's own history: each room's missed frames, and where they are cut when
-    // they are more than the connection's buffer holds (see `catch_up`).
-    let replays = local_replays(&admitted.rooms, log.as_deref(), start);
-    let sizes = replays.iter().flatten().flatten();
-    let sizes = sizes.map(|frame| (offset_of(frame), frame.len())).collect();
-    let cut = catch_up::cut(sizes, max_bytes.saturating_sub(sink.queued_bytes()));
+    let room = max_bytes.saturating_sub(sink.queued_bytes());
+    let (replays, cut) = local_replays(&admitted.rooms, log.as_deref(), start, room);
     let catching_up = matches!(cut, Cut::UpTo(_));
     let mut plan = Plan {
         context: admitted.context,
@@ -206,14 +202,16 @@ fn resume_room(
     }
 }
 
-/// With this server's history `log`, each of `rooms`' missed frames since `start`: `None` for
-/// a room without history or whose gap cannot be filled.
+/// With this server's history `log`, each of `rooms`' missed frames since `start` (`None` for
+/// a room without history or whose gap cannot be filled), and where they are cut to fit in
+/// `room` bytes (see [`catch_up`]).
 fn local_replays(
     rooms: &[(EventHandler, Arc<str>)],
     log: Option<&HistoryLog>,
     start: Start,
-) -> Vec<Option<Vec<Bytes>>> {
-    rooms
+    room: usize,
+) -> (Vec<Option<Vec<Bytes>>>, Cut) {
+    let replays: Vec<_> = rooms
         .iter()
         .map(
             |(handler, room)| match (handler.history(), log, start.from) {
@@ -223,7 +221,11 @@ fn local_replays(
                 _ => None,
             },
         )
-        .collect()
+        .collect();
+    let sizes = replays.iter().flatten().flatten();
+    let sizes = sizes.map(|frame| (offset_of(frame), frame.len())).collect();
+    let cut = catch_up::cut(sizes, room);
+    (replays, cut)
 }
 
 /// The offset of a frame from this server's history (which carries its `id:`).
