@@ -43,7 +43,7 @@ fn main() {
                 case.needs,
                 move || async move {
                     let _turn = one_at_a_time().await;
-                    let harness = Harness::start(adapter.name, adapter.bin, &[]).await;
+                    let harness = adapter.start(&[]).await;
                     cases::run_case(&harness, case.name, (case.run)(&harness)).await;
                 },
             ));
@@ -59,7 +59,7 @@ fn main() {
         &[registry::Need::Settings, registry::Need::OwnProcess],
         move || async move {
             let _turn = one_at_a_time().await;
-            let harness = Harness::start(standalone.name, standalone.bin, &[]).await;
+            let harness = standalone.start(&[]).await;
             cases::run_case(
                 &harness,
                 "an_idle_stream_stays_within_its_budget",
