@@ -36,7 +36,7 @@ where
 }
 
 /// A poem endpoint as a tower service of `http::Request<hyper::body::Incoming>`; made by
-/// [`tower_service`]. Cheap to clone: the endpoint is shared.
+/// [`tower_service()`]. Cheap to clone: the endpoint is shared.
 pub struct TowerService<E> {
     endpoint: Arc<E>,
 }

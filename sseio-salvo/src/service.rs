@@ -35,7 +35,7 @@ pub fn tower_service(service: impl Into<salvo::Service>) -> TowerService {
 }
 
 /// A salvo `Service` as a tower service of `http::Request<hyper::body::Incoming>`; made by
-/// [`tower_service`]. Cheap to clone: the `Service` is shared.
+/// [`tower_service()`]. Cheap to clone: the `Service` is shared.
 #[derive(Clone)]
 pub struct TowerService {
     service: Arc<salvo::Service>,
