@@ -6,9 +6,11 @@
 //! [`one_at_a_time`] runs one heavy case of one adapter at a time, so the ten thousand sockets of
 //! a drain (one file descriptor each, in this process and in the harness's) stay far below the
 //! per-process limit. As in `tests/conformance.rs`, each module lists its cases in a table with
-//! what they need, and every case runs against every adapter as a trial named
-//! `<adapter>::<case>`, so a failure reads `warp::drain_of_ten_thousand_streams`; against an
-//! external server (`SERVER_URL`) both are listed as ignored.
+//! what they need, and the cases run against the adapters as trials named `<adapter>::<case>`, so
+//! a failure reads `warp::drain_of_ten_thousand_streams`: every case against each harness served
+//! its default way, the stalled reader also against each served by its framework's own server
+//! (`warp-framework`, ...), and the idle stream's budget against each served lean. Against an
+//! external server (`SERVER_URL`) they are listed as ignored.
 //!
 //! The cases reuse the helpers of `tests/cases/` (and so compile that module once more; its own
 //! case tables are not run here).
