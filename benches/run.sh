@@ -7,7 +7,9 @@
 #
 # Environment: SHARED (the shared/ directory with tools/sseload and tools/rawsse; default ../shared
 # next to the repository), REPS (default 3), POINTS (sseload argument lists, one per line; default
-# the standard matrix of tools/sseload/baseline.sh), ADAPTERS (default: every harness-* binary).
+# the standard matrix of tools/sseload/baseline.sh), ADAPTERS (default: every harness-* binary, each
+# the way it serves by default, and hyper, warp, poem and salvo also served by their framework's own
+# server as `<name>-framework`, SSEIO_SERVE=framework; e.g. ADAPTERS="warp warp-framework").
 # Needs jq and taskset (Debian: jq, util-linux). The server is pinned to CPU 0, the load
 # generator to CPU 1.
 set -euo pipefail
@@ -26,11 +28,20 @@ ulimit -Sn "$(ulimit -Hn)"
 (cd "$root" && cargo build --release -q -p conformance-tests --bins)
 
 servers=()
+wanted() { [ -z "${ADAPTERS:-}" ] || [[ " $ADAPTERS " == *" $1 "* ]]; }
 for bin in "$root"/target/release/harness-*; do
   [ -x "$bin" ] || continue
   name=${bin##*/harness-}
-  if [ -n "${ADAPTERS:-}" ] && ! [[ " $ADAPTERS " == *" $name "* ]]; then continue; fi
-  servers+=("$name=$bin")
+  if wanted "$name"; then servers+=("$name=$bin"); fi
+  # The harnesses served both ways (conformance-tests/HARNESS.md): their framework's own server
+  # too. `env` execs the harness, so the measured process is the harness itself.
+  case $name in
+    hyper | warp | poem | salvo)
+      if wanted "$name-framework"; then
+        servers+=("$name-framework=env SSEIO_SERVE=framework $bin")
+      fi
+      ;;
+  esac
 done
 servers+=("rawsse=$tools_target/release/rawsse")
 

@@ -508,10 +508,173 @@ pub fn bind_from_env() -> std::io::Result<tokio::net::TcpListener> {
     sseio_hyper::bind(addr_from_env())
 }
 
+/// How a harness serves its application: `SSEIO_SERVE` (see `conformance-tests/HARNESS.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// `lean`: sseio's standalone server (`sseio_hyper::serve`), SSE streams on its lean path
+    /// and every other request to the framework's app, made a tower service.
+    Lean,
+    /// `framework`: the framework's own server, SSE-IO mounted in the app with the adapter.
+    Framework,
+}
+
+impl Serving {
+    /// The environment variable that chooses.
+    pub const VAR: &'static str = "SSEIO_SERVE";
+
+    /// The way named `value` (`lean` or `framework`); an error naming the variable and the
+    /// value for any other.
+    pub fn parse(value: &str) -> Result<Serving, String> {
+        match value {
+            "lean" => Ok(Serving::Lean),
+            "framework" => Ok(Serving::Framework),
+            _ => Err(unknown(value)),
+        }
+    }
+
+    /// The way `SSEIO_SERVE` names, `default` when it is unset: [`Serving::choose`] with the
+    /// variable's value.
+    pub fn from_env(
+        default: Serving,
+        unsupported: Option<(Serving, &str)>,
+    ) -> Result<Serving, String> {
+        Self::choose(std::env::var_os(Self::VAR).as_deref(), default, unsupported)
+    }
+
+    /// The way `value` names, `default` when there is none. An error (for the harness to print
+    /// before it binds anything) for an unknown value, or for `unsupported`'s way, whose message
+    /// then gives `unsupported`'s reason.
+    pub fn choose(
+        value: Option<&std::ffi::OsStr>,
+        default: Serving,
+        unsupported: Option<(Serving, &str)>,
+    ) -> Result<Serving, String> {
+        let serving = match value {
+            None => default,
+            Some(value) => match value.to_str() {
+                Some(value) => Self::parse(value)?,
+                None => return Err(unknown(&value.to_string_lossy())),
+            },
+        };
+        match unsupported {
+            Some((way, why)) if way == serving => Err(format!(
+                "{}={} is not supported: {why}",
+                Self::VAR,
+                serving.name()
+            )),
+            _ => Ok(serving),
+        }
+    }
+
+    /// The value of `SSEIO_SERVE` that names this way.
+    pub fn name(self) -> &'static str {
+        match self {
+            Serving::Lean => "lean",
+            Serving::Framework => "framework",
+        }
+    }
+}
+
+/// The error for an unknown value of `SSEIO_SERVE`.
+fn unknown(value: &str) -> String {
+    format!(
+        "{}={value:?} is not a way to serve: expected `lean` or `framework`",
+        Serving::VAR
+    )
+}
+
+/// sseio's standalone server on `listener` for `server`, with the harness's graceful shutdown
+/// (on [`shutdown_signal`], the streams' closing spread over [`shutdown_grace`]): what a harness
+/// served [`Serving::Lean`] runs, given its app with `Serve::with_app`.
+pub fn serve_lean(
+    listener: tokio::net::TcpListener,
+    server: Server,
+) -> sseio_hyper::Serve<sseio_hyper::NotFound> {
+    sseio_hyper::serve(listener, server)
+        .with_graceful_shutdown(shutdown_signal())
+        .shutdown_grace(shutdown_grace())
+}
+
+/// Runs a harness binary: reads `SSEIO_SERVE` ([`Serving::from_env`] with `default` and
+/// `unsupported`), then `serve`s that way. A startup error (a bad `SSEIO_SERVE`, before anything
+/// is bound) or an error of `serve` is one line on stderr prefixed by `harness`, the binary's
+/// name, and exit status 1.
+pub async fn run<F, Fut>(
+    harness: &str,
+    default: Serving,
+    unsupported: Option<(Serving, &str)>,
+    serve: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(Serving) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    let result = match Serving::from_env(default, unsupported) {
+        Ok(serving) => serve(serving).await.map_err(|e| e.to_string()),
+        Err(message) => Err(message),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{harness}: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Prints the line the suite and the benchmarks wait for.
 pub fn announce(addr: SocketAddr) {
     use std::io::Write;
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening {}", addr.port());
     let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Serving;
+
+    #[test]
+    fn sseio_serve_names_lean_or_framework() {
+        assert_eq!(Serving::parse("lean"), Ok(Serving::Lean));
+        assert_eq!(Serving::parse("framework"), Ok(Serving::Framework));
+        for way in [Serving::Lean, Serving::Framework] {
+            assert_eq!(Serving::parse(way.name()), Ok(way));
+        }
+    }
+
+    #[test]
+    fn an_unknown_sseio_serve_is_an_error_naming_the_variable_and_the_value() {
+        for value in ["", "Lean", "hyper", "lean "] {
+            let error = Serving::parse(value).expect_err(value);
+            assert!(
+                error.starts_with(&format!("SSEIO_SERVE={value:?} ")),
+                "{value:?}: {error}"
+            );
+            assert!(error.contains("`lean` or `framework`"), "{error}");
+        }
+    }
+
+    #[test]
+    fn sseio_serve_unset_is_the_harness_default() {
+        for way in [Serving::Lean, Serving::Framework] {
+            assert_eq!(Serving::choose(None, way, None), Ok(way));
+        }
+    }
+
+    #[test]
+    fn a_way_the_harness_cannot_serve_is_an_error_saying_why() {
+        let actix = Some((Serving::Lean, "actix-web has its own HTTP stack"));
+        let error = Serving::choose(Some("lean".as_ref()), Serving::Framework, actix).unwrap_err();
+        assert_eq!(
+            error,
+            "SSEIO_SERVE=lean is not supported: actix-web has its own HTTP stack"
+        );
+        assert_eq!(
+            Serving::choose(Some("framework".as_ref()), Serving::Framework, actix),
+            Ok(Serving::Framework)
+        );
+        let unknown = Serving::choose(Some("both".as_ref()), Serving::Framework, actix);
+        assert!(unknown.unwrap_err().starts_with("SSEIO_SERVE=\"both\" "));
+    }
 }

@@ -33,6 +33,9 @@ pub struct Harness {
     adapter: &'static str,
     /// The binary this harness runs, to start siblings with other settings.
     bin: Option<String>,
+    /// The environment it was started with before a case's own (how it is served), which its
+    /// siblings start with too.
+    base_env: &'static [(&'static str, &'static str)],
     child: Option<Child>,
     /// Reads the child's stdout to its end, keeping the `log <JSON>` line it prints on exit.
     stdout: Option<JoinHandle<Option<String>>>,
@@ -48,17 +51,35 @@ impl Harness {
     /// When the binary cannot be started or does not announce its port in time: the suite
     /// cannot run without a server, so this is a test failure.
     pub async fn start(adapter: &'static str, bin: &str, env: &[(&str, &str)]) -> Harness {
+        Harness::start_with_base(adapter, bin, &[], env).await
+    }
+
+    /// As [`Harness::start`], with `base_env` before `env` (so `env` wins where both set a
+    /// variable): the environment that makes the binary the adapter under test (`SSEIO_SERVE`),
+    /// which [`Harness::with_env`] gives its siblings too.
+    ///
+    /// # Panics
+    ///
+    /// As [`Harness::start`].
+    pub async fn start_with_base(
+        adapter: &'static str,
+        bin: &str,
+        base_env: &'static [(&'static str, &'static str)],
+        env: &[(&str, &str)],
+    ) -> Harness {
         if let Ok(url) = std::env::var("SERVER_URL") {
             return Harness {
                 base_url: url.trim_end_matches('/').to_owned(),
                 adapter,
                 bin: None,
+                base_env,
                 child: None,
                 stdout: None,
             };
         }
         let mut child = Command::new(bin)
             .env("PORT", "0")
+            .envs(base_env.iter().copied())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -94,13 +115,15 @@ impl Harness {
             base_url: format!("http://127.0.0.1:{port}"),
             adapter,
             bin: Some(bin.to_owned()),
+            base_env,
             child: Some(child),
             stdout: Some(stdout),
         }
     }
 
     /// Starts another harness of the same adapter with extra environment (the capabilities of
-    /// `conformance-tests/HARNESS.md`, such as `SSEIO_MAX_EVENTS`).
+    /// `conformance-tests/HARNESS.md`, such as `SSEIO_MAX_EVENTS`), served as this one is (its
+    /// base environment, see [`Harness::start_with_base`]).
     ///
     /// # Panics
     ///
@@ -115,7 +138,7 @@ impl Harness {
                 self.adapter
             )
         });
-        Harness::start(self.adapter, bin, env).await
+        Harness::start_with_base(self.adapter, bin, self.base_env, env).await
     }
 
     /// The server's base URL, such as `http://127.0.0.1:43117`, without a trailing slash.

@@ -4,7 +4,8 @@
 //! module's table with what it needs (`cases/registry.rs`); this target makes one trial per
 //! adapter and case, named `<adapter>::<case>` (so a failure reads `hyper::fetch_holds_back`),
 //! each starting its own harness process, and one per cluster case and cluster it runs on
-//! (`cluster_redis::presence_counts_every_node`), each on a fresh cluster. `libtest-mimic` runs
+//! (`cluster_redis::presence_counts_every_node`), each on a fresh cluster, and one per harness
+//! binary and bad `SSEIO_SERVE` (`cases/startup.rs`). `libtest-mimic` runs
 //! them as libtest would, with the same options and summary line.
 //!
 //! With `SERVER_URL=http://host:port` set, no harness is started: every case runs against that
@@ -29,6 +30,7 @@ fn main() {
             .filter(|case| case.on.contains(&topology));
         trials.extend(cases.map(|case| topology.trial(case)));
     }
+    trials.extend(cases::startup::trials());
     // In libtest's order, by name.
     trials.sort_by(|a, b| a.name().cmp(b.name()));
     libtest_mimic::run(&args, trials).exit();

@@ -386,3 +386,23 @@ async fn bad_tls_material_is_a_startup_error_naming_the_file() {
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("SSEIO_TLS_KEY is not"), "{stderr}");
 }
+
+/// TLS is the standalone server's: asked for together with `SSEIO_SERVE=framework` (the axum app
+/// under `axum::serve`, which has no TLS), it is a startup error naming both, not a cleartext
+/// server that ignored the certificate.
+#[tokio::test]
+async fn tls_with_the_framework_way_is_a_startup_error() {
+    let good = certs("framework");
+    let (cert, key) = (path_str(&good.cert), path_str(&good.key));
+    let env = [
+        ("SSEIO_TLS_CERT", cert),
+        ("SSEIO_TLS_KEY", key),
+        ("SSEIO_SERVE", "framework"),
+    ];
+    let (status, stderr) = refused_start(&env).await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("SSEIO_TLS_CERT") && stderr.contains("SSEIO_SERVE=lean"),
+        "{stderr}"
+    );
+}

@@ -2,12 +2,14 @@
 
 mod health;
 mod lean;
+mod peer;
 mod serve;
 mod service;
 #[cfg(feature = "tls")]
 mod tls;
 
 pub use health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthFuture};
+pub use peer::ConnectionInfo;
 pub use serve::{DEFAULT_SHUTDOWN_GRACE, NotFound, Serve, listen, serve, shutdown_signal};
 pub use service::{ClientAddr, ResponseFuture, SseioBody, SseioLayer, SseioService};
 #[doc(no_inline)]

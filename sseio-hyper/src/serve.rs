@@ -29,6 +29,7 @@ use tower_service::Service;
 
 use crate::health::{DEFAULT_LIVENESS_PATH, DEFAULT_READINESS_PATH, Health, HealthPaths};
 use crate::lean::{self, First, Replay};
+use crate::peer::{ConnectionInfo, FromPeer};
 use crate::service::{ClientAddr, SseioService};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
@@ -85,8 +86,21 @@ pub struct Serve<A> {
 }
 
 impl<A> Serve<A> {
-    /// Serves `app` (any tower service, such as an axum `Router`) for every request off the SSE
-    /// path.
+    /// Serves `app` for every request off the SSE path: any tower service of
+    /// `http::Request<hyper::body::Incoming>`, such as an axum `Router`, a warp filter turned
+    /// into one by `warp::service`, a poem endpoint by `sseio_poem::tower_service`, a salvo
+    /// `Service` by `sseio_salvo::tower_service`.
+    ///
+    /// Every request on the SSE path is sseio's, on the lean path or through hyper, before the
+    /// app sees it (only one the core declines, such as an `OPTIONS` preflight without
+    /// [`Cors`](sseio_core::Cors) settings, goes on to the app): the app's own middleware does
+    /// not run for SSE streams, so authorization and CORS for them are the server's settings
+    /// ([`ServerBuilder::authorize`](sseio_core::ServerBuilder::authorize),
+    /// [`ServerBuilder::cors`](sseio_core::ServerBuilder::cors)).
+    ///
+    /// Each request the app gets carries a [`ConnectionInfo`] and a [`ClientAddr`] extension.
+    /// Upgrades (WebSockets) work: once upgraded, a connection is the app's, and the graceful
+    /// shutdown no longer waits for it.
     pub fn with_app<B>(self, app: B) -> Serve<B> {
         Serve {
             listener: self.listener,
@@ -197,13 +211,19 @@ where
             tls,
         } = self;
         Box::pin(async move {
+            #[cfg(feature = "tls")]
+            let is_tls = tls.is_some();
+            #[cfg(not(feature = "tls"))]
+            let is_tls = false;
+            let app = Health::new(app, server.clone(), health);
             let shared = Arc::new(Shared {
                 builders: Builders::new(),
+                service: SseioService::new(server.clone(), app),
+                local: listener.local_addr()?,
+                is_tls,
                 #[cfg(feature = "tls")]
                 tls,
             });
-            let app = Health::new(app, server.clone(), health);
-            let service = SseioService::new(server.clone(), app);
             // Set once the drain is over: every connection still open closes as soon as it is
             // idle (a lean connection waiting for its next request at once, a hyper one after
             // its response), and the server returns once the last one did.
@@ -238,10 +258,8 @@ where
                 let connection = Connection {
                     server: server.clone(),
                     shared: shared.clone(),
-                    service: service.clone(),
                     drain_over: drain_over.clone(),
                 };
-                let peer = ClientAddr(peer.ip());
                 // Two kinds of task, so that a cleartext connection's task is not sized for TLS.
                 #[cfg(feature = "tls")]
                 if let Some(tls) = &shared.tls {
@@ -260,9 +278,15 @@ where
     }
 }
 
-/// What every connection of one server shares.
-struct Shared {
+/// What every connection of one server shares: a lean stream holds only this `Arc` of it, so
+/// what it costs does not depend on the application's size.
+struct Shared<A> {
     builders: Builders,
+    /// SSE-IO in front of the application, cloned for each connection that hyper serves.
+    service: SseioService<Health<A>>,
+    /// The listener's address, for [`ConnectionInfo`].
+    local: SocketAddr,
+    is_tls: bool,
     #[cfg(feature = "tls")]
     tls: Option<TlsConfig>,
 }
@@ -303,8 +327,7 @@ enum Protocol {
 /// One accepted connection and what serving it needs.
 struct Connection<A> {
     server: Server,
-    shared: Arc<Shared>,
-    service: SseioService<Health<A>>,
+    shared: Arc<Shared<A>>,
     /// Changes to `true` once the server's drain is over.
     drain_over: watch::Receiver<bool>,
 }
@@ -319,7 +342,7 @@ where
 {
     /// Serves a TLS connection: the handshake, then HTTP as ALPN decided.
     #[cfg(feature = "tls")]
-    async fn serve_tls(mut self, socket: TcpStream, peer: ClientAddr, tls: TlsConfig) {
+    async fn serve_tls(mut self, socket: TcpStream, peer: SocketAddr, tls: TlsConfig) {
         let handshake = tokio::select! {
             handshake = tls.accept(socket) => handshake,
             () = drain_over(&mut self.drain_over) => return,
@@ -344,7 +367,7 @@ where
     /// Serves `socket`: lean streams for as long as its requests are lean SSE `GET`s, then hyper.
     /// A cleartext connection's task as it is: a wrapper would hold the connection and the
     /// socket twice, and every idle stream would pay for it.
-    async fn serve<S>(mut self, mut socket: S, peer: ClientAddr)
+    async fn serve<S>(mut self, mut socket: S, peer: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -372,7 +395,12 @@ where
             };
             // Boxed: answering is brief, and its state must not stay in the task for as long as
             // the stream lives.
-            let answered = Box::pin(lean::answer(&mut socket, &self.server, request, peer));
+            let answered = Box::pin(lean::answer(
+                &mut socket,
+                &self.server,
+                request,
+                ClientAddr(peer.ip()),
+            ));
             let (head, body, keep_alive) = match answered.await {
                 Ok(lean::Answer::Stream {
                     head,
@@ -403,22 +431,26 @@ where
         mut self,
         prefix: Bytes,
         socket: S,
-        peer: ClientAddr,
+        peer: SocketAddr,
         protocol: Protocol,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(Replay::new(prefix, socket));
-        let service = TowerToHyperService::new(FromPeer {
-            inner: self.service.clone(),
-            peer,
-        });
+        let shared = &self.shared;
+        let connection = ConnectionInfo::new(peer, shared.local).with_tls(shared.is_tls);
+        let service = TowerToHyperService::new(FromPeer::new(shared.service.clone(), connection));
         let builder = match protocol {
-            Protocol::Detect => &self.shared.builders.detect,
-            Protocol::Http2 => &self.shared.builders.http2,
+            Protocol::Detect => &shared.builders.detect,
+            Protocol::Http2 => &shared.builders.http2,
         };
-        // Boxed: a hyper connection is large, and most connections are lean streams.
-        let mut connection = Box::pin(builder.serve_connection(io, service).into_owned());
+        // Boxed: a hyper connection is large, and most connections are lean streams. With
+        // upgrades, so that an application's WebSockets work.
+        let mut connection = Box::pin(
+            builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned(),
+        );
         let ended = tokio::select! {
             ended = connection.as_mut() => ended,
             () = drain_over(&mut self.drain_over) => {
@@ -429,31 +461,6 @@ where
         if let Err(error) = ended {
             tracing::debug!(%error, "sseio: connection ended with an error");
         }
-    }
-}
-
-/// A connection's service: each request carries the connection's peer as its [`ClientAddr`].
-#[derive(Clone)]
-struct FromPeer<S> {
-    inner: S,
-    peer: ClientAddr,
-}
-
-impl<S, B> Service<Request<B>> for FromPeer<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> S::Future {
-        request.extensions_mut().insert(self.peer);
-        self.inner.call(request)
     }
 }
 

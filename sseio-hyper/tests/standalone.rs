@@ -290,3 +290,107 @@ async fn the_cap_per_address_counts_the_peers_streams() {
     );
     drop(open);
 }
+
+/// The application served beside SSE-IO is told the connection each request came on: the
+/// client's socket address and the listener's as [`ConnectionInfo`], the client's IP as
+/// [`ClientAddr`], as a framework's own server tells its handlers.
+#[tokio::test]
+async fn the_app_is_told_the_connection_each_request_came_on() {
+    use axum::Extension;
+    use axum::routing::get;
+    use sseio_hyper::{ClientAddr, ConnectionInfo};
+
+    let server = Server::new("/sse").unwrap();
+    let app = axum::Router::new().route(
+        "/who",
+        get(
+            |Extension(connection): Extension<ConnectionInfo>,
+             Extension(ClientAddr(client)): Extension<ClientAddr>| async move {
+                format!(
+                    "peer={} local={} client={client} tls={} scheme={}",
+                    connection.peer(),
+                    connection.local(),
+                    connection.is_tls(),
+                    connection.scheme(),
+                )
+            },
+        ),
+    );
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(std::future::IntoFuture::into_future(
+        sseio_hyper::serve(listener, server).with_app(app),
+    ));
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let peer = client.local_addr().unwrap();
+    client
+        .write_all(b"GET /who HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    let received = String::from_utf8(received).unwrap();
+    assert!(received.starts_with("HTTP/1.1 200 OK\r\n"), "{received}");
+    let expected = format!(
+        "peer={peer} local={addr} client={} tls=false scheme=http",
+        peer.ip()
+    );
+    assert!(received.ends_with(&expected), "{received}");
+}
+
+/// An application's upgrade (a WebSocket, say) works beside SSE-IO: its `101` answer hands the
+/// connection over, and what the client sends next reaches the application, not hyper.
+#[tokio::test]
+async fn an_upgrade_of_the_app_takes_the_connection_over() {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::routing::get;
+    use hyper_util::rt::TokioIo;
+
+    let server = Server::new("/sse").unwrap();
+    // Answers `101` and echoes, upper-cased, what the client sends over the upgraded connection.
+    let app = axum::Router::new().route(
+        "/echo",
+        get(|mut request: Request| async move {
+            let upgrade = hyper::upgrade::on(&mut request);
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(upgrade.await.expect("the connection is upgraded"));
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = io.read(&mut buf).await {
+                    let upper = buf[..n].to_ascii_uppercase();
+                    if io.write_all(&upper).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            http::Response::builder()
+                .status(http::StatusCode::SWITCHING_PROTOCOLS)
+                .header(http::header::CONNECTION, "upgrade")
+                .header(http::header::UPGRADE, "echo")
+                .body(Body::empty())
+                .unwrap()
+        }),
+    );
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(std::future::IntoFuture::into_future(
+        sseio_hyper::serve(listener, server).with_app(app),
+    ));
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /echo HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_until(&mut client, &mut received, b"\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&received);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    client.write_all(b"hello over the upgrade").await.unwrap();
+    let mut echoed = Vec::new();
+    read_until(&mut client, &mut echoed, b"HELLO OVER THE UPGRADE").await;
+}

@@ -1,7 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 mod endpoint;
+mod service;
 
 pub use endpoint::{SseioEndpoint, SseioMiddleware, SseioMiddlewareEndpoint};
+pub use service::{TowerBody, TowerFuture, TowerService, tower_service};
 #[doc(no_inline)]
 pub use sseio_core::*;
+/// sseio's standalone server ([`sseio_hyper::serve`]), which serves a poem app made a tower
+/// service by [`tower_service()`] beside SSE streams on its lean path; re-exported so that its
+/// version always matches this crate's.
+pub use sseio_hyper;

@@ -7,6 +7,8 @@
 //!   stream interpretation" independently of `sseio-core`'s encoder; the conformance suite reads
 //!   live streams with it, the property tests and the `frame` fuzz target use it as their
 //!   oracle ([`parse_event_stream`]).
+//! - [`client`]: a bare HTTP/1.1 client, for the adapters' tests of serving an app with sseio's
+//!   standalone server.
 //! - [`fixtures`]: the server on `/files/:guid/pull` that several tests build, requests, and a
 //!   connection on a recording sink in one call.
 //! - [`node`]: Node.js test scripts (the real-browser tests) run from a Rust test.
@@ -21,6 +23,7 @@
 //! copy of `sseio-core` whose types are not this crate's, so they cannot use it. The fuzz crate,
 //! outside the workspace, takes it as a path dependency.
 
+pub mod client;
 pub mod fixtures;
 pub mod node;
 pub mod outcome;

@@ -1,22 +1,39 @@
 //! The harness server for `sseio-actix` (see `conformance-tests/HARNESS.md`): `SseioMiddleware`
 //! wrapping an actix `App` that has the control routes, served by `actix_web::HttpServer` (HTTP/1
-//! and h2c on one port), with its graceful stop started by the SSE-IO drain.
+//! and h2c on one port), with its graceful stop started by the SSE-IO drain. actix-web has an
+//! HTTP stack of its own (actix-http), which sseio's server (hyper) cannot serve: this harness is
+//! served `framework` only, and `SSEIO_SERVE=lean` is a startup error saying so.
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-actix`
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use conformance_tests::harness::{
-    HarnessApp, MAX_CONTROL_BODY, METRICS_CONTENT_TYPE, announce, bind_from_env, drained_on_signal,
-    init_tracing,
+    HarnessApp, MAX_CONTROL_BODY, METRICS_CONTENT_TYPE, Serving, announce, bind_from_env,
+    drained_on_signal, init_tracing, run,
 };
 use sseio_actix::SseioMiddleware;
 
+/// Why `SSEIO_SERVE=lean` is refused.
+const NOT_LEAN: &str = "actix-web has its own HTTP stack (actix-http), which sseio's server \
+                        (hyper) cannot serve; harness-actix is served by actix-web's own server";
+
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
+    run(
+        "harness-actix",
+        Serving::Framework,
+        Some((Serving::Lean, NOT_LEAN)),
+        serve,
+    )
+    .await
+}
+
+async fn serve(_framework: Serving) -> std::io::Result<()> {
     init_tracing("warn");
     let app = HarnessApp::new().await;
     let sseio = app.server();

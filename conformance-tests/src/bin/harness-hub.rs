@@ -3,12 +3,14 @@
 //! what the hub asks a backend (the `fetch` of `fetch-event` and `fetch-error-event` by `GET`,
 //! and with `SSEIO_AUTH_TOKEN` the auth webhook). The control endpoints add nothing of their
 //! own: each is a request to the hub's own publish API (with its API key), or the hub's
-//! lifecycle notifications in the hub's own JSON records.
+//! lifecycle notifications in the hub's own JSON records. The hub is a binary of its own, served
+//! by sseio's server (`lean`) only: `SSEIO_SERVE=framework` is a startup error saying so.
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-hub`
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +21,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use conformance_tests::harness::{
-    MAX_CONTROL_BODY, PATH, announce, bind_from_env, init_tracing, shutdown_grace, shutdown_signal,
+    MAX_CONTROL_BODY, PATH, Serving, announce, bind_from_env, init_tracing, run, shutdown_grace,
+    shutdown_signal,
 };
 use serde_json::{Value, json};
 use sseio_hub::sseio_hyper::{Notification, Notifications};
@@ -33,8 +36,21 @@ use tower_service::Service;
 /// How long the harness backend's `fetch` takes before it answers `["a","b"]`.
 const FETCH_DELAY: Duration = Duration::from_millis(500);
 
+/// Why `SSEIO_SERVE=framework` is refused.
+const NO_FRAMEWORK: &str = "the hub is a binary of its own, served by sseio's server only";
+
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
+    run(
+        "harness-hub",
+        Serving::Lean,
+        Some((Serving::Framework, NO_FRAMEWORK)),
+        serve,
+    )
+    .await
+}
+
+async fn serve(_lean: Serving) -> std::io::Result<()> {
     // The hub logs every `error` notification itself (at `warn`); the suite's failing fetches
     // raise them on purpose, so only its errors are shown from there.
     init_tracing("warn,sseio_hub::lifecycle=error");

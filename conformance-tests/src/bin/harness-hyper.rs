@@ -1,7 +1,9 @@
-//! The harness server for `sseio-hyper` (see `conformance-tests/HARNESS.md`): SSE-IO mounted
-//! with `SseioLayer` in front of an axum app that has the control routes, served by
-//! `sseio_hyper::serve`. With `SSEIO_TLS_CERT` and `SSEIO_TLS_KEY` (PEM files) it serves TLS,
-//! HTTP/2 or HTTP/1.1 by ALPN; bad TLS material is a startup error on stderr, exit status 1.
+//! The harness server for `sseio-hyper` (see `conformance-tests/HARNESS.md`): an axum app with
+//! the control routes, served two ways (`SSEIO_SERVE`). `lean`, the default: by
+//! `sseio_hyper::serve` (the standalone server, with its lean path for SSE streams); with
+//! `SSEIO_TLS_CERT` and `SSEIO_TLS_KEY` (PEM files) it serves TLS, HTTP/2 or HTTP/1.1 by ALPN, and
+//! bad TLS material is a startup error on stderr, exit status 1. `framework`: `SseioLayer` in
+//! front of the app, served by `axum::serve` (HTTP/1.1 and h2c; no TLS).
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-hyper`
 
@@ -11,13 +13,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::routing::{any, get};
 use conformance_tests::harness::{
-    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, init_tracing, shutdown_grace,
-    shutdown_signal,
+    HarnessApp, METRICS_CONTENT_TYPE, Serving, announce, bind_from_env, drained_on_signal,
+    init_tracing, run, serve_lean,
 };
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use sseio_hyper::TlsConfig;
+use sseio_hyper::{SseioLayer, TlsConfig};
 
 #[cfg(sseio_dhat)]
 #[global_allocator]
@@ -27,23 +29,7 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 async fn main() -> ExitCode {
     #[cfg(sseio_dhat)]
     let _profiler = dhat::Profiler::new_heap();
-    init_tracing("warn");
-    // Before anything is bound: bad TLS material is a startup error, not a server that fails
-    // every handshake.
-    let tls = match tls_from_env() {
-        Ok(tls) => tls,
-        Err(message) => {
-            eprintln!("harness-hyper: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match serve(tls).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("harness-hyper: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    run("harness-hyper", Serving::Lean, None, serve).await
 }
 
 /// TLS from `SSEIO_TLS_CERT` and `SSEIO_TLS_KEY`, when both are set; an error naming the file
@@ -62,7 +48,17 @@ fn tls_from_env() -> Result<Option<TlsConfig>, String> {
     }
 }
 
-async fn serve(tls: Option<TlsConfig>) -> std::io::Result<()> {
+async fn serve(serving: Serving) -> std::io::Result<()> {
+    init_tracing("warn");
+    // Before anything is bound: bad TLS material is a startup error, not a server that fails
+    // every handshake.
+    let tls = tls_from_env().map_err(std::io::Error::other)?;
+    if tls.is_some() && serving == Serving::Framework {
+        return Err(std::io::Error::other(
+            "SSEIO_TLS_CERT and SSEIO_TLS_KEY need SSEIO_SERVE=lean: TLS is the standalone \
+             server's",
+        ));
+    }
     let app = HarnessApp::new().await;
     let server = app.server();
     let routes = Router::new()
@@ -81,14 +77,21 @@ async fn serve(tls: Option<TlsConfig>) -> std::io::Result<()> {
 
     let listener = bind_from_env()?;
     announce(listener.local_addr()?);
-    let mut serve = sseio_hyper::serve(listener, server)
-        .with_app(routes)
-        .with_graceful_shutdown(shutdown_signal())
-        .shutdown_grace(shutdown_grace());
-    if let Some(tls) = tls {
-        serve = serve.with_tls(tls);
+    match serving {
+        Serving::Lean => {
+            let mut serve = serve_lean(listener, server).with_app(routes);
+            if let Some(tls) = tls {
+                serve = serve.with_tls(tls);
+            }
+            serve.await?;
+        }
+        Serving::Framework => {
+            let routes = routes.layer(SseioLayer::new(server.clone()));
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(drained_on_signal(server))
+                .await?;
+        }
     }
-    serve.await?;
     app.print_log().await;
     Ok(())
 }

@@ -1,13 +1,16 @@
-//! The harness server for `sseio-salvo` (see `conformance-tests/HARNESS.md`): `SseioHandler` as a
-//! hoop on a salvo `Service` whose router has the control endpoints, served by `salvo::Server`.
+//! The harness server for `sseio-salvo` (see `conformance-tests/HARNESS.md`): a salvo `Service`
+//! whose router has the control endpoints, served two ways (`SSEIO_SERVE`). `lean`, the default:
+//! by `sseio_hyper::serve`, the `Service` made a tower service by `sseio_salvo::tower_service`.
+//! `framework`: `SseioHandler` as a hoop on the `Service`, served by `salvo::Server`.
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-salvo`
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 
 use conformance_tests::harness::{
-    HarnessApp, MAX_CONTROL_BODY, METRICS_CONTENT_TYPE, announce, bind_from_env, drained_on_signal,
-    init_tracing,
+    HarnessApp, MAX_CONTROL_BODY, METRICS_CONTENT_TYPE, Serving, announce, bind_from_env,
+    drained_on_signal, init_tracing, run, serve_lean,
 };
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::http::{StatusCode, header};
@@ -16,7 +19,11 @@ use salvo::{Request, Response, Router, Service, handler};
 use sseio_salvo::SseioHandler;
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
+    run("harness-salvo", Serving::Lean, None, serve).await
+}
+
+async fn serve(serving: Serving) -> std::io::Result<()> {
     init_tracing("warn");
     let app = HarnessApp::new().await;
     let sseio = app.server();
@@ -24,17 +31,27 @@ async fn main() -> std::io::Result<()> {
         .push(Router::with_path("hello").get(hello))
         .push(Router::with_path("metrics").get(Metrics(app.clone())))
         .push(Router::with_path("_control/{action}").goal(Control(app.clone())));
-    let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
+    let service = Service::new(router);
 
     let listener = bind_from_env()?;
     announce(listener.local_addr()?);
-    let server = salvo::Server::new(TcpAcceptor::try_from(listener)?);
-    let handle = server.handle();
-    tokio::spawn(async move {
-        drained_on_signal(sseio).await;
-        handle.stop_graceful(None);
-    });
-    server.try_serve(service).await?;
+    match serving {
+        Serving::Lean => {
+            serve_lean(listener, sseio)
+                .with_app(sseio_salvo::tower_service(service))
+                .await?;
+        }
+        Serving::Framework => {
+            let service = service.hoop(SseioHandler::new(sseio.clone()));
+            let server = salvo::Server::new(TcpAcceptor::try_from(listener)?);
+            let handle = server.handle();
+            tokio::spawn(async move {
+                drained_on_signal(sseio).await;
+                handle.stop_graceful(None);
+            });
+            server.try_serve(service).await?;
+        }
+    }
     app.print_log().await;
     Ok(())
 }

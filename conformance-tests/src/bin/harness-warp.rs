@@ -1,20 +1,28 @@
-//! The harness server for `sseio-warp` (see `conformance-tests/HARNESS.md`): `sseio_warp::filter`
-//! composed with `or` in front of warp routes for the control endpoints, served by `warp::serve`.
+//! The harness server for `sseio-warp` (see `conformance-tests/HARNESS.md`): warp routes for the
+//! control endpoints, served two ways (`SSEIO_SERVE`). `lean`, the default: by
+//! `sseio_hyper::serve`, the routes made a tower service by `warp::service`. `framework`:
+//! `sseio_warp::filter` composed with `or` in front of the routes, served by `warp::serve`.
 //!
 //! Run: `PORT=8080 cargo run -p conformance-tests --bin harness-warp`
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 
 use bytes::Bytes;
 use conformance_tests::harness::{
-    HarnessApp, METRICS_CONTENT_TYPE, announce, bind_from_env, drained_on_signal, init_tracing,
+    HarnessApp, METRICS_CONTENT_TYPE, Serving, announce, bind_from_env, drained_on_signal,
+    init_tracing, run, serve_lean,
 };
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Reply;
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
+    run("harness-warp", Serving::Lean, None, serve).await
+}
+
+async fn serve(serving: Serving) -> std::io::Result<()> {
     // warp logs every client that leaves mid-response (each closed SSE stream) as an error
     // `server connection error: IncompleteMessage`; keep those out of the suite's output unless
     // `RUST_LOG` asks for them.
@@ -39,18 +47,24 @@ async fn main() -> std::io::Result<()> {
         // warp sets no body limit unless `content_length_limit` is added.
         .and(warp::body::bytes())
         .then(control);
-    let routes = sseio_warp::filter(server.clone())
-        .or(hello)
-        .or(metrics)
-        .or(control);
+    let routes = hello.or(metrics).or(control);
 
     let listener = bind_from_env()?;
     announce(listener.local_addr()?);
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(drained_on_signal(server))
-        .run()
-        .await;
+    match serving {
+        Serving::Lean => {
+            serve_lean(listener, server)
+                .with_app(warp::service(routes))
+                .await?;
+        }
+        Serving::Framework => {
+            warp::serve(sseio_warp::filter(server.clone()).or(routes))
+                .incoming(listener)
+                .graceful(drained_on_signal(server))
+                .run()
+                .await;
+        }
+    }
     exit_log.print_log().await;
     Ok(())
 }

@@ -15,7 +15,7 @@ use conformance_tests::control::{self, Presence};
 use conformance_tests::redis_server::RedisServer;
 use conformance_tests::sse::{SseEvent, SseItem, SseStream};
 
-use super::registry::{self, CaseFuture, Need};
+use super::registry::{self, Adapter, CaseFuture, Need};
 use super::*;
 
 /// The cluster cases, each with the clusters it runs on (a trial per cluster, named
@@ -126,22 +126,24 @@ impl Topology {
         }
     }
 
-    /// Starts a fresh cluster of this topology (and its `redis-server`, when it has one).
+    /// Starts a fresh cluster of this topology (and its `redis-server`, when it has one). The
+    /// nodes of a cluster on Redis mix adapters, and the ways they are served.
     pub async fn start(self) -> Cluster {
-        let nodes = |names: &[&'static str]| -> Vec<(&'static str, &'static str)> {
-            names
-                .iter()
-                .map(|name| (*name, registry::adapter(name).bin))
-                .collect()
+        let nodes = |names: &[&'static str]| -> Vec<&'static Adapter> {
+            names.iter().map(|name| registry::adapter(name)).collect()
         };
-        let hyper = registry::adapter("hyper").bin;
+        let hyper = registry::adapter("hyper");
         match self {
             Topology::Memory => Cluster::memory(hyper).await,
-            Topology::Redis => Cluster::redis(&nodes(&["hyper", "warp", "salvo", "actix"])).await,
-            Topology::RedisSharded => Cluster::redis_sharded(&nodes(&["poem", "hyper"])).await,
+            Topology::Redis => {
+                Cluster::redis(&nodes(&["hyper", "warp-framework", "salvo", "actix"])).await
+            }
+            Topology::RedisSharded => {
+                Cluster::redis_sharded(&nodes(&["poem-framework", "hyper"])).await
+            }
             Topology::MemoryWithHistory => Cluster::memory_with_history(hyper).await,
             Topology::RedisWithHistory => {
-                Cluster::redis_with_history(&nodes(&["hyper", "warp", "poem"])).await
+                Cluster::redis_with_history(&nodes(&["hyper-framework", "warp", "poem"])).await
             }
             Topology::HubRedis => Cluster::redis(&nodes(&["hub", "hub"])).await,
             Topology::HubRedisSharded => Cluster::redis_sharded(&nodes(&["hub", "hub"])).await,
@@ -174,56 +176,56 @@ pub struct Cluster {
 
 impl Cluster {
     /// One harness without a broker: every node index is that one process.
-    pub async fn memory(bin: &str) -> Cluster {
-        Self::memory_on(bin, &[]).await
+    pub async fn memory(adapter: &'static Adapter) -> Cluster {
+        Self::memory_on(adapter, &[]).await
     }
 
     /// As [`Cluster::memory`], with history on.
-    pub async fn memory_with_history(bin: &str) -> Cluster {
-        Self::memory_on(bin, &[("SSEIO_HISTORY", &HISTORY.to_string())]).await
+    pub async fn memory_with_history(adapter: &'static Adapter) -> Cluster {
+        Self::memory_on(adapter, &[("SSEIO_HISTORY", &HISTORY.to_string())]).await
     }
 
-    async fn memory_on(bin: &str, env: &[(&str, &str)]) -> Cluster {
+    async fn memory_on(adapter: &'static Adapter, env: &[(&str, &str)]) -> Cluster {
         Cluster {
-            nodes: vec![Harness::start("hyper", bin, env).await],
+            nodes: vec![adapter.start(env).await],
             redis: None,
         }
     }
 
-    /// A fresh `redis-server` and one harness per `(adapter, binary)` on it.
-    pub async fn redis(bins: &[(&'static str, &str)]) -> Cluster {
-        Self::on(RedisServer::start().await, bins, false, &[]).await
+    /// A fresh `redis-server` and one harness per adapter on it.
+    pub async fn redis(adapters: &[&'static Adapter]) -> Cluster {
+        Self::on(RedisServer::start().await, adapters, false, &[]).await
     }
 
     /// As [`Cluster::redis`], with history on: kept in Redis, for the whole cluster.
-    pub async fn redis_with_history(bins: &[(&'static str, &str)]) -> Cluster {
+    pub async fn redis_with_history(adapters: &[&'static Adapter]) -> Cluster {
         let history = HISTORY.to_string();
         let env = [("SSEIO_HISTORY", history.as_str())];
-        Self::on(RedisServer::start().await, bins, false, &env).await
+        Self::on(RedisServer::start().await, adapters, false, &env).await
     }
 
-    /// A fresh one-node Redis Cluster and one harness per `(adapter, binary)` using sharded
+    /// A fresh one-node Redis Cluster and one harness per adapter using sharded
     /// Pub/Sub on it.
-    pub async fn redis_sharded(bins: &[(&'static str, &str)]) -> Cluster {
-        Self::on(RedisServer::start_cluster().await, bins, true, &[]).await
+    pub async fn redis_sharded(adapters: &[&'static Adapter]) -> Cluster {
+        Self::on(RedisServer::start_cluster().await, adapters, true, &[]).await
     }
 
     async fn on(
         redis: RedisServer,
-        bins: &[(&'static str, &str)],
+        adapters: &[&'static Adapter],
         sharded: bool,
         extra: &[(&str, &str)],
     ) -> Cluster {
         let url = redis.url();
         let sharded = if sharded { "1" } else { "0" };
         let mut nodes = Vec::new();
-        for (adapter, bin) in bins {
+        for adapter in adapters {
             let mut env = vec![
                 ("REDIS_URL", url.as_str()),
                 ("SSEIO_REDIS_SHARDED", sharded),
             ];
             env.extend_from_slice(extra);
-            nodes.push(Harness::start(adapter, bin, &env).await);
+            nodes.push(adapter.start(&env).await);
         }
         Cluster {
             nodes,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod registry;
 pub mod rooms;
 pub mod routing;
+pub mod startup;
 pub mod stream;
 
 use std::future::Future;

@@ -75,6 +75,9 @@ pub struct Adapter {
     pub name: &'static str,
     /// The path of its harness binary.
     pub bin: &'static str,
+    /// The environment its harness starts with, before a case's own: how it is served
+    /// (`SSEIO_SERVE`, see `conformance-tests/HARNESS.md`); empty for the binary's default.
+    pub env: &'static [(&'static str, &'static str)],
     /// Its framework notices an HTTP/2 stream the client reset (`RST_STREAM`) only when it next
     /// writes to that stream, at the stream's next heartbeat at the latest, not at once. Only
     /// the case that checks how soon may allow for it; the stream must still close once,
@@ -91,9 +94,24 @@ impl Adapter {
         Adapter {
             name,
             bin,
+            env: &[],
             h2_reset_seen_at_next_write: false,
             write_buffer_growth: 0,
         }
+    }
+
+    /// Served by its framework's own server (`SSEIO_SERVE=framework`) rather than its default.
+    const fn framework(self) -> Adapter {
+        Adapter {
+            env: &[("SSEIO_SERVE", "framework")],
+            ..self
+        }
+    }
+
+    /// Starts its harness with `env` (after [`Adapter::env`]) and waits for it to listen; the
+    /// external server instead with `SERVER_URL` (see [`Harness::start`]).
+    pub async fn start(&'static self, env: &[(&str, &str)]) -> Harness {
+        Harness::start_with_base(self.name, self.bin, self.env, env).await
     }
 
     /// See [`Adapter::write_buffer_growth`].
@@ -113,17 +131,28 @@ impl Adapter {
     }
 }
 
-/// Every adapter the suite runs against. A new adapter is one line here (and its `[[bin]]`).
+/// Every adapter the suite runs against, each way it is served: a harness binary and the
+/// environment that chooses how it serves (`SSEIO_SERVE`). The framework quirks below are of the
+/// server that writes the streams, so they are set per entry. A new adapter is one line here (and
+/// its `[[bin]]`).
 pub const ADAPTERS: &[Adapter] = &[
+    // sseio's standalone server (its lean path) with an axum app; and the same app with
+    // `SseioLayer` under `axum::serve`.
     Adapter::new("hyper", env!("CARGO_BIN_EXE_harness-hyper")),
+    Adapter::new("hyper-framework", env!("CARGO_BIN_EXE_harness-hyper")).framework(),
+    // warp, poem and salvo apps served by sseio's standalone server (their default, the documented
+    // way), and by their framework's own server.
     Adapter::new("warp", env!("CARGO_BIN_EXE_harness-warp")),
+    Adapter::new("warp-framework", env!("CARGO_BIN_EXE_harness-warp")).framework(),
     Adapter::new("poem", env!("CARGO_BIN_EXE_harness-poem")),
+    Adapter::new("poem-framework", env!("CARGO_BIN_EXE_harness-poem")).framework(),
     Adapter::new("salvo", env!("CARGO_BIN_EXE_harness-salvo")),
-    // actix-web 4.17 awaits an idle response body without watching for a reset of its
-    // HTTP/2 stream (`actix-http`'s `h2::dispatcher::handle_response`). Its HTTP/1 dispatcher
-    // copies body chunks into a write buffer that it flushes at 32 KiB and never shrinks: one
-    // that ends up holding a little over 32 KiB (sseio-actix hands it 16 KiB slices) doubles its
-    // capacity to 64 KiB.
+    Adapter::new("salvo-framework", env!("CARGO_BIN_EXE_harness-salvo")).framework(),
+    // actix-web, on its own HTTP stack, is served by its own server only. actix-web 4.17 awaits
+    // an idle response body without watching for a reset of its HTTP/2 stream (`actix-http`'s
+    // `h2::dispatcher::handle_response`). Its HTTP/1 dispatcher copies body chunks into a write
+    // buffer that it flushes at 32 KiB and never shrinks: one that ends up holding a little over
+    // 32 KiB (sseio-actix hands it 16 KiB slices) doubles its capacity to 64 KiB.
     Adapter::new("actix", env!("CARGO_BIN_EXE_harness-actix"))
         .h2_reset_seen_at_next_write()
         .write_buffer_growth(32 * 1024),
@@ -178,7 +207,7 @@ pub fn adapter_trial(adapter: &'static Adapter, case: &'static Case) -> Trial {
         format!("{}::{}", adapter.name, case.name),
         case.needs,
         move || async move {
-            let harness = Harness::start(adapter.name, adapter.bin, &[]).await;
+            let harness = adapter.start(&[]).await;
             super::run_case(&harness, case.name, (case.run)(&harness)).await;
         },
     )

@@ -1,6 +1,7 @@
 //! A guard against the next silent regression of an idle stream's memory: the standalone server
-//! (`harness-hyper`, its lean path) holding two thousand idle streams must stay within a stated
-//! budget per stream. Memory per stream is stable to a few bytes from run to run, unlike timings,
+//! (its lean path: `harness-hyper`, and every harness served `lean`) holding two thousand idle
+//! streams must stay within a stated budget per stream. The framework's app a harness serves
+//! beside SSE-IO must not change what a stream costs, so the budget is the same for all. Memory per stream is stable to a few bytes from run to run, unlike timings,
 //! so a change that adds a few hundred bytes to every stream fails here instead of landing
 //! unnoticed.
 //!

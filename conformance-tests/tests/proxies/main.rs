@@ -26,7 +26,6 @@ pub mod cases;
 pub mod behind_nginx;
 pub mod http10;
 
-use conformance_tests::Harness;
 use conformance_tests::nginx::NginxConfig;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -50,7 +49,7 @@ fn main() {
                     case.needs,
                     move || async move {
                         let _turn = one_at_a_time().await;
-                        let harness = Harness::start(adapter.name, adapter.bin, &[]).await;
+                        let harness = adapter.start(&[]).await;
                         cases::run_case(&harness, case.name, (case.run)(&harness, config)).await;
                     },
                 ));
@@ -64,7 +63,7 @@ fn main() {
                 case.needs,
                 move || async move {
                     let _turn = one_at_a_time().await;
-                    let harness = Harness::start(adapter.name, adapter.bin, &[]).await;
+                    let harness = adapter.start(&[]).await;
                     cases::run_case(&harness, case.name, (case.run)(&harness)).await;
                 },
             ));

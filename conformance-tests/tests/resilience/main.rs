@@ -161,7 +161,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for name in NODES {
             let adapter = registry::adapter(name);
-            nodes.push(Harness::start(adapter.name, adapter.bin, &env).await);
+            nodes.push(adapter.start(&env).await);
         }
         let upstreams: Vec<String> = nodes.iter().map(|n| n.authority().to_owned()).collect();
         let proxy = Proxy::start(&upstreams).await;

@@ -5,7 +5,11 @@
 //! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
 //!
 //! `SseioMiddleware` serves the SSE path (`/user/:userId/events`) and passes every other request
-//! to the app's routes, so the app keeps its routes, extractors and middleware.
+//! to the app's routes, so the app keeps its routes, extractors and middleware. actix-web has an
+//! HTTP stack of its own, so unlike the other frameworks' examples this one is served by its own
+//! server, not by sseio's (see the sseio-actix README).
+//!
+//! Environment: `PORT` (default 3000; `0` picks a free port).
 
 use std::time::Duration;
 
@@ -44,9 +48,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    println!("listening on http://127.0.0.1:3000");
+    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
-    let listener = sseio_actix::bind(([127, 0, 0, 1], 3000).into())?.into_std()?;
+    let listener = sseio_actix::bind(([127, 0, 0, 1], port).into())?.into_std()?;
+    println!("listening on http://{}", listener.local_addr()?);
     HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(inbox.clone()))

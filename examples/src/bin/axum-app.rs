@@ -5,8 +5,13 @@
 //! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
 //! Metrics: `curl http://127.0.0.1:3000/metrics` (Prometheus text: `sseio_connections`, ...)
 //!
-//! `SseioLayer` serves the SSE path (`/user/:userId/events`) and passes every other request to
-//! the router, so the app keeps its routes, extractors and middleware.
+//! sseio's standalone server (`sseio_hyper::serve`) answers the SSE path (`/user/:userId/events`)
+//! itself, on its lean path, and hands every other request to the router, so the app keeps its
+//! routes, extractors and middleware. (Under `axum::serve` instead, mount it with
+//! `.layer(SseioLayer::new(sseio))`: every stream then costs hyper's connection buffers; see the
+//! sseio-hyper README.)
+//!
+//! Environment: `PORT` (default 3000; `0` picks a free port).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -14,7 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::Deserialize;
-use sseio_hyper::{Context, EventHandler, HandlerOptions, Server, SseioLayer};
+use sseio_hyper::{Context, EventHandler, HandlerOptions, Server};
 
 /// A message posted to a user's inbox.
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -51,13 +56,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
-        .with_state(inbox)
-        .layer(SseioLayer::new(sseio));
+        .with_state(inbox);
 
+    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
-    let listener = sseio_hyper::bind(([127, 0, 0, 1], 3000).into())?;
+    let listener = sseio_hyper::bind(([127, 0, 0, 1], port).into())?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    sseio_hyper::serve(listener, sseio)
+        .with_app(app)
+        // On ctrl-c or SIGTERM: refuse new streams, close the open ones, then stop.
+        .with_graceful_shutdown(sseio_hyper::shutdown_signal())
+        .await?;
     Ok(())
 }
 

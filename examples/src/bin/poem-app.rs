@@ -4,15 +4,19 @@
 //! Listen: `curl -N 'http://127.0.0.1:3000/user/ada/events?clientId=tab-1&events=inbox'`
 //! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
 //!
-//! `SseioMiddleware` serves the SSE path (`/user/:userId/events`) and passes every other request
-//! to the route tree, so the app keeps its routes, extractors and middleware.
+//! sseio's standalone server (`sseio_hyper::serve`) answers the SSE path (`/user/:userId/events`)
+//! itself, on its lean path, and hands every other request to the route tree, made a tower
+//! service by `sseio_poem::tower_service`, so the app keeps its routes, extractors and
+//! middleware. (Under `poem::Server` instead, add `.with(SseioMiddleware::new(sseio))`: every
+//! stream then costs hyper's connection buffers; see the sseio-poem README.)
+//!
+//! Environment: `PORT` (default 3000; `0` picks a free port).
 
 use poem::http::StatusCode;
-use poem::listener::TcpAcceptor;
 use poem::web::{Data, Json, Path};
 use poem::{EndpointExt, Route, get, handler, post};
 use serde::{Deserialize, Serialize};
-use sseio_poem::{Context, EventHandler, HandlerOptions, Server, SseioMiddleware};
+use sseio_poem::{Context, EventHandler, HandlerOptions, Server, sseio_hyper};
 
 /// A message posted to a user's inbox.
 #[derive(Debug, Deserialize, Serialize)]
@@ -38,22 +42,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Route::new()
         .at("/", get(index))
         .at("/users/:user/inbox", post(deliver))
-        .data(inbox)
-        .with(SseioMiddleware::new(sseio.clone()));
+        .data(inbox);
 
-    println!("listening on http://127.0.0.1:3000");
+    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
-    let listener = sseio_poem::bind(([127, 0, 0, 1], 3000).into())?;
-    poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
-        .run_with_graceful_shutdown(
-            app,
-            // On ctrl-c, close the open streams so that poem's graceful shutdown can finish.
-            async move {
-                tokio::signal::ctrl_c().await.ok();
-                sseio.shutdown(std::time::Duration::from_secs(5)).await;
-            },
-            None,
-        )
+    let listener = sseio_poem::bind(([127, 0, 0, 1], port).into())?;
+    println!("listening on http://{}", listener.local_addr()?);
+    sseio_hyper::serve(listener, sseio)
+        .with_app(sseio_poem::tower_service(app))
+        // On ctrl-c or SIGTERM: refuse new streams, close the open ones, then stop.
+        .with_graceful_shutdown(sseio_hyper::shutdown_signal())
         .await?;
     Ok(())
 }

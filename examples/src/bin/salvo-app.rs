@@ -4,14 +4,18 @@
 //! Listen: `curl -N 'http://127.0.0.1:3000/user/ada/events?clientId=tab-1&events=inbox'`
 //! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
 //!
-//! `SseioHandler`, a hoop on the `Service`, serves the SSE path (`/user/:userId/events`) and lets
-//! every other request go on to the router, so the app keeps its routes and hoops.
+//! sseio's standalone server (`sseio_hyper::serve`) answers the SSE path (`/user/:userId/events`)
+//! itself, on its lean path, and hands every other request to the `Service`, made a tower
+//! service by `sseio_salvo::tower_service`, so the app keeps its routes and hoops. (Under
+//! `salvo::Server` instead, add `.hoop(SseioHandler::new(sseio))` to the `Service`: every stream
+//! then costs hyper's connection buffers; see the sseio-salvo README.)
+//!
+//! Environment: `PORT` (default 3000; `0` picks a free port).
 
-use salvo::conn::tcp::TcpAcceptor;
 use salvo::http::StatusCode;
 use salvo::{Request, Response, Router, Service, handler};
 use serde::{Deserialize, Serialize};
-use sseio_salvo::{Context, EventHandler, HandlerOptions, Server, SseioHandler};
+use sseio_salvo::{Context, EventHandler, HandlerOptions, Server, sseio_hyper};
 
 /// A message posted to a user's inbox.
 #[derive(Debug, Deserialize, Serialize)]
@@ -37,21 +41,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = Router::new()
         .get(index)
         .push(Router::with_path("users/{user}/inbox").post(Deliver(inbox)));
-    let service = Service::new(router).hoop(SseioHandler::new(sseio.clone()));
+    let service = Service::new(router);
 
+    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
-    let listener = sseio_salvo::bind(([127, 0, 0, 1], 3000).into())?;
-    let acceptor = TcpAcceptor::try_from(listener)?;
-    println!("listening on http://127.0.0.1:3000");
-    let server = salvo::Server::new(acceptor);
-    let handle = server.handle();
-    tokio::spawn(async move {
-        tokio::signal::ctrl_c().await.ok();
-        // Close the open streams so that salvo's graceful stop can finish.
-        sseio.shutdown(std::time::Duration::from_secs(5)).await;
-        handle.stop_graceful(None);
-    });
-    server.serve(service).await;
+    let listener = sseio_salvo::bind(([127, 0, 0, 1], port).into())?;
+    println!("listening on http://{}", listener.local_addr()?);
+    sseio_hyper::serve(listener, sseio)
+        .with_app(sseio_salvo::tower_service(service))
+        // On ctrl-c or SIGTERM: refuse new streams, close the open ones, then stop.
+        .with_graceful_shutdown(sseio_hyper::shutdown_signal())
+        .await?;
     Ok(())
 }
 

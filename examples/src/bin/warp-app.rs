@@ -4,14 +4,19 @@
 //! Listen: `curl -N 'http://127.0.0.1:3000/user/ada/events?clientId=tab-1&events=inbox'`
 //! Send:   `curl -X POST http://127.0.0.1:3000/users/ada/inbox -H 'content-type: application/json' -d '{"from":"grace","text":"hi"}'`
 //!
-//! `sseio_warp::filter` serves the SSE path (`/user/:userId/events`) and rejects every other
-//! request as not found, so `or` hands those to the app's own filters.
+//! sseio's standalone server (`sseio_hyper::serve`) answers the SSE path (`/user/:userId/events`)
+//! itself, on its lean path, and hands every other request to the app's filters, made a tower
+//! service by `warp::service`. (Under `warp::serve` instead, put `sseio_warp::filter(sseio)` in
+//! front of them with `or`: every stream then costs hyper's connection buffers; see the
+//! sseio-warp README.)
+//!
+//! Environment: `PORT` (default 3000; `0` picks a free port).
 //!
 //! Health for an orchestrator: `GET /livez` answers `200` while the process serves, `GET /readyz`
 //! `200` while the server takes new clients and `503` once it drains (`Server::is_ready`).
 
 use serde::{Deserialize, Serialize};
-use sseio_warp::{Context, EventHandler, HandlerOptions, Server};
+use sseio_warp::{Context, EventHandler, HandlerOptions, Server, sseio_hyper};
 use warp::Filter;
 use warp::http::StatusCode;
 
@@ -49,24 +54,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             false => StatusCode::SERVICE_UNAVAILABLE,
         }
     });
-    let app = sseio_warp::filter(sseio.clone())
-        .or(index)
-        .or(deliver)
-        .or(live)
-        .or(ready);
+    let app = index.or(deliver).or(live).or(ready);
 
+    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     // A listen backlog of 1024: a burst of reconnects never waits on a SYN retry.
-    let listener = sseio_warp::bind(([127, 0, 0, 1], 3000).into())?;
+    let listener = sseio_warp::bind(([127, 0, 0, 1], port).into())?;
     println!("listening on http://{}", listener.local_addr()?);
-    warp::serve(app)
-        .incoming(listener)
-        // On ctrl-c, close the open streams so that warp's graceful shutdown can finish.
-        .graceful(async move {
-            tokio::signal::ctrl_c().await.ok();
-            sseio.shutdown(std::time::Duration::from_secs(5)).await;
-        })
-        .run()
-        .await;
+    sseio_hyper::serve(listener, sseio)
+        .with_app(warp::service(app))
+        // On ctrl-c or SIGTERM: refuse new streams, close the open ones, then stop.
+        .with_graceful_shutdown(sseio_hyper::shutdown_signal())
+        .await?;
     Ok(())
 }
 
