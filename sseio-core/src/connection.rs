@@ -87,17 +87,32 @@ impl ConnectionStream {
         self.connection.client_id()
     }
 
-    /// For transports that write the stream themselves: says whether the write of the chunk
-    /// taken last is blocked (the socket takes no more: the client does not read). A close
-    /// while it is abandons that write ([`ConnectionStream::abandons_write`]): the chunk counts
-    /// as not given, so a reconnect by `clientId` gets it again.
-    pub fn write_blocked(&self, blocked: bool) {
-        self.sink.write_blocked(blocked);
+    /// For transports that write the stream themselves: the write of `chunk` (one this stream
+    /// handed out) is blocked after its first `written` bytes (the socket takes no more: the
+    /// client does not read). A close while it is blocked abandons it
+    /// ([`ConnectionStream::abandons_write`]): the messages it has not wholly written count as
+    /// not given, so a reconnect by `clientId` gets them again. Attempt the write again only
+    /// through [`ConnectionStream::retry_write`], so that the attempt and the close never
+    /// overlap. `false` when the stream closed first: the write counts as given, so finish it.
+    pub fn write_blocked(&self, chunk: &[u8], written: usize) -> bool {
+        self.sink.write_blocked(chunk, written)
+    }
+
+    /// Runs one attempt at a blocked write of `chunk` (see [`ConnectionStream::write_blocked`]):
+    /// `attempt` must not wait, and answers how it went and how many bytes of `chunk` are
+    /// written by then. `None`, without running it, once a close abandoned the write: give it
+    /// up.
+    pub fn retry_write<T>(
+        &self,
+        chunk: &[u8],
+        attempt: impl FnOnce() -> (Poll<T>, usize),
+    ) -> Option<Poll<T>> {
+        self.sink.retry_write(chunk, attempt)
     }
 
     /// Once [`poll_closed`](ConnectionStream::poll_closed) is ready: whether the close came
-    /// while the write was blocked, and counted its chunk as not given. Give the write up then
-    /// (drop the socket); otherwise the chunk counts as given, so finish writing it.
+    /// while a write was blocked, and counted what it had not written as not given. Give the
+    /// write up then (drop the socket); otherwise finish it: it counts as given.
     pub fn abandons_write(&self) -> bool {
         self.sink.abandoned()
     }

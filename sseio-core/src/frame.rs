@@ -65,6 +65,23 @@ pub(crate) fn concat(frames: &[Bytes]) -> Option<Bytes> {
     }
 }
 
+/// Of a chunk of whole frames (each ends with a blank line) of which the first `written` bytes
+/// went out, the position of the first numbered frame not wholly written: a client dispatches
+/// an event only at its blank line. `None` when every numbered frame went out whole.
+pub(crate) fn first_unwritten(chunk: &[u8], written: usize) -> Option<Position> {
+    let written = written.min(chunk.len());
+    // The frame of the first byte not written starts after the last blank line before it.
+    let start = memchr::memmem::rfind(&chunk[..written], b"\n\n").map_or(0, |end| end + 2);
+    let mut rest = &chunk[start..];
+    while !rest.is_empty() {
+        if let Some(at) = position_of(rest) {
+            return Some(at);
+        }
+        rest = &rest[memchr::memmem::find(rest, b"\n\n")? + 2..];
+    }
+    None
+}
+
 /// The position a frame from [`encode_with_id`] carries; `None` for any other frame.
 pub(crate) fn position_of(frame: &[u8]) -> Option<Position> {
     let rest = frame.strip_prefix(b"id: ")?;
@@ -191,5 +208,34 @@ mod tests {
         assert!(invalid_event_name("").is_some());
         assert!(invalid_event_name("a\nb").is_some());
         assert!(invalid_event_name("a\rb").is_some());
+    }
+
+    #[test]
+    fn the_first_unwritten_frame_is_the_first_without_its_blank_line() {
+        let frames = [
+            encode_with_id("7-1", "e", "one"),
+            Bytes::from_static(b":\n\n"),
+            encode_with_id("7-2", "e", "two"),
+            encode_with_id("7-3", "e", "three"),
+        ];
+        let chunk: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let end = |i: usize| frames[..=i].iter().map(Bytes::len).sum::<usize>();
+        assert_eq!(first_unwritten(&chunk, 0), Some(Position::new(7, 1)));
+        assert_eq!(
+            first_unwritten(&chunk, end(0) - 1),
+            Some(Position::new(7, 1)),
+            "no blank line"
+        );
+        assert_eq!(
+            first_unwritten(&chunk, end(0)),
+            Some(Position::new(7, 2)),
+            "past a comment"
+        );
+        assert_eq!(
+            first_unwritten(&chunk, end(2) + 3),
+            Some(Position::new(7, 3))
+        );
+        assert_eq!(first_unwritten(&chunk, chunk.len()), None);
+        assert_eq!(first_unwritten(b":\n\n", 1), None);
     }
 }

@@ -103,16 +103,16 @@ struct QueueState {
     /// send into an empty queue, cleared when the queue is drained. The opening bytes have none.
     since: Option<Instant>,
     closed: bool,
-    /// Whether the transport's write of the chunk it took last is blocked (the client does not
-    /// read), as a transport that writes the stream itself says.
+    /// Whether the transport's write of a chunk is blocked (the client does not read), as a
+    /// transport that writes the stream itself says
+    /// ([`ConnectionStream::write_blocked`](crate::ConnectionStream::write_blocked)).
     write_blocked: bool,
-    /// Set by a close while that write was blocked: the chunk counts as not given, and the
-    /// transport gives the write up.
+    /// Set by a close while that write was blocked: what it had not written counts as not
+    /// given, and the transport gives the write up.
     abandoned: bool,
-    /// While open: the position of the first numbered frame of the chunk the transport took
-    /// last, until it asks for the next one (which it does once that chunk is written, or
-    /// buffered). Set by the close: that position when the close abandoned its write, else the
-    /// first frame it discarded.
+    /// While a write is blocked: the position of the first numbered frame of its chunk not
+    /// wholly written. Set by the close: that position when the close abandoned the write, else
+    /// the first frame it discarded.
     unsent: Option<Position>,
     waker: Option<Waker>,
 }
@@ -157,15 +157,12 @@ impl QueueSink {
                 (last, None)
             }));
         }
-        // Asked again: the chunk it took last is written.
-        state.unsent = None;
         let Some(first) = state.frames.pop_front() else {
             if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
                 state.waker = Some(waker.clone());
             }
             return Poll::Pending;
         };
-        state.unsent = frame::position_of(&first);
         let chunk = match state.frames.front() {
             Some(next) if first.len() + next.len() <= MAX_COALESCE => {
                 let mut buf = BytesMut::with_capacity(state.queued_bytes.min(MAX_COALESCE));
@@ -175,9 +172,6 @@ impl QueueSink {
                         break;
                     }
                     let next = state.frames.pop_front().expect("front exists");
-                    if state.unsent.is_none() {
-                        state.unsent = frame::position_of(&next);
-                    }
                     buf.extend_from_slice(&next);
                 }
                 buf.freeze()
@@ -224,8 +218,35 @@ impl QueueSink {
     }
 
     /// See [`ConnectionStream::write_blocked`](crate::ConnectionStream::write_blocked).
-    pub(crate) fn write_blocked(&self, blocked: bool) {
-        lock(&self.state).write_blocked = blocked;
+    pub(crate) fn write_blocked(&self, chunk: &[u8], written: usize) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
+        }
+        state.write_blocked = true;
+        state.unsent = frame::first_unwritten(chunk, written);
+        true
+    }
+
+    /// See [`ConnectionStream::retry_write`](crate::ConnectionStream::retry_write).
+    pub(crate) fn retry_write<T>(
+        &self,
+        chunk: &[u8],
+        attempt: impl FnOnce() -> (Poll<T>, usize),
+    ) -> Option<Poll<T>> {
+        let mut state = lock(&self.state);
+        if state.abandoned {
+            return None;
+        }
+        let (poll, written) = attempt();
+        if !state.closed {
+            state.write_blocked = poll.is_pending();
+            state.unsent = match poll {
+                Poll::Pending => frame::first_unwritten(chunk, written),
+                Poll::Ready(_) => None,
+            };
+        }
+        Some(poll)
     }
 
     /// Whether a close abandoned the write that was blocked.
@@ -424,29 +445,38 @@ mod tests {
     /// (the standalone server drops the socket). The chunk had left the queue, so it counted as
     /// given, and a reconnect by `clientId` resumed after it: its first message never arrived.
     #[test]
-    fn a_close_during_a_blocked_write_counts_the_chunk_under_way_as_unsent() {
+    fn a_close_during_a_blocked_write_counts_what_it_did_not_wholly_write_as_unsent() {
         let sink = QueueSink::new(Bytes::from_static(b"\n"), 1024, 64, false);
         assert!(matches!(chunk(&sink), Poll::Ready(Some(_))), "the opening");
-        sink.send(frame::encode("e", "no id")).unwrap();
-        sink.send(frame::encode_with_id("7-1", "e", "under way"))
+        let first = frame::encode_with_id("7-1", "e", "written");
+        sink.send(first.clone()).unwrap();
+        sink.send(frame::encode_with_id("7-2", "e", "half written"))
             .unwrap();
-        assert!(matches!(chunk(&sink), Poll::Ready(Some(_))), "taken");
-        sink.write_blocked(true);
-        sink.send(frame::encode_with_id("7-2", "e", "queued"))
+        let Poll::Ready(Some(taken)) = chunk(&sink) else {
+            panic!("a chunk")
+        };
+        sink.send(frame::encode_with_id("7-3", "e", "queued"))
             .unwrap();
+        assert!(sink.write_blocked(&taken, first.len() + 4));
         assert_eq!(sink.unsent(), None, "still open");
         sink.close(CloseReason::SlowConsumer);
         assert!(sink.abandoned());
-        assert_eq!(sink.unsent(), Some(Position::new(7, 1)));
+        assert_eq!(sink.unsent(), Some(Position::new(7, 2)));
+        let retried = sink.retry_write(&taken, || (Poll::Ready(()), taken.len()));
+        assert_eq!(retried, None, "not one more attempt once abandoned");
+
         // A write that was not blocked at the close goes on, and its chunk counts as given.
         let writing = QueueSink::new(Bytes::new(), 1024, 64, false);
         writing
             .send(frame::encode_with_id("7-1", "e", "being written"))
             .unwrap();
-        assert!(matches!(chunk(&writing), Poll::Ready(Some(_))));
+        let Poll::Ready(Some(taken)) = chunk(&writing) else {
+            panic!("a chunk")
+        };
         writing.close(CloseReason::SlowConsumer);
         assert!(!writing.abandoned());
         assert_eq!(writing.unsent(), None);
+        assert!(!writing.write_blocked(&taken, 0), "closed first: finish it");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::future::{Future, poll_fn};
 use std::io::{self, Write as _};
 use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -270,12 +270,14 @@ where
                 {
                     let mut size = [0u8; 20];
                     let size = chunk_size_line(&mut size, data.len());
-                    let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
-                    if !write_or_give_up(&mut body, socket.write_all_buf(&mut out)).await? {
+                    let out = prefix.chain(size).chain(data.clone()).chain(&b"\r\n"[..]);
+                    if !write_chunk(socket, &mut body, &data, out).await? {
                         return Ok(false);
                     }
                 }
-                if !write_or_give_up(&mut body, socket.flush()).await? {
+                // Over TLS the bytes reach the socket here; a close while it blocks does not
+                // know how far they went, so they count as given.
+                if !finish_or_give_up(&mut body, socket.flush()).await? {
                     return Ok(false);
                 }
             }
@@ -294,46 +296,113 @@ where
 /// closed.
 const BLOCKED_AFTER_CLOSE: Duration = Duration::from_secs(1);
 
-/// Runs `write` (a chunk's write, or the flush after it) to its end, telling the core while it
-/// is blocked; `Ok(false)` when it is given up, and the socket is to be dropped: the core
-/// closed the stream while the write was blocked and counted its chunk as not given (so the
-/// client's reconnect gets it again), or the write stayed blocked for [`BLOCKED_AFTER_CLOSE`]
-/// after a close that counted it as given.
-async fn write_or_give_up<W>(body: &mut ConnectionStream, write: W) -> io::Result<bool>
+/// Writes `out`, the chunk `data` with its framing (2 bytes after it), and says whether it was
+/// written (`Ok(false)`: given up, drop the socket). While the write is blocked, the core knows
+/// how far it got, and every further attempt runs through it, so that a close either abandons
+/// the write before an attempt, counting the messages not wholly written as not given (the
+/// client's reconnect gets them again), or comes after it.
+async fn write_chunk<S, B>(
+    socket: &mut S,
+    body: &mut ConnectionStream,
+    data: &Bytes,
+    mut out: B,
+) -> io::Result<bool>
 where
-    W: Future<Output = io::Result<()>>,
+    S: AsyncWrite + Unpin,
+    B: Buf,
 {
-    let mut write = pin!(write);
+    let written = |out: &B| data.len() - out.remaining().saturating_sub(2).min(data.len());
     let mut blocked = false;
-    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut closed = Closed::default();
     poll_fn(|cx| {
-        // Once abandoned, not one more byte: the core counts the chunk as not given.
-        if blocked && body.poll_closed(cx).is_ready() && body.abandons_write() {
-            return Poll::Ready(Ok(false));
-        }
-        if let Poll::Ready(result) = write.as_mut().poll(cx) {
-            if blocked {
-                body.write_blocked(false);
+        let poll = if blocked {
+            let attempt = || {
+                let poll = poll_write_all(socket, cx, &mut out);
+                (poll, written(&out))
+            };
+            match body.retry_write(data, attempt) {
+                Some(poll) => poll,
+                None => return Poll::Ready(Ok(false)),
             }
+        } else {
+            poll_write_all(socket, cx, &mut out)
+        };
+        if let Poll::Ready(result) = poll {
             return Poll::Ready(result.map(|()| true));
         }
         if !blocked {
             blocked = true;
-            body.write_blocked(true);
+            // `false`: closed before, counting this write as given; it goes on (bounded).
+            let _ = body.write_blocked(data, written(&out));
         }
-        if body.poll_closed(cx).is_ready() {
-            if body.abandons_write() {
-                return Poll::Ready(Ok(false));
-            }
-            let deadline =
-                deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(BLOCKED_AFTER_CLOSE)));
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(false));
-            }
-        }
-        Poll::Pending
+        closed.poll_give_up(body, cx)
     })
     .await
+}
+
+/// Runs `write` (the flush after a chunk) to its end; `Ok(false)` when it stays blocked for
+/// [`BLOCKED_AFTER_CLOSE`] after the stream closed, and is given up.
+async fn finish_or_give_up<W>(body: &mut ConnectionStream, write: W) -> io::Result<bool>
+where
+    W: Future<Output = io::Result<()>>,
+{
+    let mut write = pin!(write);
+    let mut closed = Closed::default();
+    poll_fn(|cx| match write.as_mut().poll(cx) {
+        Poll::Ready(result) => Poll::Ready(result.map(|()| true)),
+        Poll::Pending => closed.poll_give_up(body, cx),
+    })
+    .await
+}
+
+/// A blocked write's watch on the stream's close.
+#[derive(Default)]
+struct Closed {
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Closed {
+    /// `Ready(Ok(false))` (give the write up) once the stream closed and abandoned the write,
+    /// or [`BLOCKED_AFTER_CLOSE`] after a close that did not; pending otherwise.
+    fn poll_give_up(
+        &mut self,
+        body: &mut ConnectionStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<bool>> {
+        if body.poll_closed(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if body.abandons_write() {
+            return Poll::Ready(Ok(false));
+        }
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(BLOCKED_AFTER_CLOSE)));
+        deadline.as_mut().poll(cx).map(|()| Ok(false))
+    }
+}
+
+/// Writes all of `out`, with vectored writes where the socket takes them, as
+/// `AsyncWriteExt::write_all_buf` does, one attempt at a time.
+fn poll_write_all<S, B>(socket: &mut S, cx: &mut Context<'_>, out: &mut B) -> Poll<io::Result<()>>
+where
+    S: AsyncWrite + Unpin,
+    B: Buf,
+{
+    while out.has_remaining() {
+        let written = if socket.is_write_vectored() {
+            let mut slices = [io::IoSlice::new(&[]); 4];
+            let n = out.chunks_vectored(&mut slices);
+            ready!(Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..n]))?
+        } else {
+            ready!(Pin::new(&mut *socket).poll_write(cx, out.chunk()))?
+        };
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        out.advance(written);
+    }
+    Poll::Ready(Ok(()))
 }
 
 fn poll_chunk(body: &mut ConnectionStream, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
