@@ -104,8 +104,8 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 async fn wait_presence(handler: &EventHandler, room: &str, count: usize) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let seen = handler.presence(room).await.map(|p| p.count).ok();
-        if seen == Some(count) {
+        let seen = handler.presence(room).await.map(|p| p.count);
+        if seen.as_ref().is_ok_and(|&seen| seen == count) {
             return;
         }
         assert!(
@@ -139,9 +139,10 @@ async fn a_room_emptying_leaves_the_room_with_the_same_joined_name_subscribed(sh
     drop(leaves_connection);
     wait_presence(&a_on_two, "b:c", 0).await;
     ab_on_two.send_confirmed("c", "2").await.unwrap();
-    wait_until("message 2 to room c of a:b, after room b:c of a emptied", || {
-        stays.data() == ["1", "2"]
-    })
+    wait_until(
+        "message 2 to room c of a:b, after room b:c of a emptied",
+        || stays.data() == ["1", "2"],
+    )
     .await;
 }
 

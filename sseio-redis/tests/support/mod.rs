@@ -40,7 +40,10 @@ impl Redis {
             if redis.cluster_ok().await {
                 return redis;
             }
-            assert!(Instant::now() < deadline, "the one-node cluster did not become ok");
+            assert!(
+                Instant::now() < deadline,
+                "the one-node cluster did not become ok"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
