@@ -46,6 +46,8 @@ use crate::link::{CONNECT_TIMEOUT, Outgoing, RESPONSE_TIMEOUT};
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 /// How often every master is checked with a `PING`, and the slot map asked, when all is well.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a master may take to answer that `PING` before it counts as lost.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a master that came up after the node started (a promoted replica) stays refused for
 /// sends after the node subscribed its rooms there: the other nodes poll the slot map as often
 /// and subscribe there too meanwhile, so that a send accepted afterwards reaches all of them.
@@ -385,7 +387,11 @@ impl Shards {
     }
 
     /// `SSUBSCRIBE`s `channels` on master `addr`, one channel per command (so that each command
-    /// has exactly one confirmation), pipelined.
+    /// has exactly one confirmation), pipelined. The subscribing connection carries nothing
+    /// else: redis-rs takes a subscription push for the answer of the oldest command in flight,
+    /// so a `sunsubscribe` Redis sends of its own (a slot moved) would be taken for the answer
+    /// of a publish on a shared connection. Here it can only be taken for another subscription
+    /// command's, whose answer says no more than "not refused".
     async fn subscribe_on(&mut self, addr: &str, channels: &[String]) {
         if channels.is_empty() {
             return;
@@ -625,8 +631,13 @@ impl Shards {
                 let mut conn = shard.publish.clone();
                 let (addr, generation) = (addr.clone(), shard.generation);
                 async move {
-                    let pinged: RedisResult<Value> =
-                        redis::cmd("PING").query_async(&mut conn).await;
+                    let ping = redis::cmd("PING");
+                    let pinged =
+                        tokio::time::timeout(PING_TIMEOUT, ping.query_async::<Value>(&mut conn))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(RedisError::from((ErrorKind::Io, "no answer to PING")))
+                            });
                     (addr, generation, pinged)
                 }
             });

@@ -305,7 +305,10 @@ async fn sender(
         })
         .await;
         let accepted = match answered {
-            Ok(Ok(status)) => status == 200,
+            Ok(Ok(200)) => true,
+            // The broker's typed error (`Unavailable`, `Unconfirmed`), as the harness maps it.
+            Ok(Ok(503)) => false,
+            Ok(Ok(status)) => panic!("POST /_control/send to {node} answered {status}"),
             Ok(Err(e)) => panic!("POST /_control/send to {node} failed: {e}"),
             Err(_) => {
                 // Counted as refused, and said: a hang is a failure of the case.
