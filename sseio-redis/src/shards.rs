@@ -155,17 +155,21 @@ impl RouteState {
 }
 
 /// What a master's subscription connection tells the task.
-#[derive(Debug)]
 pub(crate) enum ShardEvent {
     /// The connection `generation` to `addr` closed.
     Lost { addr: String, generation: u64 },
+    /// Connecting to master `addr` in the background (see `Shards::spawn_connect`) is done.
+    Connected {
+        addr: String,
+        result: Box<RedisResult<Shard>>,
+    },
     /// Redis dropped the subscription to `channel` (its slot moved), or confirmed the node's own
     /// `SUNSUBSCRIBE`.
     Unsubscribed { channel: String },
 }
 
 /// One master's connections.
-struct Shard {
+pub(crate) struct Shard {
     publish: MultiplexedConnection,
     subscribe: MultiplexedConnection,
     generation: u64,
@@ -188,6 +192,8 @@ pub(crate) struct Shards {
     /// Where the messages that arrive go.
     messages: mpsc::UnboundedSender<PushInfo>,
     next_generation: u64,
+    /// The masters being connected to in the background.
+    connecting: HashSet<String>,
     last_check: Instant,
     /// Whether the first connections are made: a master reached later waits [`GRACE`].
     started: bool,
@@ -219,6 +225,7 @@ impl Shards {
             events,
             messages,
             next_generation: 0,
+            connecting: HashSet::new(),
             last_check: Instant::now(),
             started: false,
         };
@@ -262,60 +269,31 @@ impl Shards {
 
     /// A connection without pushes, for publishing and asking.
     async fn connect_plain(&self, addr: &str) -> RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        Client::open(self.info(addr))?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        connect_plain(self.info(addr)).await
     }
 
-    /// Both connections to master `addr`, its subscriptions' pushes going to the task.
-    async fn connect(&mut self, addr: &str) -> RedisResult<Shard> {
+    /// Starts connecting to master `addr` in a task of its own, so that a master that does not
+    /// answer holds up no other: the connections come back as [`ShardEvent::Connected`].
+    fn spawn_connect(&mut self, addr: &str) {
+        if !self.connecting.insert(addr.to_owned()) {
+            return;
+        }
         self.next_generation += 1;
-        let generation = self.next_generation;
+        let (info, generation) = (self.info(addr), self.next_generation);
         let (messages, events) = (self.messages.clone(), self.events_tx.clone());
-        let owner = addr.to_owned();
-        let push = move |info: PushInfo| -> Result<(), ()> {
-            match info.kind {
-                PushKind::Message | PushKind::SMessage => {
-                    let _ = messages.send(info);
-                }
-                PushKind::Disconnection => {
-                    let _ = events.send(ShardEvent::Lost {
-                        addr: owner.clone(),
-                        generation,
-                    });
-                }
-                PushKind::SUnsubscribe => {
-                    if let Some(Value::BulkString(channel)) = info.data.first() {
-                        let _ = events.send(ShardEvent::Unsubscribed {
-                            channel: String::from_utf8_lossy(channel).into_owned(),
-                        });
-                    }
-                }
-                _ => {}
-            }
-            Ok(())
-        };
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_push_sender(push);
-        let subscribe = Client::open(self.info(addr))?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let publish = self.connect_plain(addr).await?;
-        Ok(Shard {
-            publish,
-            subscribe,
-            generation,
-        })
+        let addr = addr.to_owned();
+        tokio::spawn(async move {
+            let result = connect_pair(info, &addr, generation, messages, events.clone()).await;
+            let _ = events.send(ShardEvent::Connected {
+                addr,
+                result: Box::new(result),
+            });
+        });
     }
 
-    /// Takes a new slot map: forgets masters that no longer own slots, connects to new ones (and
-    /// again to those that were lost), subscribing each to the wanted channels of its slots.
-    /// Returns what to report: the masters that could not be reached.
+    /// Takes a new slot map: forgets masters that no longer own slots, and connects to new ones
+    /// (and again to those that were lost): at once the first time, in the background after.
+    /// Returns what to report: the masters that could not be reached at first.
     async fn apply(&mut self, map: SlotMap) -> Vec<String> {
         let masters: HashSet<String> = map.ranges.iter().map(|(_, _, a)| a.clone()).collect();
         let moved = {
@@ -332,32 +310,31 @@ impl Shards {
             if self.shards.contains_key(addr) {
                 continue;
             }
-            match self.connect(addr).await {
-                Ok(shard) => {
-                    self.shards.insert(addr.clone(), shard);
-                    self.subscribe_owned(addr).await;
-                    let from = if self.started {
-                        Instant::now() + GRACE
-                    } else {
-                        Instant::now()
-                    };
-                    if self.shards.contains_key(addr) {
-                        self.routes.set(addr, Health::Up { from });
-                        tracing::info!(target: "sseio_redis", master = %addr, "subscribed the rooms of a Redis Cluster master");
-                    }
-                }
-                Err(error) => {
-                    let reason = format!(
-                        "cannot reach the Redis Cluster master {addr} ({error}); its rooms' sends \
-                         fail until it or its replica is back"
-                    );
-                    let was_up =
-                        matches!(self.routes.lock().health.get(addr), Some(Health::Up { .. }));
-                    self.routes.set(addr, Health::Down(reason.clone()));
-                    if was_up || !self.started {
-                        reports.push(reason);
-                    }
-                }
+            if self.started {
+                self.routes
+                    .lock()
+                    .health
+                    .entry(addr.clone())
+                    .or_insert_with(|| {
+                        Health::Down(format!(
+                            "connecting to the Redis Cluster master {addr}, the new owner of the \
+                         room's slot"
+                        ))
+                    });
+                self.spawn_connect(addr);
+                continue;
+            }
+            self.next_generation += 1;
+            let connected = connect_pair(
+                self.info(addr),
+                addr,
+                self.next_generation,
+                self.messages.clone(),
+                self.events_tx.clone(),
+            )
+            .await;
+            if let Some(reason) = self.connected(addr, connected).await {
+                reports.push(reason);
             }
         }
         if moved {
@@ -371,6 +348,46 @@ impl Shards {
             self.subscribe(&again).await;
         }
         reports
+    }
+
+    /// Takes the connections to master `addr` (if it still is one): subscribes the wanted
+    /// channels of its slots there and marks it up, after [`GRACE`] if the node had started.
+    /// Returns what to report when it could not be reached.
+    async fn connected(&mut self, addr: &str, connected: RedisResult<Shard>) -> Option<String> {
+        let is_master = self
+            .routes
+            .lock()
+            .ranges
+            .iter()
+            .any(|(_, _, owner)| owner == addr);
+        if !is_master || self.shards.contains_key(addr) {
+            return None;
+        }
+        match connected {
+            Ok(shard) => {
+                self.shards.insert(addr.to_owned(), shard);
+                self.subscribe_owned(addr).await;
+                let from = if self.started {
+                    Instant::now() + GRACE
+                } else {
+                    Instant::now()
+                };
+                if self.shards.contains_key(addr) {
+                    self.routes.set(addr, Health::Up { from });
+                    tracing::info!(target: "sseio_redis", master = %addr, "subscribed the rooms of a Redis Cluster master");
+                }
+                None
+            }
+            Err(error) => {
+                let reason = format!(
+                    "cannot reach the Redis Cluster master {addr} ({error}); its rooms' sends \
+                     fail until it or its replica is back"
+                );
+                let first = !matches!(self.routes.lock().health.get(addr), Some(Health::Down(_)));
+                self.routes.set(addr, Health::Down(reason.clone()));
+                (first && !self.started).then_some(reason)
+            }
+        }
     }
 
     /// Subscribes master `addr` to every wanted channel of the slots it owns.
@@ -607,6 +624,10 @@ impl Shards {
                 }
                 reports
             }
+            ShardEvent::Connected { addr, result } => {
+                self.connecting.remove(&addr);
+                self.connected(&addr, *result).await.into_iter().collect()
+            }
             ShardEvent::Unsubscribed { channel } => {
                 if self.wanted.contains(&channel) {
                     // Not asked for: its slot moved. Subscribed again on its new owner.
@@ -664,7 +685,8 @@ impl Shards {
     async fn refresh(&mut self) -> Vec<String> {
         let mut map = None;
         for (addr, shard) in &mut self.shards {
-            if let Ok(found) = ask_slots(&mut shard.publish, addr).await {
+            let asked = tokio::time::timeout(PING_TIMEOUT, ask_slots(&mut shard.publish, addr));
+            if let Ok(Ok(found)) = asked.await {
                 map = Some(found);
                 break;
             }
@@ -701,6 +723,63 @@ impl Shards {
             _ => None,
         }
     }
+}
+
+/// A connection without pushes, for publishing and asking.
+async fn connect_plain(info: ConnectionInfo) -> RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    Client::open(info)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Both connections to master `addr` (at `info`): the subscribing one sends the messages that
+/// arrive to `messages`, and what else it says to `events`, tagged with `generation`.
+async fn connect_pair(
+    info: ConnectionInfo,
+    addr: &str,
+    generation: u64,
+    messages: mpsc::UnboundedSender<PushInfo>,
+    events: mpsc::UnboundedSender<ShardEvent>,
+) -> RedisResult<Shard> {
+    let owner = addr.to_owned();
+    let push = move |info: PushInfo| -> Result<(), ()> {
+        match info.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let _ = messages.send(info);
+            }
+            PushKind::Disconnection => {
+                let _ = events.send(ShardEvent::Lost {
+                    addr: owner.clone(),
+                    generation,
+                });
+            }
+            PushKind::SUnsubscribe => {
+                if let Some(Value::BulkString(channel)) = info.data.first() {
+                    let _ = events.send(ShardEvent::Unsubscribed {
+                        channel: String::from_utf8_lossy(channel).into_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_push_sender(push);
+    let subscribe = Client::open(info.clone())?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let publish = connect_plain(info).await?;
+    Ok(Shard {
+        publish,
+        subscribe,
+        generation,
+    })
 }
 
 /// Runs the futures at once and returns their outputs.
