@@ -236,8 +236,30 @@ impl RedisCluster {
         }
     }
 
-    /// Waits until the slots of master `killed` (killed before) belong to another node, and every
-    /// live node says `cluster_state:ok`; returns the new master of those slots.
+    /// Freezes node `port` (`SIGSTOP`): its connections stay open and it answers nothing, as a
+    /// host that went away without closing them (a network cut) looks to its clients.
+    ///
+    /// # Panics
+    ///
+    /// When no node of the cluster runs on `port`, or the signal cannot be sent.
+    pub async fn freeze(&mut self, port: u16) {
+        let pid = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.child.as_ref())
+            .and_then(Child::id)
+            .unwrap_or_else(|| panic!("no running node on port {port}"));
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -STOP {pid} failed");
+    }
+
+    /// Waits until the slots of master `killed` (killed or frozen before) belong to another node,
+    /// and every other node says `cluster_state:ok`; returns the new master of those slots.
     ///
     /// # Panics
     ///
@@ -246,7 +268,7 @@ impl RedisCluster {
         let deadline = Instant::now() + SETTLE;
         loop {
             let mut promoted = None;
-            for port in self.live_ports() {
+            for port in self.live_ports().into_iter().filter(|&p| p != killed.port) {
                 let Ok(masters) = Self::masters_seen_by(port).await else {
                     continue;
                 };
@@ -259,7 +281,7 @@ impl RedisCluster {
                 }
             }
             if let Some(promoted) = promoted
-                && self.all_ok().await
+                && self.all_ok_but(Some(killed.port)).await
             {
                 return promoted;
             }
@@ -274,9 +296,15 @@ impl RedisCluster {
         }
     }
 
-    /// Whether every live node says `cluster_state:ok`.
+    /// Whether every live node says `cluster_state:ok` (a frozen one never answers: kill it
+    /// first, or see [`RedisCluster::all_ok_but`]).
     pub async fn all_ok(&self) -> bool {
-        for port in self.live_ports() {
+        self.all_ok_but(None).await
+    }
+
+    /// Whether every live node but `but` says `cluster_state:ok`.
+    pub async fn all_ok_but(&self, but: Option<u16>) -> bool {
+        for port in self.live_ports().into_iter().filter(|&p| Some(p) != but) {
             let ok = command(port, &["CLUSTER", "INFO"])
                 .await
                 .is_ok_and(|info| info.contains("cluster_state:ok"));

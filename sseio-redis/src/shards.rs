@@ -48,6 +48,10 @@ pub(crate) const POLL: Duration = Duration::from_millis(100);
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a master may take to answer that `PING` before it counts as lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a master may take to answer a pipeline of publishes or subscriptions before it
+/// counts as lost: what a master that stops answering without closing its connections (a host
+/// down, a network cut) costs the node's sends to the other masters, once.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a master that came up after the node started (a promoted replica) stays refused for
 /// sends after the node subscribed its rooms there: the other nodes poll the slot map as often
 /// and subscribe there too meanwhile, so that a send accepted afterwards reaches all of them.
@@ -422,7 +426,7 @@ impl Shards {
             pipe.cmd("SSUBSCRIBE").arg(channel);
         }
         let answers: RedisResult<Vec<RedisResult<Value>>> =
-            pipe.query_async(&mut shard.subscribe).await;
+            answered_within(pipe.query_async(&mut shard.subscribe)).await;
         match answers {
             Ok(answers) => {
                 for (channel, answer) in channels.iter().zip(answers) {
@@ -490,10 +494,12 @@ impl Shards {
             let Some(shard) = self.shards.get_mut(&owner) else {
                 continue;
             };
-            let unsubscribed: RedisResult<Value> = redis::cmd("SUNSUBSCRIBE")
-                .arg(channel)
-                .query_async(&mut shard.subscribe)
-                .await;
+            let unsubscribed: RedisResult<Value> = answered_within(
+                redis::cmd("SUNSUBSCRIBE")
+                    .arg(channel)
+                    .query_async(&mut shard.subscribe),
+            )
+            .await;
             if let Err(error) = unsubscribed
                 && crate::link::lost(&error)
             {
@@ -547,7 +553,7 @@ impl Shards {
                 }
                 Some(async move {
                     let answered: RedisResult<Vec<RedisResult<Value>>> =
-                        pipe.query_async(&mut conn).await;
+                        answered_within(pipe.query_async(&mut conn)).await;
                     (owner, generation, indices, answered)
                 })
             });
@@ -723,6 +729,20 @@ impl Shards {
             _ => None,
         }
     }
+}
+
+/// `answer`, or an I/O error (the master counts as lost) if it takes over [`ANSWER_TIMEOUT`].
+async fn answered_within<T>(
+    answer: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout(ANSWER_TIMEOUT, answer)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "the master did not answer within 2 s",
+            )))
+        })
 }
 
 /// A connection without pushes, for publishing and asking.
