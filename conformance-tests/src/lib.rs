@@ -12,6 +12,7 @@ pub mod harness;
 pub mod http1;
 pub mod message_check;
 pub mod nginx;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod sse;
 

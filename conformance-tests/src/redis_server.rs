@@ -202,7 +202,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn text(value: &redis::Value) -> String {
+/// A Redis answer as text: arrays one item per line.
+pub(crate) fn text(value: &redis::Value) -> String {
     match value {
         redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         redis::Value::SimpleString(s) | redis::Value::VerbatimString { text: s, .. } => s.clone(),

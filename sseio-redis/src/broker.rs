@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::history::{self, Keys, Record, Scripts};
 use crate::link::{Link, Outgoing, Target};
+use crate::shards::{self, Routes};
 use crate::wire::{self, Answer, Control, HandedOver, Query, RoomMessage, TakeOver, ToNode};
 
 /// The default prefix of every channel name.
@@ -42,8 +43,6 @@ const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the record that a `clientId`'s stream is open on a node lives: a stream open longer
 /// than this on a node that dies without closing it resumes as a first connect.
 const OPEN_MARK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-/// How often the connection is checked with a `PING`, so that a silent loss is noticed.
-const PING_EVERY: Duration = Duration::from_secs(1);
 /// The most commands handled in one round (one pipeline of publishes).
 const BATCH: usize = 1024;
 
@@ -68,12 +67,12 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// Sharded Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7+) through a Redis Cluster client: each
-    /// room's channel lives on the shard that owns its slot, so a message travels through one
-    /// shard instead of every node of the Redis Cluster. The URL is then any node of the
-    /// cluster. Publishes go one after the other (a pipeline cannot span shards), so a node
-    /// publishes at about one message per round trip. Default: off (plain `PUBLISH`, one
-    /// pipeline per batch).
+    /// Sharded Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7+) on a Redis Cluster: each room's
+    /// channel lives on the master that owns its slot, so a message travels through one shard
+    /// instead of every node of the Redis Cluster, and a master failing over costs only its own
+    /// rooms (see the crate docs, "On a Redis Cluster"). The URL is then any node of the
+    /// cluster. Publishes go in one pipeline per master, the masters at once. No history in
+    /// Redis. Default: off (plain `PUBLISH`, one pipeline per batch).
     pub fn sharded(mut self, sharded: bool) -> Self {
         self.target.sharded = sharded;
         self
@@ -135,9 +134,10 @@ impl RedisBrokerBuilder {
             clients: Mutex::new(HashMap::new()),
             keys: Keys::new(&self.prefix),
             scripts: Scripts::new(),
+            routes: self.target.sharded.then(Arc::default),
             config: self,
         });
-        let (link, pushes) = Link::open(&shared.config.target).await?;
+        let (link, pushes) = Link::open(&shared.config.target, shared.routes.as_ref()).await?;
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let mut keeper = Keeper {
             shared: shared.clone(),
@@ -199,6 +199,9 @@ struct Shared {
     clients: Mutex<HashMap<String, Announced>>,
     keys: Keys,
     scripts: Scripts,
+    /// With sharded Pub/Sub: which master owns which slots, and which are up, so that a send
+    /// to a room whose master is down fails at once.
+    routes: Option<Arc<Routes>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -267,7 +270,9 @@ impl RedisBroker {
         &self.shared.node_id
     }
 
-    /// Whether the broker is connected to Redis with every room subscribed (sends work).
+    /// Whether the broker is connected to Redis with every room subscribed (sends work). With
+    /// [`sharded`](RedisBrokerBuilder::sharded) Pub/Sub, whether it runs: a master of the Redis
+    /// Cluster that is down refuses only its own rooms' sends, and this stays true.
     pub fn is_connected(&self) -> bool {
         self.shared.up.load(Ordering::SeqCst)
     }
@@ -311,6 +316,11 @@ fn enqueue(
     if !shared.up.load(Ordering::SeqCst) {
         return Err(unavailable(shared));
     }
+    if let (Some(routes), Outgoing::Publish { channel, .. }) = (&shared.routes, &outgoing) {
+        routes
+            .check(channel)
+            .map_err(|reason| BrokerError::Unavailable { reason })?;
+    }
     let limit = shared.max_queued;
     if shared.queued.fetch_add(1, Ordering::SeqCst) >= limit {
         shared.queued.fetch_sub(1, Ordering::SeqCst);
@@ -348,6 +358,10 @@ fn confirmed(
     Box::pin(async move {
         match tokio::time::timeout(ASK_TIMEOUT, answer).await {
             Ok(Ok(Ok(_))) => Ok(()),
+            // Not written: its shard's master is down.
+            Ok(Ok(Err(error))) if shards::is_unavailable(&error) => Err(BrokerError::Unavailable {
+                reason: error.to_string(),
+            }),
             // Written, but the connection was lost before Redis answered.
             Ok(Ok(Err(error))) if crate::link::lost(&error) => Err(BrokerError::Unconfirmed {
                 reason: error.to_string(),
@@ -861,8 +875,8 @@ impl Keeper {
         link: &mut Link,
         lost: &mut oneshot::Receiver<String>,
     ) -> Option<String> {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(link.check_every());
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
@@ -880,11 +894,26 @@ impl Keeper {
                         return Some(error.to_string());
                     }
                 }
-                _ = ping.tick() => {
-                    if let Err(error) = link.ping().await {
-                        return Some(error.to_string());
+                event = link.event() => {
+                    let reports = link.on_event(event).await;
+                    self.report(reports);
+                }
+                _ = check.tick() => {
+                    match link.check().await {
+                        Ok(reports) => self.report(reports),
+                        Err(error) => return Some(error.to_string()),
                     }
                 }
+            }
+        }
+    }
+
+    /// Raises a [`Notification::Broker`](sseio_core::Notification::Broker) for each of
+    /// `reasons` (a master of the Redis Cluster lost or unreachable).
+    fn report(&self, reasons: Vec<String>) {
+        if let Some(node) = self.shared.node.get() {
+            for reason in reasons {
+                node.report(BrokerError::Unavailable { reason });
             }
         }
     }
@@ -903,7 +932,8 @@ impl Keeper {
             }
             wait = (wait * 2).min(max);
             let attempt = async {
-                let (link, pushes) = Link::open(&self.shared.config.target).await?;
+                let (link, pushes) =
+                    Link::open(&self.shared.config.target, self.shared.routes.as_ref()).await?;
                 self.start(link, pushes).await
             };
             match attempt.await {

@@ -3,6 +3,7 @@
 mod broker;
 mod history;
 mod link;
+mod shards;
 mod wire;
 
 pub use broker::{

@@ -1,23 +1,23 @@
 //! The connection to Redis: one RESP3 connection per node carries publishes, subscriptions and
-//! the messages that arrive on them, and a task keeps it alive.
+//! the messages that arrive on them, and a task keeps it alive; with sharded Pub/Sub, a pair of
+//! connections per master of the Redis Cluster (see the `shards` module).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
 use redis::{
     AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, ProtocolVersion, PushInfo, RedisResult,
     Value,
 };
 use tokio::sync::mpsc;
 
+use crate::shards::{Routes, ShardEvent, Shards};
+
 /// How long connecting may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a command may wait for its answer before the connection counts as lost.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where to connect, and how.
 #[derive(Debug, Clone)]
@@ -38,15 +38,20 @@ pub(crate) enum Outgoing {
 /// One open connection, plain or to a Redis Cluster (for sharded Pub/Sub).
 pub(crate) enum Link {
     Plain(MultiplexedConnection),
-    Sharded(ClusterConnection),
+    Sharded(Box<Shards>),
 }
 
 impl Link {
     /// Connects, with RESP3 so that Pub/Sub messages arrive as pushes on `pushes` while the
-    /// same connection keeps publishing.
+    /// same connection keeps publishing. Sharded, `routes` is where the masters' health goes.
     pub(crate) async fn open(
         target: &Target,
+        routes: Option<&Arc<Routes>>,
     ) -> RedisResult<(Link, mpsc::UnboundedReceiver<PushInfo>)> {
+        if let (true, Some(routes)) = (target.sharded, routes) {
+            let (shards, pushes) = Shards::open(&target.url, routes.clone()).await?;
+            return Ok((Link::Sharded(Box::new(shards)), pushes));
+        }
         let (push_tx, pushes) = mpsc::unbounded_channel();
         let info = target.url.as_str().into_connection_info()?;
         let settings = info
@@ -54,15 +59,7 @@ impl Link {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let info = info.set_redis_settings(settings);
-        let link = if target.sharded {
-            let client = ClusterClientBuilder::new([info])
-                .use_protocol(ProtocolVersion::RESP3)
-                .push_sender(push_tx)
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .build()?;
-            Link::Sharded(client.get_async_connection().await?)
-        } else {
+        let link = {
             let config = AsyncConnectionConfig::new()
                 .set_push_sender(push_tx)
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -77,14 +74,13 @@ impl Link {
         Ok((link, pushes))
     }
 
+    /// Subscribes `channels`. Sharded, never an error: a channel whose master is down is
+    /// subscribed when its slots are served again.
     pub(crate) async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Link::Plain(conn) => conn.subscribe(channels).await,
-            // One `SSUBSCRIBE` names channels of one slot only.
-            Link::Sharded(conn) => {
-                for same_slot in by_slot(channels) {
-                    conn.ssubscribe(same_slot).await?;
-                }
+            Link::Sharded(shards) => {
+                shards.subscribe(channels).await;
                 Ok(())
             }
         }
@@ -93,10 +89,8 @@ impl Link {
     pub(crate) async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Link::Plain(conn) => conn.unsubscribe(channels).await,
-            Link::Sharded(conn) => {
-                for same_slot in by_slot(channels) {
-                    conn.sunsubscribe(same_slot).await?;
-                }
+            Link::Sharded(shards) => {
+                shards.unsubscribe(channels).await;
                 Ok(())
             }
         }
@@ -126,27 +120,9 @@ impl Link {
                 }
                 pipe.query_async(conn).await
             }
-            // Each channel lives on its shard; one after the other keeps every room in order.
-            Link::Sharded(conn) => {
-                let mut replies = Vec::with_capacity(items.len());
-                for item in items {
-                    let reply = match item {
-                        Outgoing::Publish { channel, body } => {
-                            redis::cmd("SPUBLISH")
-                                .arg(channel)
-                                .arg(body)
-                                .query_async(conn)
-                                .await
-                        }
-                        Outgoing::Cmd(cmd) => cmd.query_async(conn).await,
-                    };
-                    match reply {
-                        Err(error) if lost(&error) => return Err(error),
-                        reply => replies.push(reply),
-                    }
-                }
-                Ok(replies)
-            }
+            // One pipeline per master, the masters at once; a master that is down fails only
+            // its own messages.
+            Link::Sharded(shards) => Ok(shards.send(items).await),
         }
     }
 
@@ -154,14 +130,43 @@ impl Link {
     pub(crate) async fn ask(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Link::Plain(conn) => cmd.query_async(conn).await,
-            Link::Sharded(conn) => cmd.query_async(conn).await,
+            Link::Sharded(shards) => shards.ask(cmd).await,
         }
     }
 
-    pub(crate) async fn ping(&mut self) -> RedisResult<()> {
+    /// Checks the connection; sharded, looks after each master (see `Shards::maintain`) and
+    /// returns what to report, never an error.
+    pub(crate) async fn check(&mut self) -> RedisResult<Vec<String>> {
         match self {
-            Link::Plain(conn) => redis::cmd("PING").query_async(conn).await,
-            Link::Sharded(conn) => redis::cmd("PING").query_async(conn).await,
+            Link::Plain(conn) => redis::cmd("PING")
+                .query_async::<Value>(conn)
+                .await
+                .map(|_| Vec::new()),
+            Link::Sharded(shards) => Ok(shards.maintain().await),
+        }
+    }
+
+    /// The next thing one of the masters' connections says; never, on a plain connection.
+    pub(crate) async fn event(&mut self) -> ShardEvent {
+        match self {
+            Link::Plain(_) => std::future::pending().await,
+            Link::Sharded(shards) => shards.event().await,
+        }
+    }
+
+    /// Acts on `event`; returns what to report.
+    pub(crate) async fn on_event(&mut self, event: ShardEvent) -> Vec<String> {
+        match self {
+            Link::Plain(_) => Vec::new(),
+            Link::Sharded(shards) => shards.on_event(event).await,
+        }
+    }
+
+    /// How often [`Link::check`] runs.
+    pub(crate) fn check_every(&self) -> Duration {
+        match self {
+            Link::Plain(_) => Duration::from_secs(1),
+            Link::Sharded(_) => crate::shards::POLL,
         }
     }
 }
@@ -169,16 +174,4 @@ impl Link {
 /// Whether `error` means the connection is gone (rather than one command refused).
 pub(crate) fn lost(error: &redis::RedisError) -> bool {
     error.is_io_error() || error.is_timeout() || error.is_unrecoverable_error()
-}
-
-/// `channels` grouped by their cluster slot.
-fn by_slot(channels: &[String]) -> impl Iterator<Item = Vec<&String>> {
-    let mut slots: HashMap<Slot, Vec<&String>> = HashMap::new();
-    for channel in channels {
-        slots
-            .entry(Slot::for_key(channel))
-            .or_default()
-            .push(channel);
-    }
-    slots.into_values()
 }

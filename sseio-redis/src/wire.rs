@@ -9,9 +9,11 @@
 use serde::{Deserialize, Serialize};
 use sseio_core::Position;
 
-/// The channel of room `room` of `event`.
+/// The channel of room `room` of `event`: `<prefix>:room:<length of event>:<event>:<room>`,
+/// the event's length in bytes, so that no two rooms share a channel whatever their names
+/// contain (without it, event `a:b` with room `c` and event `a` with room `b:c` would).
 pub(crate) fn room_channel(prefix: &str, event: &str, room: &str) -> String {
-    format!("{prefix}:room:{event}:{room}")
+    format!("{prefix}:room:{}:{event}:{room}", event.len())
 }
 
 /// The channel every node listens to: connects (for cluster-wide replacement), per-client sends
@@ -196,6 +198,13 @@ pub(crate) fn decode_to_node(body: &[u8]) -> Option<ToNode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rooms_whose_joined_names_match_have_their_own_channels() {
+        assert_ne!(room_channel("p", "a:b", "c"), room_channel("p", "a", "b:c"));
+        assert_eq!(room_channel("p", "a:b", "c"), "p:room:3:a:b:c");
+        assert_eq!(room_channel("p", "a", "b:c"), "p:room:1:a:b:c");
+    }
 
     #[test]
     fn a_message_round_trips_whatever_its_names_contain() {

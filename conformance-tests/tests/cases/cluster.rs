@@ -448,7 +448,7 @@ pub async fn send_to_client_and_disconnect_reach_any_node(cluster: &Cluster) {
 pub async fn rooms_are_unsubscribed_when_empty(cluster: &Cluster) {
     let redis = cluster.redis_server();
     let room = new_id();
-    let channel = format!("sseio:room:normal-event:{room}");
+    let channel = format!("sseio:room:{}:normal-event:{room}", "normal-event".len());
     let client = new_id();
     let stream = join(cluster, 1, &room, &client).await;
     wait_presence(cluster, 0, &room, &[&client]).await;

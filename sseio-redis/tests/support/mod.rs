@@ -17,12 +17,48 @@ pub(crate) const WAIT: Duration = Duration::from_secs(15);
 pub(crate) struct Redis {
     port: u16,
     dir: PathBuf,
+    cluster: bool,
     child: Option<Child>,
 }
 
 impl Redis {
     /// Starts one on a free port, in a fresh directory, and waits until it answers.
     pub(crate) async fn start() -> Redis {
+        Self::launch(false).await
+    }
+
+    /// Starts a one-node Redis Cluster (every slot on this node), for sharded Pub/Sub, and
+    /// waits until the cluster is `ok`.
+    pub(crate) async fn start_cluster() -> Redis {
+        let redis = Self::launch(true).await;
+        redis
+            .command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+            .await
+            .expect("CLUSTER ADDSLOTSRANGE");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if redis.cluster_ok().await {
+                return redis;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the one-node cluster did not become ok"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn cluster_ok(&self) -> bool {
+        match self.command(&["CLUSTER", "INFO"]).await {
+            Ok(redis::Value::BulkString(bytes)) => {
+                String::from_utf8_lossy(&bytes).contains("cluster_state:ok")
+            }
+            Ok(redis::Value::VerbatimString { text, .. }) => text.contains("cluster_state:ok"),
+            _ => false,
+        }
+    }
+
+    async fn launch(cluster: bool) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -32,6 +68,7 @@ impl Redis {
         let mut redis = Redis {
             port,
             dir,
+            cluster,
             child: None,
         };
         redis.restart().await;
@@ -49,6 +86,11 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(if self.cluster {
+                &["--cluster-enabled", "yes"][..]
+            } else {
+                &[]
+            })
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .kill_on_drop(true)
