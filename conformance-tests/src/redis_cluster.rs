@@ -67,7 +67,7 @@ impl RedisCluster {
             nodes: Vec::new(),
         };
         for _ in 0..6 {
-            let port = free_port();
+            let port = crate::redis_server::free_cluster_port();
             let node_dir = cluster.dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("a temporary directory for redis-server");
             let timeout = NODE_TIMEOUT.as_millis().to_string();
@@ -459,18 +459,4 @@ async fn command(port: u16, args: &[&str]) -> redis::RedisResult<String> {
     }
     let value: redis::Value = cmd.query_async(&mut conn).await?;
     Ok(crate::redis_server::text(&value))
-}
-
-/// A port that was free a moment ago (bound, then released), with its cluster bus port
-/// (`port + 10000`) free too.
-fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free port");
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
 }

@@ -42,7 +42,11 @@ impl RedisServer {
     }
 
     async fn launch(cluster: bool) -> RedisServer {
-        let port = free_port();
+        let port = if cluster {
+            free_cluster_port()
+        } else {
+            free_port()
+        };
         let dir = std::env::temp_dir().join(format!("sseio-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("a temporary directory for redis-server");
         let mut server = RedisServer {
@@ -213,6 +217,21 @@ pub(crate) fn text(value: &redis::Value) -> String {
             items.iter().map(text).collect::<Vec<_>>().join("\n")
         }
         other => format!("{other:?}"),
+    }
+}
+
+/// A port for a node of a Redis Cluster, free a moment ago with its cluster bus port
+/// (`port + 10000`): both below the kernel's range of ephemeral ports (32768 and up, by
+/// default), from which the suite's thousands of client connections take theirs, so that no
+/// connection takes the bus port between this check and the node's start (a node whose bus
+/// port is taken does not start).
+pub(crate) fn free_cluster_port() -> u16 {
+    loop {
+        let port = 10_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
     }
 }
 
