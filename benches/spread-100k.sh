@@ -15,7 +15,7 @@
 #   NODES=2 STREAMS_PER_NODE=2000 ROOM_SIZE=200 BROADCASTS=20 IDLE_SECS=5 benches/spread-100k.sh
 #
 # Environment: NODES (5), STREAMS_PER_NODE (19950), ROOM_SIZE (5000, the room's members over
-# every node), BROADCASTS (100), RATE (10), PAYLOAD (100 bytes), IDLE_SECS (30), SETTLE_SECS (5),
+# every node), BROADCASTS (100), RATE (2), PAYLOAD (100 bytes), IDLE_SECS (30), SETTLE_SECS (5),
 # SRC_IPS (64), REPS (1; a fresh set of nodes each), CARGO_TARGET_DIR, REDIS_SERVER. Needs
 # taskset and python3. The nodes and redis-server are pinned to CPU 0, the driver and its holders
 # to CPU 1. Figures and what they mean: BENCHMARKS.md, "100,000 streams on one box".
@@ -28,7 +28,7 @@ nodes=${NODES:-5}
 per_node=${STREAMS_PER_NODE:-19950}
 room_size=${ROOM_SIZE:-5000}
 broadcasts=${BROADCASTS:-100}
-rate=${RATE:-10}
+rate=${RATE:-2}
 payload=${PAYLOAD:-100}
 idle_secs=${IDLE_SECS:-30}
 settle_secs=${SETTLE_SECS:-5}
@@ -88,7 +88,7 @@ for rep in $(seq 1 "$reps"); do
     --urls "$(IFS=,; echo "${urls[*]}")" --pids "$(IFS=,; echo "${pids[*]}")" \
     --redis-pid "$redis_pid" --streams-per-node "$per_node" --room-size "$room_size" \
     --broadcasts "$broadcasts" --rate "$rate" --payload "$payload" --idle-secs "$idle_secs" \
-    --settle-secs "$settle_secs" --src-ips "$src_ips" \
+    --settle-secs "$settle_secs" --src-ips "$src_ips" --details "$out/details-$rep.jsonl" \
     >"$out/run-$rep.txt" 2>"$out/run-$rep.err" || {
       echo "run $rep failed:" >&2; tail -n 5 "$out/run-$rep.err" >&2; }
   grep -v '^{' "$out/run-$rep.txt" >&2 || true
@@ -129,6 +129,8 @@ rows = [
     ("idle CPU, every node together, % of a core", [100 * r["idle_cpu_s"] / r["idle_window_s"] for r in runs], lambda x: f"{x:.1f}"),
     ("redis-server idle CPU, % of a core", [None if r["redis_idle_cpu_s"] is None else 100 * r["redis_idle_cpu_s"] / r["idle_window_s"] for r in runs], lambda x: f"{x:.2f}"),
     ("redis-server RSS (MiB)", [None if r["redis_rss"] is None else mib(r["redis_rss"]) for r in runs], lambda x: f"{x:.1f}"),
+    ("CPU while broadcasting: every node together, % of a core", [100 * r["broadcast_cpu_s"] / r["broadcast_window_s"] for r in runs], lambda x: f"{x:.1f}"),
+    ("CPU while broadcasting: the holders together, % of a core", [100 * r["holders_broadcast_cpu_s"] / r["broadcast_window_s"] for r in runs], lambda x: f"{x:.1f}"),
     ("send to last delivery, p50 (ms)", [r["latency_last_ms"]["p50"] for r in runs], lambda x: f"{x:.2f}"),
     ("send to last delivery, p99 (ms)", [r["latency_last_ms"]["p99"] for r in runs], lambda x: f"{x:.2f}"),
     ("send to last delivery, max (ms)", [r["latency_last_ms"]["max"] for r in runs], lambda x: f"{x:.2f}"),

@@ -7,10 +7,11 @@
 //! ```text
 //! sseio-spread hold --url http://127.0.0.1:P --streams N --room R --members M \
 //!     [--idle-rooms 100] [--src-ips 64] [--concurrency 256]
-//! sseio-spread send --url http://127.0.0.1:P --room R [--count 100] [--rate 10] [--payload 100]
+//! sseio-spread send --url http://127.0.0.1:P --room R [--count 100] [--rate 2] [--payload 100]
 //! sseio-spread run --urls U1,U2,.. --pids P1,P2,.. [--redis-pid P] --streams-per-node N \
-//!     [--room-size 5000] [--broadcasts 100] [--rate 10] [--payload 100] [--settle-secs 5] \
-//!     [--idle-secs 30] [--drain-secs 3] [--idle-rooms 100] [--src-ips 64] [--concurrency 256]
+//!     [--room-size 5000] [--broadcasts 100] [--rate 2] [--payload 100] [--settle-secs 5] \
+//!     [--idle-secs 30] [--drain-secs 3] [--idle-rooms 100] [--src-ips 64] [--concurrency 256] \
+//!     [--details FILE]
 //! ```
 //!
 //! - `hold` opens N streams to one node (`M` of them in room `R`, the others spread over
@@ -25,9 +26,11 @@
 //! - `run` is the coordinator: it reads each node's RSS, starts one `hold` child per node
 //!   (members of the room split evenly over the nodes), reads the RSS again once every stream is
 //!   open and settled, the CPU time of every node over an idle window (the heartbeats' cost),
-//!   sends the probes and the broadcasts through the first node, stops the holders and merges
-//!   their reports: for each broadcast, the time from just before its request until the last
-//!   member of the room, on any node, had it. It prints a summary, then one JSON line.
+//!   sends the probes and the broadcasts through the first node (with the CPU time of every
+//!   process from the first send to the last answer), stops the holders and merges their
+//!   reports: for each broadcast, the time from just before its request until the last member
+//!   of the room, on any node, had it. It prints a summary, then one JSON line; `--details`
+//!   also writes each broadcast's arrivals per node.
 //!
 //! Times are nanoseconds of the wall clock (`CLOCK_REALTIME`), which every process of the
 //! machine reads alike; the standard library does not expose `CLOCK_MONOTONIC`'s value, and
@@ -114,6 +117,8 @@ struct RunArgs {
     idle_rooms: usize,
     src_ips: u8,
     concurrency: usize,
+    /// Where to write each broadcast's arrivals per node, one JSON line per broadcast.
+    details: Option<String>,
 }
 
 /// The flags after the role, as `(flag, value)` pairs: every flag takes a value.
@@ -233,7 +238,7 @@ impl Role {
                     url: String::new(),
                     room: String::new(),
                     count: 100,
-                    rate: 10.0,
+                    rate: 2.0,
                     payload: 100,
                 };
                 for (flag, value) in flags {
@@ -262,7 +267,7 @@ impl Role {
                     streams_per_node: 0,
                     room_size: 5000,
                     broadcasts: 100,
-                    rate: 10.0,
+                    rate: 2.0,
                     payload: 100,
                     settle: Duration::from_secs(5),
                     idle: Duration::from_secs(30),
@@ -270,9 +275,11 @@ impl Role {
                     idle_rooms: 100,
                     src_ips: 64,
                     concurrency: 256,
+                    details: None,
                 };
                 for (flag, value) in flags {
                     match flag {
+                        "--details" => args.details = Some(value.to_owned()),
                         "--urls" => {
                             urls = Some(
                                 value
@@ -493,7 +500,10 @@ async fn read_stream(
                     };
                     let highest = seen.highest;
                     if !seen.insert(seq) {
-                        tallies.duplicates.fetch_add(1, Ordering::Relaxed);
+                        // Probes are all numbered 0 and sent until every member got one.
+                        if seq != 0 {
+                            tallies.duplicates.fetch_add(1, Ordering::Relaxed);
+                        }
                         continue;
                     }
                     if seq == 0 {
@@ -850,6 +860,27 @@ fn spread(sent: &[Sent], reports: &[HoldReport], members: usize) -> Spread {
     out
 }
 
+/// Writes one JSON line per broadcast: its send time and answer, and per node how many members
+/// got it and when the first and the last did, in ms after the send.
+fn write_details(path: &str, sent: &[Sent], reports: &[HoldReport]) -> Result<(), Failed> {
+    let mut lines = String::new();
+    for s in sent {
+        let ms = |at: u64| round(at.saturating_sub(s.send_ns) as f64 / 1e6, 3);
+        let nodes: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                r.arrivals.iter().find(|a| a.seq == s.seq).map(|a| {
+                    json!({"count": a.count, "first_ms": ms(a.first_ns), "last_ms": ms(a.last_ns)})
+                })
+            })
+            .collect();
+        let line = json!({"seq": s.seq, "send_ns": s.send_ns, "status": s.status,
+            "answered_ms": ms(s.answered_ns), "nodes": nodes});
+        lines.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(path, lines).map_err(|e| format!("writing {path}: {e}"))
+}
+
 /// The `p`-th percentile (0–100) of sorted `values`, nearest rank; `None` when empty.
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -969,7 +1000,30 @@ async fn run(args: RunArgs) -> Result<(), Failed> {
         "every member probed; {} broadcasts at {}/s",
         args.broadcasts, args.rate
     );
+    // What the broadcasts cost, heartbeats included, to see which side was busy.
+    let (b0, broadcasting) = (cpu_all(&args.pids)?, Instant::now());
+    let (redis_b0, holders_b0) = (
+        args.redis_pid.map(cpu_secs).transpose()?,
+        cpu_all(&holder_pids)?,
+    );
     let sent = send_all(send_url, &room, args.broadcasts, args.rate, args.payload).await;
+    let broadcast_window = broadcasting.elapsed().as_secs_f64();
+    let broadcast_cpu: Vec<f64> = cpu_all(&args.pids)?
+        .iter()
+        .zip(&b0)
+        .map(|(b, a)| b - a)
+        .collect();
+    let redis_broadcast_cpu = args
+        .redis_pid
+        .map(cpu_secs)
+        .transpose()?
+        .zip(redis_b0)
+        .map(|(b, a)| b - a);
+    let holders_broadcast_cpu: f64 = cpu_all(&holder_pids)?
+        .iter()
+        .zip(&holders_b0)
+        .map(|(b, a)| b - a)
+        .sum();
     tokio::time::sleep(args.drain).await;
 
     let mut reports = Vec::with_capacity(nodes);
@@ -994,6 +1048,9 @@ async fn run(args: RunArgs) -> Result<(), Failed> {
         / 1e6;
 
     let result = spread(&sent, &reports, args.room_size);
+    if let Some(path) = &args.details {
+        write_details(path, &sent, &reports)?;
+    }
     let sum = |f: fn(&HoldReport) -> usize| reports.iter().map(f).sum::<usize>();
     let (duplicates, out_of_order, ended_early, bad_payload, failed) = (
         sum(|r| r.duplicates),
@@ -1020,6 +1077,7 @@ async fn run(args: RunArgs) -> Result<(), Failed> {
                 "bytes_per_stream": round(per_stream(growth[i], opened[i]), 0),
                 "idle_cpu_s": round(idle_cpu[i], 2),
                 "idle_cpu_pct": round(100.0 * idle_cpu[i] / window, 2),
+                "broadcast_cpu_s": round(broadcast_cpu[i], 2),
             })
         })
         .collect();
@@ -1043,6 +1101,10 @@ async fn run(args: RunArgs) -> Result<(), Failed> {
         "redis_rss": redis_rss,
         "redis_idle_cpu_s": redis_idle_cpu.map(|c| round(c, 2)),
         "holders_idle_cpu_s": round(holders_idle_cpu, 2),
+        "broadcast_window_s": round(broadcast_window, 2),
+        "broadcast_cpu_s": round(broadcast_cpu.iter().sum::<f64>(), 2),
+        "redis_broadcast_cpu_s": redis_broadcast_cpu.map(|c| round(c, 2)),
+        "holders_broadcast_cpu_s": round(holders_broadcast_cpu, 2),
         "heartbeats": reports.iter().map(|r| r.heartbeats).sum::<u64>(),
         "latency_last_ms": {"p50": pct(50.0, &result.last_ms), "p99": pct(99.0, &result.last_ms),
             "max": result.last_ms.last().map(|&x| round(x, 3))},
