@@ -65,6 +65,8 @@ const OPEN_TRIES: usize = 3;
 /// The highest message number a member records; a larger one is a bad payload (it would make
 /// the member's record of what it got that large).
 const MAX_SEQ: u64 = 1 << 20;
+/// The most streams one holder opens (one process holds far fewer descriptors anyway).
+const MAX_STREAMS: usize = 1 << 20;
 
 /// What went wrong, in words that name what failed.
 type Failed = String;
@@ -140,10 +142,13 @@ fn number<T: FromStr>(flag: &str, value: &str) -> Result<T, Failed> {
         .map_err(|_| format!("{flag} takes a number, not {value:?}"))
 }
 
-fn positive(flag: &str, value: &str) -> Result<f64, Failed> {
+/// A rate per second, from one every 1,000 s to a million per second.
+fn rate(flag: &str, value: &str) -> Result<f64, Failed> {
     match number::<f64>(flag, value)? {
-        v if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("{flag} must be a positive number, not {value:?}")),
+        v if (0.001..=1e6).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{flag} must be a rate per second from 0.001 to 1000000, not {value:?}"
+        )),
     }
 }
 
@@ -218,6 +223,9 @@ impl Role {
                 args.streams = required(streams, "--streams")?;
                 args.room = required(room, "--room")?;
                 args.members = required(members, "--members")?;
+                if args.streams > MAX_STREAMS {
+                    return Err(format!("--streams is at most {MAX_STREAMS}"));
+                }
                 if args.members > args.streams {
                     return Err(format!(
                         "--members {} is more than --streams {}",
@@ -246,7 +254,7 @@ impl Role {
                         "--url" => url_ = Some(url(flag, value)?),
                         "--room" => room = Some(value.to_owned()),
                         "--count" => args.count = number(flag, value)?,
-                        "--rate" => args.rate = positive(flag, value)?,
+                        "--rate" => args.rate = rate(flag, value)?,
                         "--payload" => args.payload = number(flag, value)?,
                         _ => return Err(unknown(flag)),
                     }
@@ -300,7 +308,7 @@ impl Role {
                         "--streams-per-node" => per_node = Some(number(flag, value)?),
                         "--room-size" => args.room_size = number(flag, value)?,
                         "--broadcasts" => args.broadcasts = number(flag, value)?,
-                        "--rate" => args.rate = positive(flag, value)?,
+                        "--rate" => args.rate = rate(flag, value)?,
                         "--payload" => args.payload = number(flag, value)?,
                         "--settle-secs" => args.settle = secs(flag, value)?,
                         "--idle-secs" => args.idle = secs(flag, value)?,
@@ -314,6 +322,9 @@ impl Role {
                 args.urls = required(urls, "--urls")?;
                 args.pids = required(pids, "--pids")?;
                 args.streams_per_node = required(per_node, "--streams-per-node")?;
+                if args.streams_per_node > MAX_STREAMS {
+                    return Err(format!("--streams-per-node is at most {MAX_STREAMS}"));
+                }
                 if args.urls.len() != args.pids.len() {
                     return Err(format!(
                         "--urls names {} nodes but --pids {}",
@@ -1225,7 +1236,12 @@ mod tests {
             error("hold --url http://127.0.0.1:80 --room r --members 0")
                 .contains("--streams is required")
         );
-        assert!(error("send --url http://127.0.0.1:80 --room r --rate 0").contains("positive"));
+        assert!(error("send --url http://127.0.0.1:80 --room r --rate 0").contains("0.001"));
+        assert!(error("send --url http://127.0.0.1:80 --room r --rate 1e-300").contains("0.001"));
+        assert!(
+            error("run --urls http://127.0.0.1:1 --pids 1 --streams-per-node 5 --idle-secs -1")
+                .contains("--idle-secs takes seconds")
+        );
         assert!(error("send --url http://127.0.0.1:80 --room r --speed 3").contains("no flag"));
         assert!(
             error("run --urls http://127.0.0.1:1 --pids 1,2 --streams-per-node 5").contains("2")
