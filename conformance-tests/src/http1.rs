@@ -32,6 +32,7 @@ pub struct Request {
     body: Vec<u8>,
     http10: bool,
     recv_buffer: Option<u32>,
+    source: Option<std::net::IpAddr>,
 }
 
 impl Request {
@@ -45,6 +46,7 @@ impl Request {
             body: Vec::new(),
             http10: false,
             recv_buffer: None,
+            source: None,
         }
     }
 
@@ -59,6 +61,15 @@ impl Request {
     #[must_use]
     pub fn recv_buffer(mut self, bytes: u32) -> Request {
         self.recv_buffer = Some(bytes);
+        self
+    }
+
+    /// Connects from the local address `ip` (any port), such as one of `127.0.0.1..=127.0.0.N`:
+    /// a client that opens tens of thousands of connections to one server spreads them over
+    /// several source addresses, since each address has only the ephemeral port range to give.
+    #[must_use]
+    pub fn source_ip(mut self, ip: std::net::IpAddr) -> Request {
+        self.source = Some(ip);
         self
     }
 
@@ -100,20 +111,24 @@ impl Request {
     /// head. The body is left on the connection, to be read from the returned [`Response`].
     pub async fn send(self, base_url: &str) -> io::Result<Response> {
         let authority = authority(base_url)?;
-        let mut stream = match self.recv_buffer {
-            None => TcpStream::connect(authority).await?,
-            Some(bytes) => {
-                let addr = tokio::net::lookup_host(authority)
-                    .await?
-                    .next()
-                    .ok_or_else(|| io::Error::other("no address"))?;
-                let socket = match addr {
-                    std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-                    std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-                };
+        let mut stream = if self.recv_buffer.is_none() && self.source.is_none() {
+            TcpStream::connect(authority).await?
+        } else {
+            let addr = tokio::net::lookup_host(authority)
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::other("no address"))?;
+            let socket = match addr {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            if let Some(bytes) = self.recv_buffer {
                 socket.set_recv_buffer_size(bytes)?;
-                socket.connect(addr).await?
             }
+            if let Some(ip) = self.source {
+                socket.bind(std::net::SocketAddr::new(ip, 0))?;
+            }
+            socket.connect(addr).await?
         };
         stream.set_nodelay(true)?;
         let mut head = if self.http10 {
