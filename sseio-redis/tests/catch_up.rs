@@ -4,15 +4,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use sseio_core::{
-    CloseReason, Context, EventHandler, HandlerOptions, History, Server, SinkError, SseSink,
-};
+use sseio_core::{CloseReason, Context, EventHandler, HandlerOptions, History, Server, SseSink};
 use sseio_redis::RedisBroker;
-use support::{Redis, WAIT};
+use support::{Redis, WAIT, open, wait_until};
 use tokio::time::Instant;
 
 /// A node on `redis` with history, handler `e` in rooms by path, reconnecting after `backoff`.
@@ -40,59 +36,6 @@ async fn node_keeping(redis: &Redis, backoff: Duration, history: usize) -> (Serv
         )
         .unwrap();
     (server, handler)
-}
-
-/// A sink that keeps the data lines it is sent, and whether it was closed.
-#[derive(Debug, Default)]
-struct Recording {
-    text: Mutex<String>,
-    closed: Mutex<Option<CloseReason>>,
-}
-
-impl Recording {
-    fn data(&self) -> Vec<String> {
-        let text = self.text.lock().unwrap();
-        text.lines()
-            .filter_map(|line| line.strip_prefix("data: "))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl SseSink for Recording {
-    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
-        self.text
-            .lock()
-            .unwrap()
-            .push_str(&String::from_utf8_lossy(&frame));
-        Ok(())
-    }
-    fn close(&self, reason: CloseReason) {
-        *self.closed.lock().unwrap() = Some(reason);
-    }
-    fn is_closed(&self) -> bool {
-        self.closed.lock().unwrap().is_some()
-    }
-}
-
-async fn open(server: &Server, client: &str) -> (sseio_core::Connection, Arc<Recording>) {
-    let sink = Arc::new(Recording::default());
-    let request = http::Request::get(format!("/r/a?clientId={client}&events=e"))
-        .body(())
-        .unwrap();
-    let connection = server
-        .connect((&request).into(), sink.clone())
-        .await
-        .expect("the stream opens");
-    (connection, sink)
-}
-
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Sends `messages` through `handler`, each confirmed (recorded in Redis's history).
@@ -144,7 +87,7 @@ async fn a_node_back_from_losing_redis_delivers_what_its_rooms_missed() {
         .into_iter()
         .filter(|id| !before.contains(id))
         .collect();
-    let (_stream, sink) = open(&two, "c").await;
+    let (_stream, sink) = open(&two, "/r/a?clientId=c&events=e").await;
     wait_subscribed(&on_one).await;
     send_all(&on_one, &["1"]).await;
     wait_until("message 1", || sink.data() == ["1"]).await;
@@ -171,7 +114,7 @@ async fn a_node_back_after_redis_restarted_empty_delivers_the_new_sequence_it_mi
     let mut redis = Redis::start().await;
     let (_one, on_one) = node(&redis, Duration::from_millis(50)).await;
     let (two, _) = node(&redis, Duration::from_millis(1500)).await;
-    let (_stream, sink) = open(&two, "c").await;
+    let (_stream, sink) = open(&two, "/r/a?clientId=c&events=e").await;
     wait_subscribed(&on_one).await;
     send_all(&on_one, &["1"]).await;
     wait_until("message 1", || sink.data() == ["1"]).await;
@@ -209,7 +152,7 @@ async fn a_node_back_closes_the_streams_of_a_room_that_missed_more_than_its_hist
         .into_iter()
         .filter(|id| !before.contains(id))
         .collect();
-    let (_stream, sink) = open(&two, "c").await;
+    let (_stream, sink) = open(&two, "/r/a?clientId=c&events=e").await;
     wait_subscribed(&on_one).await;
     send_all(&on_one, &["1"]).await;
     wait_until("message 1", || sink.data() == ["1"]).await;
@@ -221,9 +164,6 @@ async fn a_node_back_closes_the_streams_of_a_room_that_missed_more_than_its_hist
     send_all(&on_one, &["2", "3", "4", "5"]).await;
     wait_until("node two to be back", || two.is_ready()).await;
     wait_until("the stream to be closed", || sink.is_closed()).await;
-    assert_eq!(
-        *sink.closed.lock().unwrap(),
-        Some(CloseReason::ServerClosed)
-    );
+    assert_eq!(sink.close_reason(), Some(CloseReason::ServerClosed));
     assert_eq!(sink.data(), ["1"], "no partial catch-up");
 }

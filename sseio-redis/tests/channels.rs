@@ -12,13 +12,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use sseio_core::{CloseReason, Context, EventHandler, HandlerOptions, Server, SinkError, SseSink};
+use sseio_core::{Context, EventHandler, HandlerOptions, Server};
 use sseio_redis::RedisBroker;
-use support::{Redis, WAIT};
+use support::{Redis, WAIT, open, wait_until};
 use tokio::time::Instant;
 
 /// A node on `redis` with handlers `a:b` and `a`, rooms by path.
@@ -38,65 +36,6 @@ async fn node(redis: &Redis, sharded: bool) -> (Server, EventHandler, EventHandl
     let ab = server.register_event_handler("a:b", by_path()).unwrap();
     let a = server.register_event_handler("a", by_path()).unwrap();
     (server, ab, a)
-}
-
-/// A sink that keeps the data lines it is sent.
-#[derive(Debug, Default)]
-struct Recording {
-    text: Mutex<String>,
-    closed: Mutex<Option<CloseReason>>,
-}
-
-impl Recording {
-    fn data(&self) -> Vec<String> {
-        let text = self.text.lock().unwrap();
-        text.lines()
-            .filter_map(|line| line.strip_prefix("data: "))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl SseSink for Recording {
-    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
-        self.text
-            .lock()
-            .unwrap()
-            .push_str(&String::from_utf8_lossy(&frame));
-        Ok(())
-    }
-    fn close(&self, reason: CloseReason) {
-        *self.closed.lock().unwrap() = Some(reason);
-    }
-    fn is_closed(&self) -> bool {
-        self.closed.lock().unwrap().is_some()
-    }
-}
-
-/// Opens a stream of `event` in `room` on `server`.
-async fn open(
-    server: &Server,
-    event: &str,
-    room: &str,
-    client: &str,
-) -> (sseio_core::Connection, Arc<Recording>) {
-    let sink = Arc::new(Recording::default());
-    let request = http::Request::get(format!("/r/{room}?clientId={client}&events={event}"))
-        .body(())
-        .unwrap();
-    let connection = server
-        .connect((&request).into(), sink.clone())
-        .await
-        .expect("the stream opens");
-    (connection, sink)
-}
-
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Waits until a presence query through `handler` (on the other node) counts `count` clients
@@ -126,8 +65,8 @@ async fn a_room_emptying_leaves_the_room_with_the_same_joined_name_subscribed(sh
     };
     let (one, _, _) = node(&redis, sharded).await;
     let (_two, ab_on_two, a_on_two) = node(&redis, sharded).await;
-    let (_stays, stays) = open(&one, "a:b", "c", "stays").await;
-    let (leaves_connection, leaves) = open(&one, "a", "b:c", "leaves").await;
+    let (_stays, stays) = open(&one, "/r/c?clientId=stays&events=a:b").await;
+    let (leaves_connection, leaves) = open(&one, "/r/b:c?clientId=leaves&events=a").await;
     wait_presence(&ab_on_two, "c", 1).await;
     wait_presence(&a_on_two, "b:c", 1).await;
 

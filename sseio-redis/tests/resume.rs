@@ -9,15 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_core::Stream;
 use sseio_core::{
-    CloseReason, ConnectionStream, Context, EventHandler, HandlerOptions, History, Outcome, Server,
-    SinkError, SseSink,
+    ConnectionStream, Context, EventHandler, HandlerOptions, History, Outcome, Server,
 };
 use sseio_redis::RedisBroker;
-use support::{Redis, WAIT};
-use tokio::time::Instant;
+use sseio_test_support::RecordingSink;
+use support::{Redis, WAIT, wait_until};
 
 /// A node on `redis` with history and the gap notice (`gap`), handler `e` in rooms by path;
 /// reconnecting to Redis after `backoff`.
@@ -43,27 +41,6 @@ async fn node(redis: &Redis, backoff: Duration) -> (Server, EventHandler) {
     (server, handler)
 }
 
-/// A sink that keeps what it is sent, for a connection opened with `Server::connect`.
-#[derive(Debug, Default)]
-struct Recording(std::sync::Mutex<Vec<u8>>);
-
-impl Recording {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl SseSink for Recording {
-    fn send(&self, frame: Bytes) -> Result<(), SinkError> {
-        self.0.lock().unwrap().extend_from_slice(&frame);
-        Ok(())
-    }
-    fn close(&self, _reason: CloseReason) {}
-    fn is_closed(&self) -> bool {
-        false
-    }
-}
-
 fn request(uri: &str) -> http::Request<()> {
     http::Request::get(uri).body(()).unwrap()
 }
@@ -80,15 +57,6 @@ async fn next_chunk(stream: &mut ConnectionStream) -> Option<String> {
     let next = poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx));
     let chunk = tokio::time::timeout(WAIT, next).await.expect("a chunk");
     chunk.map(|chunk| String::from_utf8_lossy(&chunk.unwrap()).into_owned())
-}
-
-/// Polls `done` until it holds, within [`WAIT`].
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Node one keeps the stream of `c` open (it has not noticed the client left); a message is
@@ -117,7 +85,7 @@ async fn a_client_id_back_on_another_node_takes_its_open_stream_over() {
     // Queued on the old stream, never written: the path to the client is gone.
     on_one.send_confirmed("a", "2").await.unwrap();
 
-    let moved = Arc::new(Recording::default());
+    let moved = Arc::new(RecordingSink::default());
     let _moved = two
         .connect((&request("/r/a?clientId=c&events=e")).into(), moved.clone())
         .await
@@ -154,7 +122,7 @@ async fn a_client_id_whose_node_is_gone_is_told_of_the_gap() {
     let (one, on_one) = node(&redis, Duration::from_secs(60)).await;
     let node_one = client_ids(&redis).await;
     let (two, on_two) = node(&redis, Duration::from_millis(100)).await;
-    let first = Arc::new(Recording::default());
+    let first = Arc::new(RecordingSink::default());
     let _first = one
         .connect((&request("/r/a?clientId=c&events=e")).into(), first.clone())
         .await
@@ -171,7 +139,7 @@ async fn a_client_id_whose_node_is_gone_is_told_of_the_gap() {
     wait_until("node one to notice", || !one.is_ready()).await;
     on_two.send_confirmed("a", "2").await.unwrap();
 
-    let back = Arc::new(Recording::default());
+    let back = Arc::new(RecordingSink::default());
     let _back = two
         .connect((&request("/r/a?clientId=c&events=e")).into(), back.clone())
         .await
@@ -225,7 +193,7 @@ fn a_drain_hands_its_resume_records_to_redis_before_shutdown_returns() {
             let (server, handler) = node(&redis, Duration::from_millis(100)).await;
             let mut streams = Vec::new();
             for c in 0..CLIENTS {
-                let sink = Arc::new(Recording::default());
+                let sink = Arc::new(RecordingSink::default());
                 let uri = format!("/r/a?clientId=c{c}&events=e");
                 let stream = server.connect((&request(&uri)).into(), sink.clone()).await;
                 streams.push((stream.unwrap(), sink));

@@ -14,6 +14,7 @@ use sseio_core::{CloseReason, SinkError, SseSink};
 pub struct RecordingSink {
     frames: Mutex<Vec<Bytes>>,
     closed: AtomicBool,
+    reason: Mutex<Option<CloseReason>>,
 }
 
 impl RecordingSink {
@@ -30,6 +31,20 @@ impl RecordingSink {
             .map(|f| String::from_utf8_lossy(f).into_owned())
             .collect()
     }
+
+    /// The `data:` lines sent so far, without the field name, in order.
+    pub fn data(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Why the server closed it, once it did.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.reason.lock().unwrap()
+    }
 }
 
 impl SseSink for RecordingSink {
@@ -41,7 +56,8 @@ impl SseSink for RecordingSink {
         Ok(())
     }
 
-    fn close(&self, _reason: CloseReason) {
+    fn close(&self, reason: CloseReason) {
+        self.reason.lock().unwrap().get_or_insert(reason);
         self.closed.store(true, Ordering::SeqCst);
     }
 

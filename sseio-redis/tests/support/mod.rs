@@ -4,7 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
+
+use sseio_core::{Connection, Server};
+use sseio_test_support::RecordingSink;
 
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -138,5 +142,25 @@ impl Drop for Redis {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Opens a stream of `target` (path and query) on `server`, recording what it is sent.
+pub(crate) async fn open(server: &Server, target: &str) -> (Connection, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let request = http::Request::get(target).body(()).unwrap();
+    let connection = server
+        .connect((&request).into(), sink.clone())
+        .await
+        .expect("the stream opens");
+    (connection, sink)
+}
+
+/// Polls `done` until it holds, within [`WAIT`].
+pub(crate) async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
