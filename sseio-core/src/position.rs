@@ -83,8 +83,12 @@ pub(crate) struct Seen {
 struct SeenState {
     given: Option<Position>,
     gap: Option<Position>,
-    /// Whether any message was queued to the connection (live, held back or replayed).
+    /// Whether any message was queued to the connection (live, held back or replayed), or a
+    /// gap notice.
     gave: bool,
+    /// A broker's replay of what came after this position is asked and not given yet: the
+    /// connection stands there until it is.
+    replaying: Option<Position>,
 }
 
 impl Seen {
@@ -106,7 +110,8 @@ impl Seen {
     }
 
     /// Messages that move nothing here were queued to the connection: a replay (which moves
-    /// where it stands on its own) or a `fetch`'s answer.
+    /// where it stands on its own), a `fetch`'s answer, or a gap notice (which may be lost
+    /// with the connection too, and is then sent again).
     pub(crate) fn gave_some(&self) {
         lock(&self.state).gave = true;
     }
@@ -124,7 +129,21 @@ impl Seen {
     /// the last one given; `None` before it was given any position.
     pub(crate) fn resume_point(&self) -> Option<Position> {
         let state = *lock(&self.state);
-        state.gap.map(Position::before).or(state.given)
+        state
+            .replaying
+            .or(state.gap.map(Position::before))
+            .or(state.given)
+    }
+
+    /// A broker's replay of what came after `from` is asked: until
+    /// [`Seen::replay_done`], the connection stands at `from`, whatever arrives live meanwhile.
+    pub(crate) fn replaying_from(&self, from: Position) {
+        lock(&self.state).replaying = Some(from);
+    }
+
+    /// The replay asked with [`Seen::replaying_from`] was given (or resynced, or cut in parts).
+    pub(crate) fn replay_done(&self) {
+        lock(&self.state).replaying = None;
     }
 
     /// Where the connection's `clientId` resumes from once its stream ended, `by_server` or
@@ -205,6 +224,24 @@ mod tests {
             Recalled::Lost,
             "dropped before it stood anywhere"
         );
+    }
+
+    /// A stream cut before its broker's replay answered was remembered nowhere, so its next
+    /// reconnect started afresh and missed what the replay would have given.
+    #[test]
+    fn a_connection_waiting_for_its_replay_stands_where_the_replay_starts() {
+        let seen = Seen::default();
+        seen.replaying_from(Position::new(7, 3));
+        seen.missed(Position::new(7, 9));
+        assert_eq!(
+            seen.left(false),
+            Recalled::At(Position::new(7, 3)),
+            "held live is later"
+        );
+        seen.advance(Position::new(7, 10));
+        seen.gave_some();
+        seen.replay_done();
+        assert_eq!(seen.left(true), Recalled::At(Position::new(7, 8)));
     }
 
     /// Where a connection stood was read torn.

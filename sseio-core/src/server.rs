@@ -25,6 +25,7 @@ use crate::message;
 use crate::metrics::Metrics;
 use crate::notify::{CloseReason, Notification, Notifications, Notifier};
 use crate::pacing::Pacing;
+use crate::position::Seen;
 use crate::quota::Quotas;
 use crate::rejection::ConnectRejection;
 use crate::request::{PathPattern, RequestHead};
@@ -552,8 +553,14 @@ impl ServerInner {
     }
 
     /// Tells a connection, through its `sink`, that its resume of `event` could not be served,
-    /// when the [gap notice](ServerBuilder::gap_notice) is on.
-    pub(crate) fn notify_gap(&self, sink: &dyn SseSink, event: &str) -> Result<(), SinkError> {
+    /// when the [gap notice](ServerBuilder::gap_notice) is on; whether it did. Marks `seen`
+    /// as given something then: a stream that drops after the notice is told again.
+    pub(crate) fn notify_gap(
+        &self,
+        sink: &dyn SseSink,
+        seen: Option<&Seen>,
+        event: &str,
+    ) -> Result<(), SinkError> {
         let Some(name) = &self.gap_notice else {
             return Ok(());
         };
@@ -562,6 +569,9 @@ impl ServerInner {
         let len = notice.len();
         sink.send(notice)?;
         self.metrics().sent(1, len);
+        if let Some(seen) = seen {
+            seen.gave_some();
+        }
         Ok(())
     }
 

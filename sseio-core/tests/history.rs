@@ -605,3 +605,31 @@ async fn a_client_id_resumes_without_a_notice_when_nothing_can_have_been_lost() 
         );
     }
 }
+
+/// A stream cut before the broker's replay answered was remembered nowhere: it stood at no
+/// position yet, so its `clientId`'s next reconnect started afresh, and what the replay would
+/// have given was lost silently (seen once in the resilience suite's cut case).
+#[tokio::test]
+async fn a_stream_cut_before_its_replay_answered_keeps_where_the_replay_starts() {
+    let broker = MemoryBroker::new();
+    let (server, handler) = server_without_fetch(Server::builder().broker(broker));
+    let (first, _) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    handler.send("x", "1").unwrap();
+    first.close();
+    handler.send("x", "2").unwrap();
+    // Back, and cut before its replay task ran (nothing given, nothing live held).
+    let (cut, cut_sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    drop(cut);
+    assert_eq!(data(&cut_sink), Vec::<String>::new(), "cut before anything");
+    settle().await;
+    handler.send("x", "3").unwrap();
+    let (_back, sink) = connect(&server, "/r/x?clientId=c&events=e", None).await;
+    settle().await;
+    assert_eq!(
+        data(&sink),
+        ["2", "3"],
+        "what it never got, once: {:?}",
+        sink.text()
+    );
+}

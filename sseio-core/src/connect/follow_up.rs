@@ -246,7 +246,7 @@ impl Resuming {
                     let told = if self.told {
                         Ok(())
                     } else {
-                        server.notify_gap(&*self.target.sink, handler.event())
+                        server.notify_gap(&*self.target.sink, Some(&self.seen), handler.event())
                     };
                     if told.is_ok() && handler.fetch().is_some() {
                         let fetch = start_fetch(&server, &self.target, handler, hold, true);
@@ -263,6 +263,7 @@ impl Resuming {
                     .close(self.target.serial, CloseReason::SlowConsumer);
             }
         }
+        self.seen.replay_done();
         server.hub().add_tasks(self.target.serial, fetches);
     }
 
@@ -297,6 +298,7 @@ impl Resuming {
                 if let Some((at, _)) = frames.first() {
                     self.seen.missed(*at);
                 }
+                self.seen.replay_done();
                 return server
                     .hub()
                     .close(self.target.serial, CloseReason::SlowConsumer);
@@ -310,6 +312,7 @@ impl Resuming {
         if let Some(next) = next {
             self.seen.missed(next);
         }
+        self.seen.replay_done();
         let serial = self.target.serial;
         server
             .hub()

@@ -103,7 +103,7 @@ pub(crate) fn join(
         // full, which the next delivery closes.
         let in_doubt = start.doubtful && handler.history().is_some();
         if in_doubt {
-            let _ = server.notify_gap(&**sink, handler.event());
+            let _ = server.notify_gap(&**sink, seen.as_deref(), handler.event());
         }
         let replay = Replaying {
             log: log.as_deref(),
@@ -114,7 +114,7 @@ pub(crate) fn join(
         let joined = resume_room(server, &**sink, seen.as_deref(), handler, replay);
         server.metrics().joined(joined);
         if joined == Joined::Resync && !in_doubt {
-            let _ = server.notify_gap(&**sink, handler.event());
+            let _ = server.notify_gap(&**sink, seen.as_deref(), handler.event());
         }
         // Catching up, the stream ends once its part is written: nothing else goes out, and
         // what arrives meanwhile waits for the reconnect.
@@ -141,6 +141,10 @@ pub(crate) fn join(
             hold,
         };
         handler.join(room, registering.serial, member);
+    }
+    if let (false, Some(seen), Some(Some(from))) = (plan.replaying.is_empty(), &seen, start.from) {
+        // Until the broker's replay is given, the connection stands where it starts.
+        seen.replaying_from(from);
     }
     drop(log);
     let live = Live::new(
