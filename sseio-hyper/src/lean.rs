@@ -270,7 +270,7 @@ where
                 {
                     let mut size = [0u8; 20];
                     let size = chunk_size_line(&mut size, data.len());
-                    let out = prefix.chain(size).chain(data.clone()).chain(&b"\r\n"[..]);
+                    let out = prefix.chain(size).chain(&data[..]).chain(&b"\r\n"[..]);
                     if !write_chunk(socket, &mut body, &data, out).await? {
                         return Ok(false);
                     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sseio_core::{CloseReason, Context, EventHandler, HandlerOptions, History, Server, SseSink};
 use sseio_redis::RedisBroker;
-use support::{Redis, WAIT, open, wait_until};
+use support::{Redis, WAIT, client_ids, open, wait_until};
 use tokio::time::Instant;
 
 /// A node on `redis` with history, handler `e` in rooms by path, reconnecting after `backoff`.
@@ -57,20 +57,6 @@ async fn wait_subscribed(handler: &EventHandler) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// The ids of the clients connected to `redis` now, but the one asking.
-async fn client_ids(redis: &Redis) -> Vec<String> {
-    let list = match redis.command(&["CLIENT", "LIST"]).await.unwrap() {
-        redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
-        redis::Value::VerbatimString { text, .. } => text,
-        other => panic!("CLIENT LIST answered {other:?}"),
-    };
-    list.lines()
-        .filter(|line| !line.contains("cmd=client|list"))
-        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Node two's connection to Redis drops, and node two stays away a second; node one sends

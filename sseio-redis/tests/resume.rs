@@ -15,7 +15,7 @@ use sseio_core::{
 };
 use sseio_redis::RedisBroker;
 use sseio_test_support::RecordingSink;
-use support::{Redis, WAIT, wait_until};
+use support::{Redis, WAIT, client_ids, wait_until};
 
 /// A node on `redis` with history and the gap notice (`gap`), handler `e` in rooms by path;
 /// reconnecting to Redis after `backoff`.
@@ -152,20 +152,6 @@ async fn a_client_id_whose_node_is_gone_is_told_of_the_gap() {
         text.starts_with("event: gap\ndata: {\"event\":\"e\"}\n\n"),
         "told of the gap first: {text:?}"
     );
-}
-
-/// The ids of the clients connected to `redis` now (`CLIENT LIST`), but the one asking.
-async fn client_ids(redis: &Redis) -> Vec<String> {
-    let list = match redis.command(&["CLIENT", "LIST"]).await.unwrap() {
-        redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
-        redis::Value::VerbatimString { text, .. } => text,
-        other => panic!("CLIENT LIST answered {other:?}"),
-    };
-    list.lines()
-        .filter(|line| !line.contains("cmd=client|list"))
-        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A node drained with no grace lost its streams' resume records with the process.

@@ -164,3 +164,17 @@ pub(crate) async fn wait_until(what: &str, done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The ids of the clients connected to `redis` now (`CLIENT LIST`), but the one asking.
+pub(crate) async fn client_ids(redis: &Redis) -> Vec<String> {
+    let list = match redis.command(&["CLIENT", "LIST"]).await.unwrap() {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("CLIENT LIST answered {other:?}"),
+    };
+    list.lines()
+        .filter(|line| !line.contains("cmd=client|list"))
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect()
+}
