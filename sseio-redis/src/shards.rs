@@ -10,9 +10,13 @@
 //! - A master lost (its connection closes, or a `PING` goes unanswered) is marked down at once:
 //!   sends to its rooms fail fast with `Unavailable`, every other master goes on. While one is
 //!   down, the slot map is asked again every [`POLL`]; once another node owns its slots (its
-//!   replica was promoted), the node connects there, subscribes those rooms, and, after
-//!   [`GRACE`] (so that every other node has followed too, and a send accepted from then on
-//!   reaches all of them), publishes to it again.
+//!   replica was promoted), the node connects there, subscribes those rooms, and publishes to
+//!   it again once every other node has followed too, so that a send accepted from then on
+//!   reaches all of them. Redis tells a publisher how many subscribers a message reached; the
+//!   node remembers that count per channel, and after a failover waits until the new master
+//!   counts as many subscribers of each channel it knew (`PUBSUB SHARDNUMSUB`), at least
+//!   [`GRACE`] (for the channels it never published to), at most [`FOLLOW_LIMIT`] (a node that
+//!   left a room meanwhile never comes back to it).
 //! - A slot moved (resharding): Redis drops the subscriptions of its channels on the old master
 //!   (a `sunsubscribe` push the node did not ask for) and answers `MOVED` to a publish there.
 //!   Either makes the node read the slot map again and subscribe those channels on the new
@@ -53,9 +57,16 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// down, a network cut) costs the node's sends to the other masters, once.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a master that came up after the node started (a promoted replica) stays refused for
-/// sends after the node subscribed its rooms there: the other nodes poll the slot map as often
-/// and subscribe there too meanwhile, so that a send accepted afterwards reaches all of them.
+/// sends after the node subscribed its rooms there, at least: the other nodes poll the slot map
+/// as often and subscribe there too meanwhile, so that a send accepted afterwards reaches all of
+/// them. Longer while a channel has fewer subscribers there than it had before.
 pub(crate) const GRACE: Duration = Duration::from_millis(500);
+/// How long such a master stays refused for sends at most, waiting for the other nodes'
+/// subscriptions.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(3);
+/// How many channels' subscriber counts the node remembers at most; past that, only those of
+/// its own rooms.
+const LISTENERS_KEPT: usize = 1 << 16;
 /// How long a publish that got `MOVED` waits before it is sent to the slot's new owner: the
 /// other nodes resubscribe the slot's channels there meanwhile.
 const MOVED_GRACE: Duration = Duration::from_millis(150);
@@ -201,6 +212,21 @@ pub(crate) struct Shards {
     last_check: Instant,
     /// Whether the first connections are made: a master reached later waits [`GRACE`].
     started: bool,
+    /// How many subscribers (one per node) each channel's last publish reached, while its
+    /// master was up and followed.
+    listeners: HashMap<String, i64>,
+    /// The masters that came up after the node started, by address, while the other nodes
+    /// subscribe there too.
+    following: HashMap<String, Following>,
+}
+
+/// A master the node subscribed its rooms on after it came up (a promoted replica, a slot's new
+/// owner), not yet given sends: waiting for the other nodes' subscriptions there.
+struct Following {
+    subscribed_at: Instant,
+    /// The channels of its slots with fewer subscribers there than their last publish reached,
+    /// and that number.
+    waiting: HashMap<String, i64>,
 }
 
 impl Shards {
@@ -232,6 +258,8 @@ impl Shards {
             connecting: HashSet::new(),
             last_check: Instant::now(),
             started: false,
+            listeners: HashMap::new(),
+            following: HashMap::new(),
         };
         let Some(seed_addr) = shards.seed_addr() else {
             return Err(RedisError::from((
@@ -308,6 +336,7 @@ impl Shards {
             moved
         };
         self.shards.retain(|addr, _| masters.contains(addr));
+        self.following.retain(|addr, _| masters.contains(addr));
         self.known = map.nodes;
         let mut reports = Vec::new();
         for addr in &masters {
@@ -355,7 +384,8 @@ impl Shards {
     }
 
     /// Takes the connections to master `addr` (if it still is one): subscribes the wanted
-    /// channels of its slots there and marks it up, after [`GRACE`] if the node had started.
+    /// channels of its slots there and marks it up: at once when the node starts, once the
+    /// other nodes have followed too after (see [`Shards::follow`]).
     /// Returns what to report when it could not be reached.
     async fn connected(&mut self, addr: &str, connected: RedisResult<Shard>) -> Option<String> {
         let is_master = self
@@ -371,10 +401,12 @@ impl Shards {
             Ok(shard) => {
                 self.shards.insert(addr.to_owned(), shard);
                 self.subscribe_owned(addr).await;
+                let now = Instant::now();
                 let from = if self.started {
-                    Instant::now() + GRACE
+                    self.follow(addr, now);
+                    now + FOLLOW_LIMIT
                 } else {
-                    Instant::now()
+                    now
                 };
                 if self.shards.contains_key(addr) {
                     self.routes.set(addr, Health::Up { from });
@@ -390,6 +422,94 @@ impl Shards {
                 let first = !matches!(self.routes.lock().health.get(addr), Some(Health::Down(_)));
                 self.routes.set(addr, Health::Down(reason.clone()));
                 (first && !self.started).then_some(reason)
+            }
+        }
+    }
+
+    /// Starts following master `addr`, which came up at `now` after the node started: the
+    /// channels of its slots that reached subscribers before are waited for there.
+    fn follow(&mut self, addr: &str, now: Instant) {
+        let waiting = {
+            let state = self.routes.lock();
+            self.listeners
+                .iter()
+                .filter(|(channel, _)| state.owner(slot(channel.as_bytes())) == Some(addr))
+                .map(|(channel, &count)| (channel.clone(), count))
+                .collect()
+        };
+        let following = Following {
+            subscribed_at: now,
+            waiting,
+        };
+        self.following.insert(addr.to_owned(), following);
+    }
+
+    /// Asks each master being followed how many subscribers its waited-for channels have now,
+    /// and gives it sends once each has as many as before, and [`GRACE`] has passed; or once
+    /// [`FOLLOW_LIMIT`] has.
+    async fn await_followers(&mut self) {
+        let addrs: Vec<String> = self.following.keys().cloned().collect();
+        for addr in addrs {
+            let (Some(shard), Some(following)) =
+                (self.shards.get_mut(&addr), self.following.get_mut(&addr))
+            else {
+                self.following.remove(&addr);
+                continue;
+            };
+            if !following.waiting.is_empty() {
+                let mut cmd = redis::cmd("PUBSUB");
+                cmd.arg("SHARDNUMSUB");
+                for channel in following.waiting.keys() {
+                    cmd.arg(channel);
+                }
+                let asked = tokio::time::timeout(PING_TIMEOUT, cmd.query_async(&mut shard.publish));
+                if let Ok(Ok(counts)) = asked.await {
+                    for (channel, count) in subscriber_counts(&counts) {
+                        if following
+                            .waiting
+                            .get(&channel)
+                            .is_some_and(|&before| count >= before)
+                        {
+                            following.waiting.remove(&channel);
+                        }
+                    }
+                }
+            }
+            let waited = following.subscribed_at.elapsed();
+            let followed = following.waiting.is_empty() && waited >= GRACE;
+            if followed || waited >= FOLLOW_LIMIT {
+                if !followed {
+                    tracing::info!(
+                        target: "sseio_redis",
+                        master = %addr,
+                        channels = following.waiting.len(),
+                        "gave up waiting for other nodes to subscribe on a Redis Cluster master"
+                    );
+                }
+                self.following.remove(&addr);
+                self.routes.set(
+                    &addr,
+                    Health::Up {
+                        from: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Remembers how many subscribers a publish on `channel` reached.
+    fn heard(&mut self, channel: &str, count: i64) {
+        if count <= 0 {
+            self.listeners.remove(channel);
+        } else if let Some(known) = self.listeners.get_mut(channel) {
+            *known = count;
+        } else {
+            if self.listeners.len() >= LISTENERS_KEPT {
+                let wanted = &self.wanted;
+                self.listeners.retain(|channel, _| wanted.contains(channel));
+            }
+            if self.listeners.len() < LISTENERS_KEPT {
+                self.listeners.insert(channel.to_owned(), count);
             }
         }
     }
@@ -459,6 +579,7 @@ impl Shards {
             return None;
         }
         self.shards.remove(addr);
+        self.following.remove(addr);
         let reason = format!(
             "lost the Redis Cluster master {addr} ({why}); its rooms' sends fail until it or its \
              replica is back"
@@ -562,10 +683,18 @@ impl Shards {
             for (owner, generation, indices, answered) in results {
                 match answered {
                     Ok(replies) => {
+                        let followed = !self.following.contains_key(&owner);
                         for (i, reply) in indices.into_iter().zip(replies) {
                             match reply {
                                 Err(error) if is_moved(&error) => moved.push(i),
-                                reply => answers[i] = Some(reply),
+                                reply => {
+                                    if let (true, Ok(Value::Int(count))) = (followed, &reply)
+                                        && let Outgoing::Publish { channel, .. } = &items[i]
+                                    {
+                                        self.heard(channel, *count);
+                                    }
+                                    answers[i] = Some(reply);
+                                }
                             }
                         }
                     }
@@ -650,6 +779,7 @@ impl Shards {
     /// slot map again; every [`CHECK_EVERY`], checks every master with a `PING` and reads the
     /// slot map anyway. Returns what to report.
     pub(crate) async fn maintain(&mut self) -> Vec<String> {
+        self.await_followers().await;
         let mut reports = Vec::new();
         let due = self.last_check.elapsed() >= CHECK_EVERY;
         if due {
@@ -849,6 +979,33 @@ pub(crate) fn is_unavailable(error: &RedisError) -> bool {
     error.kind() == ErrorKind::ClusterConnectionNotFound
 }
 
+/// The subscriber counts of a `PUBSUB SHARDNUMSUB` answer: channel and count, in turn, as an
+/// array (or a map, in case a server answers so).
+fn subscriber_counts(answer: &Value) -> Vec<(String, i64)> {
+    let pairs: Vec<(&Value, &Value)> = match answer {
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .map(|pair| (&pair[0], &pair[1]))
+            .collect(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| (k, v)).collect(),
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(channel, count)| {
+            let channel = match channel {
+                Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
+                Value::SimpleString(text) => text.clone(),
+                _ => return None,
+            };
+            match count {
+                Value::Int(count) => Some((channel, *count)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn is_moved(error: &RedisError) -> bool {
     matches!(
         error.kind(),
@@ -938,6 +1095,17 @@ mod tests {
             slot(b"bar"),
             "an empty hash tag is no tag"
         );
+    }
+
+    #[test]
+    fn subscriber_counts_are_read_from_shardnumsub() {
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let array = Value::Array(vec![bulk("a"), Value::Int(2), bulk("b"), Value::Int(0)]);
+        let map = Value::Map(vec![(bulk("a"), Value::Int(2)), (bulk("b"), Value::Int(0))]);
+        let expected = vec![("a".to_owned(), 2), ("b".to_owned(), 0)];
+        assert_eq!(subscriber_counts(&array), expected);
+        assert_eq!(subscriber_counts(&map), expected);
+        assert_eq!(subscriber_counts(&Value::Nil), vec![]);
     }
 
     #[test]

@@ -56,7 +56,8 @@ const PACE: Duration = Duration::from_millis(100);
 const SEND_LIMIT: Duration = Duration::from_secs(8);
 /// How long after the cluster is `ok` again the nodes may still refuse the failed shard's
 /// sends: the broker polls the topology while a shard is down, connects to the new master,
-/// subscribes its rooms there, and waits out a grace period before it publishes to it.
+/// subscribes its rooms there, and publishes to it once the other nodes have subscribed there
+/// too.
 const FOLLOW: Duration = Duration::from_secs(3);
 /// How long any awaited condition may take.
 const WAIT: Duration = Duration::from_secs(30);
