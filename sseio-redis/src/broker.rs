@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -12,13 +12,14 @@ use redis::{Cmd, RedisError, RedisResult, Value};
 use sseio_core::{
     BoxFuture, Broker, BrokerError, ConnectionId, HistoryStore, Node, Presence, Recalled,
 };
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::builder::RedisBrokerBuilder;
 use crate::catch_up::CatchUp;
 use crate::history::store::RedisHistory;
 use crate::history::{self, Keys, Record, Scripts};
-use crate::keeper::Keeper;
+use crate::keeper::{Keeper, Wanted};
 use crate::link::{Link, Outgoing};
 use crate::shards::{self, Routes};
 use crate::wire::{self, Control, HandedOver, Query, TakeOver, ToNode};
@@ -35,7 +36,7 @@ const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// form one cluster. See the crate docs for what it guarantees and how it fails.
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     history: RedisHistory,
 }
 
@@ -51,8 +52,12 @@ pub(crate) struct Shared {
     /// Connected, with every room subscribed.
     pub(crate) up: AtomicBool,
     pub(crate) last_error: Mutex<String>,
-    pub(crate) queued: AtomicUsize,
+    /// The capacity of the command channel: past it, a publish fails with
+    /// [`BrokerError::Backlog`].
     pub(crate) max_queued: usize,
+    /// The subscriptions to change, applied by the connection task before it runs the commands
+    /// queued after the change.
+    pub(crate) wanted: Wanted,
     pub(crate) presence_timeout: Duration,
     pub(crate) next_query: AtomicU64,
     /// The presence queries of this node waiting for answers.
@@ -72,6 +77,37 @@ pub(crate) struct Shared {
     pub(crate) routes: Option<Arc<Routes>>,
 }
 
+impl Shared {
+    /// The state of a new broker configured by `config`, with a new node id; down until the
+    /// connection task has subscribed its channels.
+    pub(crate) fn new(config: RedisBrokerBuilder) -> Shared {
+        let node_id = uuid::Uuid::new_v4().simple().to_string();
+        Shared {
+            control: wire::control_channel(&config.prefix),
+            node_channel: wire::node_channel(&config.prefix, &node_id),
+            mark: format!("@{node_id}"),
+            node_id,
+            node: OnceLock::new(),
+            up: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+            max_queued: config.max_queued,
+            wanted: Wanted::default(),
+            presence_timeout: config.presence_timeout,
+            next_query: AtomicU64::new(1),
+            queries: Mutex::new(HashMap::new()),
+            takeovers: Mutex::new(HashMap::new()),
+            catch_up: Mutex::default(),
+            clients: Mutex::new(HashMap::new()),
+            keys: Keys::new(&config.prefix),
+            scripts: Scripts::new(),
+            routes: config.target.sharded.then(Arc::default),
+            config,
+        }
+    }
+}
+
+/// A connection of this node, by `clientId`: which one, and whether its announcement came back
+/// on the control channel.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Announced {
     pub(crate) connection: ConnectionId,
@@ -85,21 +121,17 @@ pub(crate) type AnswerTo = oneshot::Sender<RedisResult<Value>>;
 
 /// What the broker's handles queue for the connection task.
 pub(crate) enum Command {
-    /// Sent in a pipeline with the publishes around it; counts against `max_queued`. Its answer
+    /// Sent in a pipeline with the publishes around it; refused when `max_queued` commands wait
+    /// already (see [`enqueue`]), except a node's answer to another node. Its answer
     /// goes to `reply`, if any: the number of nodes that received it (a presence query), or the
     /// confirmation of a send.
     Publish {
         outgoing: Outgoing,
         reply: Option<AnswerTo>,
     },
-    Subscribe(String),
-    Unsubscribe(String),
     /// A command whose answer is awaited, run in order with the others (in the same pipeline as
     /// the publishes around it).
-    Ask {
-        cmd: Cmd,
-        reply: AnswerTo,
-    },
+    Ask { cmd: Cmd, reply: AnswerTo },
 }
 
 /// Locks `mutex`, whether or not a thread panicked while holding it.
@@ -111,30 +143,9 @@ impl RedisBroker {
     /// Connects to Redis as `config` says and starts the connection task: what
     /// [`RedisBrokerBuilder::connect`] does.
     pub(crate) async fn start(config: RedisBrokerBuilder) -> Result<RedisBroker, RedisError> {
-        let node_id = uuid::Uuid::new_v4().simple().to_string();
-        let shared = Arc::new(Shared {
-            control: wire::control_channel(&config.prefix),
-            node_channel: wire::node_channel(&config.prefix, &node_id),
-            mark: format!("@{node_id}"),
-            node_id,
-            node: OnceLock::new(),
-            up: AtomicBool::new(false),
-            last_error: Mutex::new(String::new()),
-            queued: AtomicUsize::new(0),
-            max_queued: config.max_queued,
-            presence_timeout: config.presence_timeout,
-            next_query: AtomicU64::new(1),
-            queries: Mutex::new(HashMap::new()),
-            takeovers: Mutex::new(HashMap::new()),
-            catch_up: Mutex::default(),
-            clients: Mutex::new(HashMap::new()),
-            keys: Keys::new(&config.prefix),
-            scripts: Scripts::new(),
-            routes: config.target.sharded.then(Arc::default),
-            config,
-        });
+        let shared = Arc::new(Shared::new(config));
         let (link, pushes) = Link::open(&shared.config.target, shared.routes.as_ref()).await?;
-        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (commands_tx, commands) = mpsc::channel(shared.max_queued);
         let mut keeper = Keeper::new(shared.clone(), commands, commands_tx.downgrade());
         let (link, lost) = keeper.start(link, pushes).await?;
         tokio::spawn(keeper.run(link, lost));
@@ -202,10 +213,12 @@ impl RedisBroker {
     }
 }
 
-/// Queues a command for the next pipeline, if the broker is up and its queue has room.
+/// Queues a command for the next pipeline, if the broker is up and its queue has room: the
+/// command channel holds at most `max_queued` commands, so a full one refuses it with
+/// [`BrokerError::Backlog`] (bounded by construction, nothing counted by hand).
 pub(crate) fn enqueue(
     shared: &Shared,
-    commands: &mpsc::UnboundedSender<Command>,
+    commands: &mpsc::Sender<Command>,
     outgoing: Outgoing,
     reply: Option<AnswerTo>,
 ) -> Result<(), BrokerError> {
@@ -217,24 +230,23 @@ pub(crate) fn enqueue(
             .check(channel)
             .map_err(|reason| BrokerError::Unavailable { reason })?;
     }
-    let limit = shared.max_queued;
-    if shared.queued.fetch_add(1, Ordering::SeqCst) >= limit {
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
-        return Err(BrokerError::Backlog { limit });
-    }
     let command = Command::Publish { outgoing, reply };
-    commands.send(command).map_err(|_| {
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
-        stopped()
+    commands.try_send(command).map_err(|error| match error {
+        TrySendError::Full(_) => BrokerError::Backlog {
+            limit: shared.max_queued,
+        },
+        TrySendError::Closed(_) => stopped(),
     })
 }
 
+/// Why the broker is unavailable: the last connection error.
 pub(crate) fn unavailable(shared: &Shared) -> BrokerError {
     BrokerError::Unavailable {
         reason: lock(&shared.last_error).clone(),
     }
 }
 
+/// The error of a command queued after the connection task ended.
 pub(crate) fn stopped() -> BrokerError {
     BrokerError::Failed("the broker's task has stopped".to_owned())
 }
@@ -243,7 +255,7 @@ pub(crate) fn stopped() -> BrokerError {
 /// Redis answered it, at most [`ASK_TIMEOUT`]: what a confirmed send awaits.
 pub(crate) fn confirmed(
     shared: &Arc<Shared>,
-    commands: &mpsc::UnboundedSender<Command>,
+    commands: &mpsc::Sender<Command>,
     outgoing: Outgoing,
 ) -> BoxFuture<Result<(), BrokerError>> {
     let (reply, answer) = oneshot::channel();
@@ -277,7 +289,7 @@ pub(crate) fn confirmed(
 /// [`Recalled::Lost`]; so it is when the node does not answer in [`TAKE_OVER_TIMEOUT`].
 pub(crate) async fn take_over(
     shared: &Arc<Shared>,
-    commands: &mpsc::UnboundedSender<Command>,
+    commands: &mpsc::Sender<Command>,
     client: &str,
     node: &str,
 ) -> Result<Recalled, BrokerError> {
@@ -345,25 +357,34 @@ impl Drop for ForgetTakeOver {
     }
 }
 
-/// Runs `cmd` in order with the broker's other commands and waits for its answer.
+/// Runs `cmd` in order with the broker's other commands and waits for its answer. Queued when
+/// the command channel has room: a full channel delays it (within [`ASK_TIMEOUT`]) rather than
+/// refusing it.
 pub(crate) fn ask(
     shared: &Shared,
-    commands: &mpsc::UnboundedSender<Command>,
+    commands: &mpsc::Sender<Command>,
     cmd: Cmd,
 ) -> BoxFuture<Result<Value, BrokerError>> {
     if !shared.up.load(Ordering::SeqCst) {
         return history::failed(unavailable(shared));
     }
     let (reply, answer) = oneshot::channel();
-    if commands.send(Command::Ask { cmd, reply }).is_err() {
-        return history::failed(stopped());
-    }
+    let commands = commands.clone();
     let lost = unavailable(shared);
     Box::pin(async move {
-        match tokio::time::timeout(ASK_TIMEOUT, answer).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(error))) => Err(BrokerError::Failed(error.to_string())),
-            Ok(Err(_)) => Err(lost),
+        let asked = async {
+            // Waits for room (within the same timeout) rather than failing with the backlog:
+            // a lookup is no publish, and its caller waits for the answer anyway.
+            if commands.send(Command::Ask { cmd, reply }).await.is_err() {
+                return Err(stopped());
+            }
+            Ok(answer.await)
+        };
+        match tokio::time::timeout(ASK_TIMEOUT, asked).await {
+            Ok(Err(stopped)) => Err(stopped),
+            Ok(Ok(Ok(Ok(value)))) => Ok(value),
+            Ok(Ok(Ok(Err(error)))) => Err(BrokerError::Failed(error.to_string())),
+            Ok(Ok(Err(_))) => Err(lost),
             Err(_) => Err(BrokerError::TimedOut {
                 timeout: ASK_TIMEOUT,
             }),
@@ -410,16 +431,15 @@ impl Broker for RedisBroker {
     }
 
     fn room_created(&self, event: &str, room: &str) {
-        // Sent even while down: the task drops it and subscribes every room when it is back.
-        let _ = self
-            .commands
-            .send(Command::Subscribe(self.room_channel(event, room)));
+        // State, not a queue: also while down, when the task forgets it and subscribes every
+        // room the node serves once it is back.
+        self.shared.wanted.set(self.room_channel(event, room), true);
     }
 
     fn room_emptied(&self, event: &str, room: &str) {
-        let _ = self
-            .commands
-            .send(Command::Unsubscribe(self.room_channel(event, room)));
+        self.shared
+            .wanted
+            .set(self.room_channel(event, room), false);
     }
 
     fn client_connected(&self, client_id: &str, connection: ConnectionId) {
@@ -543,5 +563,85 @@ struct Forget {
 impl Drop for Forget {
     fn drop(&mut self) {
         lock(&self.shared.queries).remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+impl RedisBroker {
+    /// A broker that never connects, marked up, with the receiving end of its command channel:
+    /// what the tests of the command channel look at.
+    pub(crate) fn unconnected(
+        config: RedisBrokerBuilder,
+    ) -> (RedisBroker, mpsc::Receiver<Command>) {
+        let shared = Arc::new(Shared::new(config));
+        shared.up.store(true, Ordering::SeqCst);
+        let (commands_tx, commands) = mpsc::channel(shared.max_queued);
+        let broker = RedisBroker {
+            history: RedisHistory::new(shared.clone(), commands_tx.clone()),
+            shared,
+            commands: commands_tx,
+        };
+        (broker, commands)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_command_channel_refuses_a_send_with_the_backlog() {
+        let (broker, mut commands) =
+            RedisBroker::unconnected(RedisBroker::builder("redis://x").max_queued(2));
+        assert!(broker.publish("e", "r", "1").is_ok());
+        assert!(broker.publish("e", "r", "2").is_ok());
+        assert!(matches!(
+            broker.publish("e", "r", "3"),
+            Err(BrokerError::Backlog { limit: 2 })
+        ));
+        // The connection task took one: there is room for one more, not two.
+        assert!(commands.try_recv().is_ok());
+        assert!(broker.publish("e", "r", "4").is_ok());
+        assert!(matches!(
+            broker.publish("e", "r", "5"),
+            Err(BrokerError::Backlog { limit: 2 })
+        ));
+    }
+
+    #[test]
+    fn a_full_command_channel_refuses_control_messages_too() {
+        let (broker, _commands) =
+            RedisBroker::unconnected(RedisBroker::builder("redis://x").max_queued(1));
+        assert!(broker.disconnect("a").is_ok());
+        assert!(matches!(
+            broker.send_to_client("a", "e", "p"),
+            Err(BrokerError::Backlog { limit: 1 })
+        ));
+    }
+
+    #[test]
+    fn rooms_coming_and_going_take_no_place_in_the_command_channel() {
+        let (broker, mut commands) =
+            RedisBroker::unconnected(RedisBroker::builder("redis://x").max_queued(1));
+        for room in 0..10 {
+            broker.room_created("e", &room.to_string());
+        }
+        broker.room_emptied("e", "3");
+        assert!(commands.try_recv().is_err(), "no command was queued");
+        assert!(broker.publish("e", "r", "fits").is_ok());
+        let (subscribe, unsubscribe) = broker.shared.wanted.take();
+        assert_eq!(subscribe.len(), 9);
+        assert_eq!(unsubscribe, ["sseio:room:1:e:3"]);
+    }
+
+    #[test]
+    fn max_queued_is_at_least_one() {
+        let (broker, _commands) =
+            RedisBroker::unconnected(RedisBroker::builder("redis://x").max_queued(0));
+        assert!(broker.publish("e", "r", "1").is_ok());
+        assert!(matches!(
+            broker.publish("e", "r", "2"),
+            Err(BrokerError::Backlog { limit: 1 })
+        ));
     }
 }

@@ -72,10 +72,16 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// The most messages waiting for Redis; past it `send` returns [`BrokerError::Backlog`](sseio_core::BrokerError::Backlog)
-    /// instead of queueing without bound. Default: 65,536.
+    /// The most messages waiting for Redis: the capacity of the channel that carries them to
+    /// the connection task. When it is full, `send` returns
+    /// [`BrokerError::Backlog`](sseio_core::BrokerError::Backlog) instead of queueing without
+    /// bound. The batch being written to Redis (at most 1,024 messages) has left the channel and
+    /// does not count; the history's lookups (a replay, a resume record) take a place while they
+    /// wait and wait for one when the channel is full. At least 1; at most
+    /// [`Semaphore::MAX_PERMITS`](tokio::sync::Semaphore::MAX_PERMITS) (about 2^61), tokio's
+    /// largest channel. Default: 65,536.
     pub fn max_queued(mut self, messages: usize) -> Self {
-        self.max_queued = messages.max(1);
+        self.max_queued = messages.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         self
     }
 

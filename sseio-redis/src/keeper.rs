@@ -3,12 +3,13 @@
 //! drops what was queued, reconnects with backoff, subscribes the node's rooms again and catches
 //! them up.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use redis::{ErrorKind, PushInfo, RedisError, ServerErrorKind};
 use sseio_core::{BrokerError, Node};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::broker::{AnswerTo, Command, Shared, lock};
 use crate::catch_up::catch_up;
@@ -23,17 +24,17 @@ const BATCH: usize = 1024;
 /// The task that owns the connection: runs the commands, reconnects when it is lost.
 pub(crate) struct Keeper {
     shared: Arc<Shared>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::Receiver<Command>,
     /// For answering presence queries; weak, so the task ends when the broker is dropped.
-    replies: mpsc::WeakUnboundedSender<Command>,
+    replies: mpsc::WeakSender<Command>,
 }
 
 impl Keeper {
     /// The task of the broker whose state is `shared`, running what arrives on `commands`.
     pub(crate) fn new(
         shared: Arc<Shared>,
-        commands: mpsc::UnboundedReceiver<Command>,
-        replies: mpsc::WeakUnboundedSender<Command>,
+        commands: mpsc::Receiver<Command>,
+        replies: mpsc::WeakSender<Command>,
     ) -> Self {
         Keeper {
             shared,
@@ -97,14 +98,12 @@ impl Keeper {
     }
 
     /// Drops whatever was queued for a lost connection: its messages are lost (at most once)
-    /// and whoever waits for an answer hears at once that it was never sent; the subscriptions
-    /// are taken from the node's rooms when the connection is back.
+    /// and whoever waits for an answer hears at once that it was never sent. The subscriptions
+    /// wanted meanwhile are forgotten too: the node's rooms are subscribed from those it serves
+    /// once the connection is back (forgotten before [`Keeper::start`] reads them).
     fn drop_queued(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
-            if let Command::Publish { .. } = command {
-                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        while self.commands.try_recv().is_ok() {}
+        self.shared.wanted.forget();
     }
 
     /// Serves the connection until it is lost, then reconnects, until the broker is dropped.
@@ -151,9 +150,19 @@ impl Keeper {
                     if received == 0 {
                         return None;
                     }
-                    let done = execute(&self.shared, link, &mut batch).await;
+                    // The subscriptions changed before these commands were queued go first: a
+                    // replay, say, runs after its rooms' `SUBSCRIBE`.
+                    let done = match subscribe_wanted(&self.shared, link).await {
+                        Ok(()) => execute(link, &mut batch).await,
+                        Err(error) => Err(error),
+                    };
                     batch.clear();
                     if let Err(error) = done {
+                        return Some(error.to_string());
+                    }
+                }
+                () = self.shared.wanted.changed() => {
+                    if let Err(error) = subscribe_wanted(&self.shared, link).await {
                         return Some(error.to_string());
                     }
                 }
@@ -211,94 +220,122 @@ impl Keeper {
     }
 }
 
-/// Runs one batch of commands in order: consecutive publishes in one go, subscriptions between.
-/// On failure the rest of the batch is dropped (its messages are lost: at most once).
-async fn execute(
-    shared: &Shared,
-    link: &mut Link,
-    batch: &mut Vec<Command>,
-) -> Result<(), RedisError> {
-    let mut commands = batch.drain(..).peekable();
-    let done = run_commands(shared, link, &mut commands).await;
-    let dropped = commands
-        .filter(|command| matches!(command, Command::Publish { .. }))
-        .count();
-    shared.queued.fetch_sub(dropped, Ordering::SeqCst);
-    done
+/// The subscriptions the node wants changed since the connection task last applied them, by
+/// channel (`true`: subscribed). State, not a queue: the last wish for a channel wins, so a room
+/// created and emptied again before the task got to it costs one `UNSUBSCRIBE` at most; while
+/// Redis is away the changes are forgotten at each reconnection attempt, and the node subscribes
+/// the rooms it serves then.
+#[derive(Debug, Default)]
+pub(crate) struct Wanted {
+    changes: Mutex<HashMap<String, bool>>,
+    changed: Notify,
 }
 
-async fn run_commands(
-    shared: &Shared,
-    link: &mut Link,
-    commands: &mut std::iter::Peekable<impl Iterator<Item = Command>>,
-) -> Result<(), RedisError> {
-    let mut batch = Vec::new();
-    let mut replies = Vec::new();
-    while let Some(command) = commands.next() {
+impl Wanted {
+    /// Wants `channel` subscribed (or not), and wakes the connection task.
+    pub(crate) fn set(&self, channel: String, subscribed: bool) {
+        lock(&self.changes).insert(channel, subscribed);
+        self.changed.notify_one();
+    }
+
+    /// Forgets the changes not applied yet.
+    fn forget(&self) {
+        lock(&self.changes).clear();
+    }
+
+    /// Takes the changes not applied yet: the channels to subscribe, and those to unsubscribe.
+    pub(crate) fn take(&self) -> (Vec<String>, Vec<String>) {
+        let changes = std::mem::take(&mut *lock(&self.changes));
+        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        for (channel, subscribed) in changes {
+            if subscribed {
+                subscribe.push(channel);
+            } else {
+                unsubscribe.push(channel);
+            }
+        }
+        (subscribe, unsubscribe)
+    }
+
+    /// Completes once a change was made since the last time it completed.
+    async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// Applies the subscription changes not applied yet, in batches of `resubscribe_batch`
+/// channels.
+async fn subscribe_wanted(shared: &Shared, link: &mut Link) -> Result<(), RedisError> {
+    let (subscribe, unsubscribe) = shared.wanted.take();
+    for batch in unsubscribe.chunks(shared.config.resubscribe_batch) {
+        link.unsubscribe(batch).await?;
+    }
+    for batch in subscribe.chunks(shared.config.resubscribe_batch) {
+        link.subscribe(batch).await?;
+    }
+    Ok(())
+}
+
+/// Runs one batch of commands in order, in one pipeline (sharded: one per master). When the
+/// connection fails, each sender waiting for an answer hears so, and the rest is lost (at most
+/// once).
+async fn execute(link: &mut Link, batch: &mut Vec<Command>) -> Result<(), RedisError> {
+    let mut outgoing = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for command in batch.drain(..) {
         match command {
-            Command::Publish { outgoing, reply } => {
-                batch.push(outgoing);
+            Command::Publish {
+                outgoing: item,
+                reply,
+            } => {
+                outgoing.push(item);
                 replies.push(Reply::Publish(reply));
             }
             Command::Ask { cmd, reply } => {
-                batch.push(Outgoing::Cmd(cmd));
+                outgoing.push(Outgoing::Cmd(cmd));
                 replies.push(Reply::Ask(reply));
             }
-            Command::Subscribe(channel) => link.subscribe(&[channel]).await?,
-            Command::Unsubscribe(channel) => link.unsubscribe(&[channel]).await?,
         }
-        if batch.is_empty()
-            || matches!(
-                commands.peek(),
-                Some(Command::Publish { .. } | Command::Ask { .. })
-            )
-        {
-            continue;
-        }
-        let answers = link.send(&batch).await;
-        let published = replies
-            .iter()
-            .filter(|reply| matches!(reply, Reply::Publish(_)))
-            .count();
-        shared.queued.fetch_sub(published, Ordering::SeqCst);
-        batch.clear();
-        let answers = match answers {
-            Ok(answers) => answers,
-            // Written, maybe run, never answered: each waiting sender hears so.
-            Err(error) => {
-                for reply in replies.drain(..) {
-                    if let Some(reply) = reply.into_sender() {
-                        let _ = reply.send(Err(error.clone()));
-                    }
+    }
+    if outgoing.is_empty() {
+        return Ok(());
+    }
+    let answers = match link.send(&outgoing).await {
+        Ok(answers) => answers,
+        // Written, maybe run, never answered: each waiting sender hears so.
+        Err(error) => {
+            for reply in replies {
+                if let Some(reply) = reply.into_sender() {
+                    let _ = reply.send(Err(error.clone()));
                 }
-                return Err(error);
             }
-        };
-        let mut reload = false;
-        for (reply, answer) in replies.drain(..).zip(answers) {
-            if let (Reply::Publish(_), Err(error)) = (&reply, &answer) {
-                // The scripts are gone from Redis's cache (`SCRIPT FLUSH`, or a failover):
-                // reconnecting loads them again.
-                reload |= error.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
-                tracing::warn!(target: "sseio_redis", %error, "Redis refused a publish");
-            }
-            if let Some(reply) = reply.into_sender() {
-                let _ = reply.send(answer);
-            }
+            return Err(error);
         }
-        if reload {
-            return Err(RedisError::from((
-                ErrorKind::Server(ServerErrorKind::NoScript),
-                "the history scripts are not loaded",
-            )));
+    };
+    let mut reload = false;
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        if let (Reply::Publish(_), Err(error)) = (&reply, &answer) {
+            // The scripts are gone from Redis's cache (`SCRIPT FLUSH`, or a failover):
+            // reconnecting loads them again.
+            reload |= error.kind() == ErrorKind::Server(ServerErrorKind::NoScript);
+            tracing::warn!(target: "sseio_redis", %error, "Redis refused a publish");
         }
+        if let Some(reply) = reply.into_sender() {
+            let _ = reply.send(answer);
+        }
+    }
+    if reload {
+        return Err(RedisError::from((
+            ErrorKind::Server(ServerErrorKind::NoScript),
+            "the history scripts are not loaded",
+        )));
     }
     Ok(())
 }
 
 /// Who waits for the answer to one command of a pipeline.
 enum Reply {
-    /// A publish (counted against `max_queued`), maybe with someone waiting: a presence query
+    /// A publish, maybe with someone waiting: a presence query
     /// for how many nodes received it, a confirmed send for Redis's answer.
     Publish(Option<AnswerTo>),
     /// A command whose whole answer is awaited.
@@ -306,6 +343,7 @@ enum Reply {
 }
 
 impl Reply {
+    /// Who waits for the answer, if anyone.
     fn into_sender(self) -> Option<AnswerTo> {
         match self {
             Reply::Publish(reply) => reply,

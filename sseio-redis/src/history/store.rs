@@ -25,7 +25,7 @@ const OPEN_MARK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// [`Broker::history_store`](sseio_core::Broker::history_store) gives the server.
 pub(crate) struct RedisHistory {
     shared: Arc<Shared>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
 }
 
 impl HistoryStore for RedisHistory {
@@ -112,7 +112,7 @@ impl HistoryStore for RedisHistory {
 
 impl RedisHistory {
     /// The history of the broker whose state is `shared`, queueing on `commands`.
-    pub(crate) fn new(shared: Arc<Shared>, commands: mpsc::UnboundedSender<Command>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, commands: mpsc::Sender<Command>) -> Self {
         RedisHistory { shared, commands }
     }
 
