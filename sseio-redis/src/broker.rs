@@ -20,7 +20,7 @@ use crate::catch_up::CatchUp;
 use crate::history::store::RedisHistory;
 use crate::history::{self, Keys, Record, Scripts};
 use crate::keeper::{Keeper, Wanted};
-use crate::link::{Link, Outgoing};
+use crate::link::{Connect, Connector, Outgoing};
 use crate::shards::{self, Routes};
 use crate::wire::{self, Control, HandedOver, Query, TakeOver, ToNode};
 
@@ -144,9 +144,19 @@ impl RedisBroker {
     /// [`RedisBrokerBuilder::connect`] does.
     pub(crate) async fn start(config: RedisBrokerBuilder) -> Result<RedisBroker, RedisError> {
         let shared = Arc::new(Shared::new(config));
-        let (link, pushes) = Link::open(&shared.config.target, shared.routes.as_ref()).await?;
+        let connector = Connect::new(shared.config.target.clone(), shared.routes.clone());
+        Self::start_with(shared, connector).await
+    }
+
+    /// Connects with `connector` (to Redis; in the tests, to a stub) and starts the connection
+    /// task of the broker whose state is `shared`.
+    pub(crate) async fn start_with(
+        shared: Arc<Shared>,
+        connector: impl Connector,
+    ) -> Result<RedisBroker, RedisError> {
+        let (link, pushes) = connector.open().await?;
         let (commands_tx, commands) = mpsc::channel(shared.max_queued);
-        let mut keeper = Keeper::new(shared.clone(), commands, commands_tx.downgrade());
+        let mut keeper = Keeper::new(shared.clone(), connector, commands, commands_tx.downgrade());
         let (link, lost) = keeper.start(link, pushes).await?;
         tokio::spawn(keeper.run(link, lost));
         Ok(RedisBroker {

@@ -10,7 +10,7 @@ use sseio_core::{CloseReason, History, Node, Position, ReplayRoom};
 
 use crate::broker::{Shared, lock};
 use crate::history;
-use crate::link::Link;
+use crate::link::Transport;
 
 /// How a node keeps the numbered messages of its rooms whole across a lost connection to Redis:
 /// Pub/Sub keeps nothing for a node that is away, but the history does, so once the node has
@@ -68,7 +68,7 @@ fn catch_up_history() -> History {
 /// longer has all it missed, so that each resumes from where it stood or is told of the gap.
 pub(crate) async fn catch_up(
     shared: &Shared,
-    link: &mut Link,
+    link: &mut impl Transport,
     rooms: &[(Arc<str>, Arc<str>)],
 ) -> Result<(), RedisError> {
     let asked: Vec<ReplayRoom> = rooms

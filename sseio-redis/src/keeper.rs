@@ -15,29 +15,34 @@ use crate::broker::{AnswerTo, Command, Shared, lock};
 use crate::catch_up::catch_up;
 use crate::history::Scripts;
 use crate::inbound::read_pushes;
-use crate::link::{Link, Outgoing};
+use crate::link::{Connector, Outgoing, Transport};
 use crate::wire;
 
 /// The most commands handled in one round (one pipeline of publishes).
 const BATCH: usize = 1024;
 
-/// The task that owns the connection: runs the commands, reconnects when it is lost.
-pub(crate) struct Keeper {
+/// The task that owns the connection: runs the commands, reconnects when it is lost. Opens its
+/// connections with `C` (Redis, or a stub in the tests).
+pub(crate) struct Keeper<C: Connector> {
     shared: Arc<Shared>,
+    connector: C,
     commands: mpsc::Receiver<Command>,
     /// For answering presence queries; weak, so the task ends when the broker is dropped.
     replies: mpsc::WeakSender<Command>,
 }
 
-impl Keeper {
-    /// The task of the broker whose state is `shared`, running what arrives on `commands`.
+impl<C: Connector> Keeper<C> {
+    /// The task of the broker whose state is `shared`, running what arrives on `commands` on
+    /// the connections `connector` opens.
     pub(crate) fn new(
         shared: Arc<Shared>,
+        connector: C,
         commands: mpsc::Receiver<Command>,
         replies: mpsc::WeakSender<Command>,
     ) -> Self {
         Keeper {
             shared,
+            connector,
             commands,
             replies,
         }
@@ -47,9 +52,9 @@ impl Keeper {
     /// connection, starts reading its messages, and marks the broker up.
     pub(crate) async fn start(
         &mut self,
-        mut link: Link,
+        mut link: C::Transport,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
-    ) -> Result<(Link, oneshot::Receiver<String>), RedisError> {
+    ) -> Result<(C::Transport, oneshot::Receiver<String>), RedisError> {
         self.drop_queued();
         if !self.shared.config.target.sharded {
             for load in Scripts::load_commands() {
@@ -107,7 +112,7 @@ impl Keeper {
     }
 
     /// Serves the connection until it is lost, then reconnects, until the broker is dropped.
-    pub(crate) async fn run(mut self, mut link: Link, mut lost: oneshot::Receiver<String>) {
+    pub(crate) async fn run(mut self, mut link: C::Transport, mut lost: oneshot::Receiver<String>) {
         loop {
             let Some(reason) = self.serve(&mut link, &mut lost).await else {
                 return;
@@ -134,7 +139,7 @@ impl Keeper {
     /// Runs commands until the connection is lost (`Some(why)`) or the broker is dropped.
     async fn serve(
         &mut self,
-        link: &mut Link,
+        link: &mut C::Transport,
         lost: &mut oneshot::Receiver<String>,
     ) -> Option<String> {
         let mut check = tokio::time::interval(link.check_every());
@@ -191,7 +196,7 @@ impl Keeper {
     }
 
     /// Reconnects with exponential backoff; `None` when the broker was dropped meanwhile.
-    async fn reconnect(&mut self) -> Option<(Link, oneshot::Receiver<String>)> {
+    async fn reconnect(&mut self) -> Option<(C::Transport, oneshot::Receiver<String>)> {
         let (first, max) = (
             self.shared.config.reconnect_min,
             self.shared.config.reconnect_max,
@@ -204,8 +209,7 @@ impl Keeper {
             }
             wait = (wait * 2).min(max);
             let attempt = async {
-                let (link, pushes) =
-                    Link::open(&self.shared.config.target, self.shared.routes.as_ref()).await?;
+                let (link, pushes) = self.connector.open().await?;
                 self.start(link, pushes).await
             };
             match attempt.await {
@@ -265,7 +269,7 @@ impl Wanted {
 
 /// Applies the subscription changes not applied yet, in batches of `resubscribe_batch`
 /// channels.
-async fn subscribe_wanted(shared: &Shared, link: &mut Link) -> Result<(), RedisError> {
+async fn subscribe_wanted(shared: &Shared, link: &mut impl Transport) -> Result<(), RedisError> {
     let (subscribe, unsubscribe) = shared.wanted.take();
     for batch in unsubscribe.chunks(shared.config.resubscribe_batch) {
         link.unsubscribe(batch).await?;
@@ -279,7 +283,7 @@ async fn subscribe_wanted(shared: &Shared, link: &mut Link) -> Result<(), RedisE
 /// Runs one batch of commands in order, in one pipeline (sharded: one per master). When the
 /// connection fails, each sender waiting for an answer hears so, and the rest is lost (at most
 /// once).
-async fn execute(link: &mut Link, batch: &mut Vec<Command>) -> Result<(), RedisError> {
+async fn execute(link: &mut impl Transport, batch: &mut Vec<Command>) -> Result<(), RedisError> {
     let mut outgoing = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for command in batch.drain(..) {

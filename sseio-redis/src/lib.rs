@@ -8,6 +8,8 @@ mod inbound;
 mod keeper;
 mod link;
 mod shards;
+#[cfg(test)]
+mod stub;
 mod wire;
 
 pub use broker::RedisBroker;
