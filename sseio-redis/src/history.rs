@@ -21,6 +21,8 @@
 //! rooms' subscriptions, on the same connection, so each message since the position it names
 //! is in the answer, or arrives live, or both.
 
+pub(crate) mod store;
+
 use std::time::Duration;
 
 use redis::{Cmd, Script, Value};

@@ -1,7 +1,12 @@
 //! The connection to Redis: one RESP3 connection per node carries publishes, subscriptions and
 //! the messages that arrive on them, and a task keeps it alive; with sharded Pub/Sub, a pair of
 //! connections per master of the Redis Cluster (see the `shards` module).
+//!
+//! The connection task and the catch-up see it through the small [`Transport`] trait, opened by
+//! a [`Connector`], so that their tests run over an in-process stub (the `stub` module) instead
+//! of a `redis-server`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +38,78 @@ pub(crate) enum Outgoing {
     /// Any other command: a history script that records and publishes, a replay, a resume
     /// record.
     Cmd(Cmd),
+}
+
+/// What the connection task needs of a connection to Redis. Plain and sharded Redis are
+/// [`Link`]; the tests have a stub.
+pub(crate) trait Transport: Send + 'static {
+    /// What the transport says between commands, for [`Transport::on_event`].
+    type Event: Send;
+
+    /// Subscribes `channels`. Sharded, never an error: a channel whose master is down is
+    /// subscribed when its slots are served again.
+    fn subscribe(&mut self, channels: &[String]) -> impl Future<Output = RedisResult<()>> + Send;
+
+    /// Unsubscribes `channels`.
+    fn unsubscribe(&mut self, channels: &[String]) -> impl Future<Output = RedisResult<()>> + Send;
+
+    /// Sends each command in order, in one pipeline on a plain connection; returns each
+    /// command's answer. `Err` only when the connection failed: an error reply to one command
+    /// is that command's answer.
+    fn send(
+        &mut self,
+        items: &[Outgoing],
+    ) -> impl Future<Output = RedisResult<Vec<RedisResult<Value>>>> + Send;
+
+    /// Runs one command and returns its answer.
+    fn ask(&mut self, cmd: &Cmd) -> impl Future<Output = RedisResult<Value>> + Send;
+
+    /// Checks the connection; returns what to report (a master of a Redis Cluster lost).
+    fn check(&mut self) -> impl Future<Output = RedisResult<Vec<String>>> + Send;
+
+    /// The next thing the transport says between commands; never, on a plain connection.
+    fn event(&mut self) -> impl Future<Output = Self::Event> + Send;
+
+    /// Acts on `event`; returns what to report.
+    fn on_event(&mut self, event: Self::Event) -> impl Future<Output = Vec<String>> + Send;
+
+    /// How often [`Transport::check`] runs.
+    fn check_every(&self) -> Duration;
+}
+
+/// Opens a [`Transport`] and the channel its Pub/Sub messages arrive on: at the start, and
+/// again on each reconnection.
+pub(crate) trait Connector: Send + Sync + 'static {
+    /// What it opens.
+    type Transport: Transport;
+
+    /// Opens a fresh connection.
+    fn open(
+        &self,
+    ) -> impl Future<Output = RedisResult<(Self::Transport, mpsc::UnboundedReceiver<PushInfo>)>> + Send;
+}
+
+/// Opens a [`Link`] to the Redis of a [`Target`].
+#[derive(Debug)]
+pub(crate) struct Connect {
+    target: Target,
+    /// Sharded, where the masters' health goes.
+    routes: Option<Arc<Routes>>,
+}
+
+impl Connect {
+    /// Connects to `target`; sharded, reports the masters' health to `routes`.
+    pub(crate) fn new(target: Target, routes: Option<Arc<Routes>>) -> Self {
+        Connect { target, routes }
+    }
+}
+
+impl Connector for Connect {
+    type Transport = Link;
+
+    async fn open(&self) -> RedisResult<(Link, mpsc::UnboundedReceiver<PushInfo>)> {
+        Link::open(&self.target, self.routes.as_ref()).await
+    }
 }
 
 /// One open connection, plain or to a Redis Cluster (for sharded Pub/Sub).
@@ -73,10 +150,14 @@ impl Link {
         };
         Ok((link, pushes))
     }
+}
+
+impl Transport for Link {
+    type Event = ShardEvent;
 
     /// Subscribes `channels`. Sharded, never an error: a channel whose master is down is
     /// subscribed when its slots are served again.
-    pub(crate) async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+    async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Link::Plain(conn) => conn.subscribe(channels).await,
             Link::Sharded(shards) => {
@@ -86,7 +167,7 @@ impl Link {
         }
     }
 
-    pub(crate) async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+    async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Link::Plain(conn) => conn.unsubscribe(channels).await,
             Link::Sharded(shards) => {
@@ -99,10 +180,7 @@ impl Link {
     /// Sends each command in order, in one pipeline on a plain connection; returns each
     /// command's answer. `Err` only when the connection failed: an error reply to one command
     /// is that command's answer.
-    pub(crate) async fn send(
-        &mut self,
-        items: &[Outgoing],
-    ) -> RedisResult<Vec<RedisResult<Value>>> {
+    async fn send(&mut self, items: &[Outgoing]) -> RedisResult<Vec<RedisResult<Value>>> {
         match self {
             // One pipeline: one write, in order, however many commands queued meanwhile.
             Link::Plain(conn) => {
@@ -127,7 +205,7 @@ impl Link {
     }
 
     /// Runs one command and returns its answer.
-    pub(crate) async fn ask(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+    async fn ask(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Link::Plain(conn) => cmd.query_async(conn).await,
             Link::Sharded(shards) => shards.ask(cmd).await,
@@ -136,7 +214,7 @@ impl Link {
 
     /// Checks the connection; sharded, looks after each master (see `Shards::maintain`) and
     /// returns what to report, never an error.
-    pub(crate) async fn check(&mut self) -> RedisResult<Vec<String>> {
+    async fn check(&mut self) -> RedisResult<Vec<String>> {
         match self {
             Link::Plain(conn) => redis::cmd("PING")
                 .query_async::<Value>(conn)
@@ -147,7 +225,7 @@ impl Link {
     }
 
     /// The next thing one of the masters' connections says; never, on a plain connection.
-    pub(crate) async fn event(&mut self) -> ShardEvent {
+    async fn event(&mut self) -> ShardEvent {
         match self {
             Link::Plain(_) => std::future::pending().await,
             Link::Sharded(shards) => shards.event().await,
@@ -155,15 +233,15 @@ impl Link {
     }
 
     /// Acts on `event`; returns what to report.
-    pub(crate) async fn on_event(&mut self, event: ShardEvent) -> Vec<String> {
+    async fn on_event(&mut self, event: ShardEvent) -> Vec<String> {
         match self {
             Link::Plain(_) => Vec::new(),
             Link::Sharded(shards) => shards.on_event(event).await,
         }
     }
 
-    /// How often [`Link::check`] runs.
-    pub(crate) fn check_every(&self) -> Duration {
+    /// How often [`Transport::check`] runs.
+    fn check_every(&self) -> Duration {
         match self {
             Link::Plain(_) => Duration::from_secs(1),
             Link::Sharded(_) => crate::shards::POLL,
