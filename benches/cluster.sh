@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # What Redis adds to a send: sseload `fanout` against harness-hyper on its own (in-process
-# delivery) and as a node of a Redis cluster on a redis-server started here. Three
-# configurations, REPS fresh runs of each point (fresh node processes per run, interleaved):
+# delivery), as a node of a Redis cluster on a redis-server started here, and as a node on a
+# Redis Cluster of three masters started here. Four configurations, REPS fresh runs of each
+# point (fresh node processes per run, interleaved):
 #
-#   memory    one node, no REDIS_URL: POST /_control/send is delivered in-process
-#   redis-1   one node with REDIS_URL, sends and clients on it: node -> PUBLISH -> redis-server ->
-#             the same node -> local fan-out
-#   redis-2   two nodes on the same redis-server: sends to node A, clients on node B
+#   memory     one node, no REDIS_URL: POST /_control/send is delivered in-process
+#   redis-1    one node with REDIS_URL, sends and clients on it: node -> PUBLISH -> redis-server ->
+#              the same node -> local fan-out
+#   redis-2    two nodes on the same redis-server: sends to node A, clients on node B
+#   cluster-2  two nodes in sharded mode (SSEIO_REDIS_SHARDED=1) on a Redis Cluster of three
+#              masters (no replicas; redis-cli --cluster create): sends to node A, clients on
+#              node B, through SPUBLISH on the master of the room's slot
 #
 #   benches/cluster.sh [OUTDIR]     # default OUTDIR: target/bench/cluster-<timestamp>
 #
@@ -31,7 +35,7 @@ harness=${CARGO_TARGET_DIR:-$root/target}/release/harness-hyper
 redis_server=${REDIS_SERVER:-redis-server}
 redis_cli=${REDIS_CLI:-redis-cli}
 reps=${REPS:-3}
-configs=${CONFIGS:-memory redis-1 redis-2}
+configs=${CONFIGS:-memory redis-1 redis-2 cluster-2}
 default_points='fanout --clients 1000 --messages 500 --payload 100
 fanout --clients 100 --messages 2000 --payload 100
 fanout --clients 1000 --messages 500 --payload 100 --inflight 16
@@ -205,9 +209,36 @@ for _ in $(seq 1 100); do "$redis_cli" -p "$rport" ping 2>/dev/null | grep -q PO
 redis_url=redis://127.0.0.1:$rport/
 echo "redis-server pid $rpid on port $rport ($("$redis_server" --version | cut -d' ' -f3))"
 
-start_node_a() { # starts node A on REDIS_URL, sets apid and aport
+# The Redis Cluster: three masters, each its own redis-server, pinned like the single one.
+cluster_pids=''
+if [[ " $configs " == *" cluster-2 "* ]]; then
+  cports=()
+  for i in 1 2 3; do
+    cport=$(free_port)
+    mkdir -p "$out/cluster-$i"
+    taskset -c 0 "$redis_server" --port "$cport" --bind 127.0.0.1 --save "" --appendonly no \
+      --cluster-enabled yes --cluster-config-file nodes.conf --dir "$out/cluster-$i" \
+      --daemonize no --logfile "$out/cluster-$i/redis.log" &
+    pids_started+=("$!")
+    cluster_pids+=" c$i=$!"
+    cports+=("$cport")
+  done
+  for cport in "${cports[@]}"; do
+    for _ in $(seq 1 100); do "$redis_cli" -p "$cport" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  done
+  "$redis_cli" --cluster create "${cports[@]/#/127.0.0.1:}" --cluster-yes >"$out/cluster-create.log" 2>&1
+  for _ in $(seq 1 200); do
+    "$redis_cli" -p "${cports[0]}" cluster info | grep -q 'cluster_state:ok' && break
+    sleep 0.05
+  done
+  "$redis_cli" -p "${cports[0]}" cluster info | grep -q 'cluster_state:ok' || { echo "the Redis Cluster is not ok:" >&2; cat "$out/cluster-create.log" >&2; exit 1; }
+  cluster_url=redis://127.0.0.1:${cports[0]}/
+  echo "Redis Cluster of three masters on ports ${cports[*]}"
+fi
+
+start_node_a() { # starts node A with the environment "$@" (REDIS_URL, ...), sets apid and aport
   aport=$(free_port)
-  REDIS_URL=$redis_url PORT=$aport taskset -c 0 "$harness" >"$out/node-a-$aport.log" 2>&1 &
+  env "$@" PORT=$aport taskset -c 0 "$harness" >"$out/node-a-$aport.log" 2>&1 &
   apid=$!
   pids_started+=("$apid")
   for _ in $(seq 1 200); do grep -q '^listening' "$out/node-a-$aport.log" && return; sleep 0.05; done
@@ -228,7 +259,7 @@ for rep in $(seq 1 "$reps"); do
         redis-1) server="env REDIS_URL=$redis_url $harness"; export CLUSTER_PIDS="redis=$rpid" ;;
         redis-2)
           server="env REDIS_URL=$redis_url $harness"
-          start_node_a
+          start_node_a REDIS_URL="$redis_url"
           export CLUSTER_PIDS="a=$apid redis=$rpid" CLUSTER_TO_PORT=$aport
           if ! $checked_numsub && [[ $point == *--rate* ]]; then
             # Once, while the clients are connected: which channels have how many subscribers
@@ -243,6 +274,11 @@ for rep in $(seq 1 "$reps"); do
              done >"$out/numsub.txt") &
             checker=$!
           fi
+          ;;
+        cluster-2)
+          server="env REDIS_URL=$cluster_url SSEIO_REDIS_SHARDED=1 $harness"
+          start_node_a REDIS_URL="$cluster_url" SSEIO_REDIS_SHARDED=1
+          export CLUSTER_PIDS="a=$apid$cluster_pids" CLUSTER_TO_PORT=$aport
           ;;
         *) echo "unknown config $config" >&2; exit 2 ;;
       esac
@@ -273,11 +309,16 @@ def cpu(r, roles):
         return None
     return 1e6 * sum(c[x] for x in roles) / r["received"]
 
+# The processes billed in each configuration: the nodes, and Redis (one server, or the cluster's
+# three masters).
+NODES = {"memory": ["node"], "redis-1": ["node"], "redis-2": ["node", "a"], "cluster-2": ["node", "a"]}
+REDIS = {"memory": [], "redis-1": ["redis"], "redis-2": ["redis"], "cluster-2": ["c1", "c2", "c3"]}
+
 METRICS = [
     ("deliveries/s", lambda r, l: r["deliveries_per_sec"]),
-    ("node CPU µs/delivery", lambda r, l: cpu(r, ["node", "a"] if l == "redis-2" else ["node"])),
-    ("redis-server µs/delivery", lambda r, l: cpu(r, ["redis"]) if l != "memory" else None),
-    ("total µs/delivery", lambda r, l: cpu(r, {"memory": ["node"], "redis-1": ["node", "redis"], "redis-2": ["node", "a", "redis"]}[l])),
+    ("node CPU µs/delivery", lambda r, l: cpu(r, NODES[l])),
+    ("redis-server µs/delivery", lambda r, l: cpu(r, REDIS[l]) if REDIS[l] else None),
+    ("total µs/delivery", lambda r, l: cpu(r, NODES[l] + REDIS[l])),
     ("p50 ms", lambda r, l: r["latency_ms"].get("p50")),
     ("p99 ms", lambda r, l: r["latency_ms"].get("p99")),
 ]
@@ -302,7 +343,7 @@ for line in open(sys.argv[1]):
     if not r.get("ok", True) or not rec["server_alive"] or bad:
         problems.append(f"{l} {k}: ok={r.get('ok')} server_alive={rec['server_alive']} {bad or ''} {r.get('send_error') or ''}")
 
-labels = ["memory", "redis-1", "redis-2"]
+labels = ["memory", "redis-1", "redis-2", "cluster-2"]
 meds = {}
 print("| point | config | runs | " + " | ".join(n for n, _ in METRICS) + " |")
 print("|" + "---|" * (3 + len(METRICS)))
