@@ -30,8 +30,8 @@ mod upkeep;
 
 pub use auth::{Grant, IntoRoom, Refusal};
 pub use broker::{
-    BoxFuture, Broker, BrokerError, ConnectionId, HistoryStore, MemoryBroker, Node, Presence,
-    Recalled, Replay, ReplayRoom,
+    BoxFuture, Broker, BrokerCause, BrokerError, ConnectionId, HistoryStore, MemoryBroker, Node,
+    Presence, Recalled, Replay, ReplayRoom,
 };
 pub use builder::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_BUFFER_BYTES,

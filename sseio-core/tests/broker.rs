@@ -172,9 +172,7 @@ impl Broker for QueueingBroker {
 
     fn publish(&self, _event: &str, _room: &str, payload: &str) -> Result<(), BrokerError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(BrokerError::Unavailable {
-                reason: "down".to_owned(),
-            });
+            return Err(BrokerError::unavailable("down"));
         }
         self.queued.lock().unwrap().push(payload.to_owned());
         Ok(())
@@ -212,9 +210,9 @@ impl Broker for AnsweringBroker {
         let (answer, answered) = oneshot::channel();
         self.answers.lock().unwrap().push(answer);
         Box::pin(async move {
-            answered.await.unwrap_or(Err(BrokerError::Unconfirmed {
-                reason: "the backend went away".to_owned(),
-            }))
+            answered
+                .await
+                .unwrap_or(Err(BrokerError::unconfirmed("the backend went away")))
         })
     }
 }
@@ -337,12 +335,19 @@ async fn a_confirmed_send_completes_when_the_broker_answers_and_fails_with_its_e
         answers.next().unwrap(),
         answers.next().unwrap(),
     );
-    a2.send(Err(BrokerError::Failed("refused".to_owned())))
+    let refusal = std::io::Error::other("refused");
+    a2.send(Err(BrokerError::failed_from("refused", refusal)))
         .unwrap();
-    assert!(matches!(
-        second.await,
-        Err(SendError::Broker(BrokerError::Failed(_)))
-    ));
+    let second = second.await;
+    assert!(
+        matches!(&second, Err(SendError::Broker(BrokerError::Failed { .. }))),
+        "{second:?}"
+    );
+    // The backend's error, beneath the send's (which is the broker's, transparently).
+    let cause = std::error::Error::source(&second.unwrap_err())
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .map(ToString::to_string);
+    assert_eq!(cause.as_deref(), Some("refused"));
     a1.send(Ok(())).unwrap();
     first.await.unwrap();
     drop(a3);

@@ -51,7 +51,9 @@ pub(crate) struct Shared {
     pub(crate) node: OnceLock<Node>,
     /// Connected, with every room subscribed.
     pub(crate) up: AtomicBool,
-    pub(crate) last_error: Mutex<String>,
+    /// What a send gets while the broker is down: [`BrokerError::Unavailable`] for the last
+    /// connection error, with Redis's error as its source when there was one.
+    pub(crate) last_error: Mutex<BrokerError>,
     /// The capacity of the command channel: past it, a publish fails with
     /// [`BrokerError::Backlog`].
     pub(crate) max_queued: usize,
@@ -89,7 +91,7 @@ impl Shared {
             node_id,
             node: OnceLock::new(),
             up: AtomicBool::new(false),
-            last_error: Mutex::new(String::new()),
+            last_error: Mutex::new(BrokerError::unavailable("lost the connection to Redis")),
             max_queued: config.max_queued,
             wanted: Wanted::default(),
             presence_timeout: config.presence_timeout,
@@ -214,7 +216,9 @@ impl RedisBroker {
     }
 
     fn control(&self, control: &Control) -> Result<(), BrokerError> {
-        let body = serde_json::to_vec(control).map_err(|e| BrokerError::Failed(e.to_string()))?;
+        let body = serde_json::to_vec(control).map_err(|error| {
+            BrokerError::failed_from(format!("cannot encode a control message ({error})"), error)
+        })?;
         self.enqueue(self.shared.control.clone(), body, None)
     }
 
@@ -236,9 +240,7 @@ pub(crate) fn enqueue(
         return Err(unavailable(shared));
     }
     if let (Some(routes), Outgoing::Publish { channel, .. }) = (&shared.routes, &outgoing) {
-        routes
-            .check(channel)
-            .map_err(|reason| BrokerError::Unavailable { reason })?;
+        routes.check(channel).map_err(BrokerError::unavailable)?;
     }
     let command = Command::Publish { outgoing, reply };
     commands.try_send(command).map_err(|error| match error {
@@ -251,14 +253,12 @@ pub(crate) fn enqueue(
 
 /// Why the broker is unavailable: the last connection error.
 pub(crate) fn unavailable(shared: &Shared) -> BrokerError {
-    BrokerError::Unavailable {
-        reason: lock(&shared.last_error).clone(),
-    }
+    lock(&shared.last_error).clone()
 }
 
 /// The error of a command queued after the connection task ended.
 pub(crate) fn stopped() -> BrokerError {
-    BrokerError::Failed("the broker's task has stopped".to_owned())
+    BrokerError::failed("the broker's task has stopped")
 }
 
 /// Queues a publish (or a script that records and publishes) like [`enqueue`], and waits until
@@ -277,14 +277,14 @@ pub(crate) fn confirmed(
         match tokio::time::timeout(ASK_TIMEOUT, answer).await {
             Ok(Ok(Ok(_))) => Ok(()),
             // Not written: its shard's master is down.
-            Ok(Ok(Err(error))) if shards::is_unavailable(&error) => Err(BrokerError::Unavailable {
-                reason: error.to_string(),
-            }),
+            Ok(Ok(Err(error))) if shards::is_unavailable(&error) => {
+                Err(BrokerError::unavailable_from(error.to_string(), error))
+            }
             // Written, but the connection was lost before Redis answered.
-            Ok(Ok(Err(error))) if crate::link::lost(&error) => Err(BrokerError::Unconfirmed {
-                reason: error.to_string(),
-            }),
-            Ok(Ok(Err(error))) => Err(BrokerError::Failed(error.to_string())),
+            Ok(Ok(Err(error))) if crate::link::lost(&error) => {
+                Err(BrokerError::unconfirmed_from(error.to_string(), error))
+            }
+            Ok(Ok(Err(error))) => Err(BrokerError::failed_from(error.to_string(), error)),
             // Dropped unwritten: the connection was lost while it was queued.
             Ok(Err(_)) => Err(unavailable(&shared)),
             Err(_) => Err(BrokerError::TimedOut {
@@ -324,7 +324,7 @@ pub(crate) async fn take_over(
     let receivers = match tokio::time::timeout(ASK_TIMEOUT, receivers).await {
         Ok(Ok(Ok(Value::Int(receivers)))) => receivers,
         Ok(Ok(Ok(_))) => 0,
-        Ok(Ok(Err(error))) => return Err(BrokerError::Failed(error.to_string())),
+        Ok(Ok(Err(error))) => return Err(BrokerError::failed_from(error.to_string(), error)),
         Ok(Err(_)) => return Err(unavailable(shared)),
         Err(_) => {
             return Err(BrokerError::TimedOut {
@@ -393,7 +393,7 @@ pub(crate) fn ask(
         match tokio::time::timeout(ASK_TIMEOUT, asked).await {
             Ok(Err(stopped)) => Err(stopped),
             Ok(Ok(Ok(Ok(value)))) => Ok(value),
-            Ok(Ok(Ok(Err(error)))) => Err(BrokerError::Failed(error.to_string())),
+            Ok(Ok(Ok(Err(error)))) => Err(BrokerError::failed_from(error.to_string(), error)),
             Ok(Ok(Err(_))) => Err(lost),
             Err(_) => Err(BrokerError::TimedOut {
                 timeout: ASK_TIMEOUT,

@@ -324,7 +324,7 @@ fn millis(duration: Duration) -> u64 {
 
 /// Reads the answer of [`REPLAY`].
 pub(crate) fn parse_replay(answer: &Value, rooms: usize) -> Result<Replay, BrokerError> {
-    let bad = || BrokerError::Failed(format!("unexpected answer to the replay: {answer:?}"));
+    let bad = || BrokerError::failed(format!("unexpected answer to the replay: {answer:?}"));
     let Value::Array(items) = answer else {
         return Err(bad());
     };

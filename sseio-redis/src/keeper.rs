@@ -114,18 +114,22 @@ impl<C: Connector> Keeper<C> {
     /// Serves the connection until it is lost, then reconnects, until the broker is dropped.
     pub(crate) async fn run(mut self, mut link: C::Transport, mut lost: oneshot::Receiver<String>) {
         loop {
-            let Some(reason) = self.serve(&mut link, &mut lost).await else {
+            let Some(Lost { why, error }) = self.serve(&mut link, &mut lost).await else {
                 return;
             };
-            let reason = format!("lost the connection to Redis ({reason}); reconnecting");
-            *lock(&self.shared.last_error) = reason.clone();
+            let reason = format!("lost the connection to Redis ({why}); reconnecting");
+            tracing::warn!(target: "sseio_redis", "{reason}");
+            let unavailable = match error {
+                Some(error) => BrokerError::unavailable_from(reason, error),
+                None => BrokerError::unavailable(reason),
+            };
+            *lock(&self.shared.last_error) = unavailable.clone();
             self.shared.up.store(false, Ordering::SeqCst);
             // Not kept until the connection is back, which may take long: a confirmed send
             // fails now rather than at its timeout.
             self.drop_queued();
-            tracing::warn!(target: "sseio_redis", "{reason}");
             if let Some(node) = self.shared.node.get() {
-                node.report(BrokerError::Unavailable { reason });
+                node.report(unavailable);
             }
             let Some(reconnected) = self.reconnect().await else {
                 return;
@@ -136,12 +140,13 @@ impl<C: Connector> Keeper<C> {
         }
     }
 
-    /// Runs commands until the connection is lost (`Some(why)`) or the broker is dropped.
+    /// Runs commands until the connection is lost (`Some`, saying why) or the broker is
+    /// dropped.
     async fn serve(
         &mut self,
         link: &mut C::Transport,
         lost: &mut oneshot::Receiver<String>,
-    ) -> Option<String> {
+    ) -> Option<Lost> {
         let mut check = tokio::time::interval(link.check_every());
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
@@ -149,7 +154,8 @@ impl<C: Connector> Keeper<C> {
             tokio::select! {
                 biased;
                 why = &mut *lost => {
-                    return Some(why.unwrap_or_else(|_| "connection closed".to_owned()));
+                    let why = why.unwrap_or_else(|_| "connection closed".to_owned());
+                    return Some(Lost { why, error: None });
                 }
                 received = self.commands.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
@@ -163,12 +169,12 @@ impl<C: Connector> Keeper<C> {
                     };
                     batch.clear();
                     if let Err(error) = done {
-                        return Some(error.to_string());
+                        return Some(Lost::from(error));
                     }
                 }
                 () = self.shared.wanted.changed() => {
                     if let Err(error) = subscribe_wanted(&self.shared, link).await {
-                        return Some(error.to_string());
+                        return Some(Lost::from(error));
                     }
                 }
                 event = link.event() => {
@@ -178,7 +184,7 @@ impl<C: Connector> Keeper<C> {
                 _ = check.tick() => {
                     match link.check().await {
                         Ok(reports) => self.report(reports),
-                        Err(error) => return Some(error.to_string()),
+                        Err(error) => return Some(Lost::from(error)),
                     }
                 }
             }
@@ -190,7 +196,7 @@ impl<C: Connector> Keeper<C> {
     fn report(&self, reasons: Vec<String>) {
         if let Some(node) = self.shared.node.get() {
             for reason in reasons {
-                node.report(BrokerError::Unavailable { reason });
+                node.report(BrokerError::unavailable(reason));
             }
         }
     }
@@ -216,10 +222,26 @@ impl<C: Connector> Keeper<C> {
                 Ok(reconnected) => return Some(reconnected),
                 Err(error) => {
                     tracing::debug!(target: "sseio_redis", %error, "reconnecting to Redis failed");
-                    *lock(&self.shared.last_error) =
-                        format!("cannot reach Redis ({error}); reconnecting");
+                    let reason = format!("cannot reach Redis ({error}); reconnecting");
+                    *lock(&self.shared.last_error) = BrokerError::unavailable_from(reason, error);
                 }
             }
+        }
+    }
+}
+
+/// Why a connection was lost: in words, and Redis's error when there was one (the reader of
+/// the connection's messages only sees it end).
+struct Lost {
+    why: String,
+    error: Option<RedisError>,
+}
+
+impl From<RedisError> for Lost {
+    fn from(error: RedisError) -> Self {
+        Lost {
+            why: error.to_string(),
+            error: Some(error),
         }
     }
 }

@@ -317,9 +317,11 @@ impl Transport for StubLink {
 mod tests {
     //! The connection task and inbound dispatch over [`StubRedis`]: several nodes, one Redis.
 
+    use std::error::Error;
     use std::sync::Arc;
     use std::time::Duration;
 
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
     use sseio_core::{
         Broker, BrokerError, CloseReason, Connection, Context, EventHandler, HandlerOptions,
         History, Server,
@@ -379,6 +381,11 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// The [`RedisError`] beneath `error`, downcast from its source.
+    fn cause(error: &BrokerError) -> Option<&RedisError> {
+        error.source()?.downcast_ref::<RedisError>()
     }
 
     fn room(name: &str) -> String {
@@ -446,8 +453,13 @@ mod tests {
             .publish_confirmed("e", "a", "lost", History::new(8))
             .await;
         assert!(
-            matches!(&refused, Err(BrokerError::Failed(reason)) if reason.contains("NOSCRIPT")),
+            matches!(&refused, Err(BrokerError::Failed { reason, .. }) if reason.contains("NOSCRIPT")),
             "{refused:?}"
+        );
+        let answer = refused.as_ref().err().and_then(cause);
+        assert_eq!(
+            answer.map(RedisError::kind),
+            Some(ErrorKind::Server(ServerErrorKind::NoScript))
         );
         wait_until("the broker reconnects and loads the scripts", || {
             redis.script_loads() == 8 && broker.is_connected()
@@ -457,6 +469,33 @@ mod tests {
             .publish_confirmed("e", "a", "kept", History::new(8))
             .await
             .expect("the script runs again");
+    }
+
+    #[tokio::test]
+    async fn a_send_refused_while_redis_is_unreachable_has_the_redis_error_as_source() {
+        let redis = StubRedis::new();
+        let broker = broker(&redis, RedisBroker::builder("stub")).await;
+        redis.go_away();
+        // Lost first (with no error, or the reset of a command in flight), then refused at
+        // each attempt to reconnect.
+        let deadline = Instant::now() + WAIT;
+        let refused = loop {
+            match broker.publish("e", "a", "m") {
+                Err(error) if cause(&error).is_some_and(RedisError::is_connection_refusal) => {
+                    break error;
+                }
+                _ => assert!(Instant::now() < deadline, "timed out waiting for a refusal"),
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        assert!(
+            matches!(&refused, BrokerError::Unavailable { reason, .. } if reason.starts_with("cannot reach Redis")),
+            "{refused:?}"
+        );
+        // The same cause in every clone handed out.
+        let cloned = refused.clone();
+        assert!(cause(&cloned).is_some_and(RedisError::is_connection_refusal));
+        assert!(!broker.is_connected());
     }
 
     #[tokio::test]

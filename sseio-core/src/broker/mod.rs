@@ -9,8 +9,10 @@
 //! The seam runs one way: a broker reaches its node through [`Node`], a narrow handle on
 //! [`LocalNode`], which the server implements; nothing here knows the server.
 
+mod error;
 mod memory;
 
+pub use error::{BrokerCause, BrokerError};
 pub use memory::MemoryBroker;
 
 use std::fmt;
@@ -70,57 +72,6 @@ impl Presence {
             client_ids,
         }
     }
-}
-
-/// Why a broker could not do what it was asked.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum BrokerError {
-    /// The broker has lost its connection (to Redis, say) and is reconnecting; nothing was sent.
-    /// Open streams stay open meanwhile.
-    #[error("the broker is unavailable: {reason}")]
-    Unavailable {
-        /// What went wrong, as the broker's client reported it.
-        reason: String,
-    },
-    /// More messages are waiting to be published than the broker queues; nothing was sent.
-    #[error("the broker's queue is full ({limit} messages waiting)")]
-    Backlog {
-        /// The number of messages the broker queues.
-        limit: usize,
-    },
-    /// An answer did not come within the broker's timeout: from the other nodes (presence),
-    /// or from the backend for a [confirmed send](crate::EventHandler::send_confirmed), whose
-    /// message may then have been published or not (as for [`BrokerError::Unconfirmed`]).
-    #[error("the broker did not get every answer within {timeout:?}")]
-    TimedOut {
-        /// The timeout.
-        timeout: std::time::Duration,
-    },
-    /// This broker serves one server, and was already attached to another.
-    #[error("this broker is already attached to a server")]
-    AlreadyAttached,
-    /// This broker does not offer the operation (a minimal broker carries sends only): use a
-    /// broker that does, such as `sseio-redis`.
-    #[error("the broker does not support {operation}")]
-    Unsupported {
-        /// What was asked: `presence`, `send_to_client` or `disconnect`.
-        operation: &'static str,
-    },
-    /// The broker's backend reported a failure that does not fit the cases above. For a
-    /// [confirmed send](crate::EventHandler::send_confirmed): the backend refused the message
-    /// (Redis answered an error), which was not published.
-    #[error("the broker failed: {0}")]
-    Failed(String),
-    /// A [confirmed send](crate::EventHandler::send_confirmed) was handed to the backend, but
-    /// the connection to it was lost before it answered: the message may have been published
-    /// (and recorded) or not. Sending it again may deliver it twice; a client that resumes by
-    /// position tells the two apart by the messages' ids only if the application numbers them.
-    #[error("the broker lost its backend before it confirmed the message: {reason}")]
-    Unconfirmed {
-        /// What went wrong, as the broker's client reported it.
-        reason: String,
-    },
 }
 
 /// Carries sends, room subscriptions, presence queries and per-client commands between nodes.
