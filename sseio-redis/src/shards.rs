@@ -11,12 +11,12 @@
 //!   sends to its rooms fail fast with `Unavailable`, every other master goes on. While one is
 //!   down, the slot map is asked again every [`POLL`]; once another node owns its slots (its
 //!   replica was promoted), the node connects there, subscribes those rooms, and publishes to
-//!   it again once every other node has followed too, so that a send accepted from then on
-//!   reaches all of them. Redis tells a publisher how many subscribers a message reached; the
-//!   node remembers that count per channel, and after a failover waits until the new master
-//!   counts as many subscribers of each channel it knew (`PUBSUB SHARDNUMSUB`), at least
-//!   [`GRACE`] (for the channels it never published to), at most [`FOLLOW_LIMIT`] (a node that
-//!   left a room meanwhile never comes back to it).
+//!   each again once every other node serving it has followed too, so that a send accepted from
+//!   then on reaches all of them. Redis tells a publisher how many subscribers a message
+//!   reached; the node remembers that count per channel, and after a failover accepts a
+//!   channel's sends once the new master counts as many subscribers of it again
+//!   (`PUBSUB SHARDNUMSUB`): after [`GRACE`] at least (for the channels it never published to),
+//!   [`FOLLOW_LIMIT`] at most (a node that left a room meanwhile never comes back to it).
 //! - A slot moved (resharding): Redis drops the subscriptions of its channels on the old master
 //!   (a `sunsubscribe` push the node did not ask for) and answers `MOVED` to a publish there.
 //!   Either makes the node read the slot map again and subscribe those channels on the new
@@ -59,10 +59,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a master that came up after the node started (a promoted replica) stays refused for
 /// sends after the node subscribed its rooms there, at least: the other nodes poll the slot map
 /// as often and subscribe there too meanwhile, so that a send accepted afterwards reaches all of
-/// them. Longer while a channel has fewer subscribers there than it had before.
+/// them. A channel with fewer subscribers there than its last publish reached waits longer.
 pub(crate) const GRACE: Duration = Duration::from_millis(500);
-/// How long such a master stays refused for sends at most, waiting for the other nodes'
-/// subscriptions.
+/// How long a channel of such a master stays refused for sends at most, waiting for the other
+/// nodes' subscriptions there.
 const FOLLOW_LIMIT: Duration = Duration::from_secs(3);
 /// How many channels' subscriber counts the node remembers at most; past that, only those of
 /// its own rooms.
@@ -115,6 +115,9 @@ struct RouteState {
     ranges: Vec<(u16, u16, String)>,
     /// Each master's health, by address.
     health: HashMap<String, Health>,
+    /// The channels of a master that came up after a failover whose subscribers have not all
+    /// come back there yet: refused until they have (see `Shards::follow`).
+    waiting: HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,7 +146,12 @@ impl Routes {
             return Err(format!("no master of the Redis Cluster owns slot {slot}"));
         };
         match state.health.get(owner) {
-            Some(Health::Up { from }) if Instant::now() >= *from => Ok(()),
+            Some(Health::Up { from })
+                if Instant::now() >= *from
+                    && (state.waiting.is_empty() || !state.waiting.contains(channel)) =>
+            {
+                Ok(())
+            }
             Some(Health::Up { .. }) => Err(format!(
                 "the master of slot {slot} ({owner}) was just promoted; the nodes are \
                  subscribing its rooms there"
@@ -336,7 +344,15 @@ impl Shards {
             moved
         };
         self.shards.retain(|addr, _| masters.contains(addr));
-        self.following.retain(|addr, _| masters.contains(addr));
+        let gone: Vec<String> = self
+            .following
+            .keys()
+            .filter(|addr| !masters.contains(*addr))
+            .cloned()
+            .collect();
+        for addr in gone {
+            self.stop_following(&addr);
+        }
         self.known = map.nodes;
         let mut reports = Vec::new();
         for addr in &masters {
@@ -404,7 +420,7 @@ impl Shards {
                 let now = Instant::now();
                 let from = if self.started {
                     self.follow(addr, now);
-                    now + FOLLOW_LIMIT
+                    now + GRACE
                 } else {
                     now
                 };
@@ -426,16 +442,21 @@ impl Shards {
         }
     }
 
-    /// Starts following master `addr`, which came up at `now` after the node started: the
-    /// channels of its slots that reached subscribers before are waited for there.
+    /// Starts following master `addr`, which came up at `now` after the node started: each
+    /// channel of its slots whose last publish reached subscribers is refused until as many are
+    /// subscribed there again (the other nodes have followed too), at most [`FOLLOW_LIMIT`].
     fn follow(&mut self, addr: &str, now: Instant) {
-        let waiting = {
-            let state = self.routes.lock();
-            self.listeners
+        self.stop_following(addr);
+        let waiting: HashMap<String, i64> = {
+            let mut state = self.routes.lock();
+            let waiting: HashMap<String, i64> = self
+                .listeners
                 .iter()
                 .filter(|(channel, _)| state.owner(slot(channel.as_bytes())) == Some(addr))
                 .map(|(channel, &count)| (channel.clone(), count))
-                .collect()
+                .collect();
+            state.waiting.extend(waiting.keys().cloned());
+            waiting
         };
         let following = Following {
             subscribed_at: now,
@@ -444,16 +465,28 @@ impl Shards {
         self.following.insert(addr.to_owned(), following);
     }
 
+    /// Stops following master `addr`: its channels still waited for take sends again.
+    fn stop_following(&mut self, addr: &str) {
+        if let Some(following) = self.following.remove(addr)
+            && !following.waiting.is_empty()
+        {
+            let mut state = self.routes.lock();
+            for channel in following.waiting.keys() {
+                state.waiting.remove(channel);
+            }
+        }
+    }
+
     /// Asks each master being followed how many subscribers its waited-for channels have now,
-    /// and gives it sends once each has as many as before, and [`GRACE`] has passed; or once
-    /// [`FOLLOW_LIMIT`] has.
+    /// and gives each channel sends again once it has as many as before, or once
+    /// [`FOLLOW_LIMIT`] has passed.
     async fn await_followers(&mut self) {
         let addrs: Vec<String> = self.following.keys().cloned().collect();
         for addr in addrs {
             let (Some(shard), Some(following)) =
                 (self.shards.get_mut(&addr), self.following.get_mut(&addr))
             else {
-                self.following.remove(&addr);
+                self.stop_following(&addr);
                 continue;
             };
             if !following.waiting.is_empty() {
@@ -464,6 +497,7 @@ impl Shards {
                 }
                 let asked = tokio::time::timeout(PING_TIMEOUT, cmd.query_async(&mut shard.publish));
                 if let Ok(Ok(counts)) = asked.await {
+                    let mut state = self.routes.lock();
                     for (channel, count) in subscriber_counts(&counts) {
                         if following
                             .waiting
@@ -471,28 +505,21 @@ impl Shards {
                             .is_some_and(|&before| count >= before)
                         {
                             following.waiting.remove(&channel);
+                            state.waiting.remove(&channel);
                         }
                     }
                 }
             }
-            let waited = following.subscribed_at.elapsed();
-            let followed = following.waiting.is_empty() && waited >= GRACE;
-            if followed || waited >= FOLLOW_LIMIT {
-                if !followed {
-                    tracing::info!(
-                        target: "sseio_redis",
-                        master = %addr,
-                        channels = following.waiting.len(),
-                        "gave up waiting for other nodes to subscribe on a Redis Cluster master"
-                    );
-                }
+            if following.waiting.is_empty() {
                 self.following.remove(&addr);
-                self.routes.set(
-                    &addr,
-                    Health::Up {
-                        from: Instant::now(),
-                    },
+            } else if following.subscribed_at.elapsed() >= FOLLOW_LIMIT {
+                tracing::info!(
+                    target: "sseio_redis",
+                    master = %addr,
+                    channels = following.waiting.len(),
+                    "gave up waiting for other nodes to subscribe on a Redis Cluster master"
                 );
+                self.stop_following(&addr);
             }
         }
     }
@@ -579,7 +606,7 @@ impl Shards {
             return None;
         }
         self.shards.remove(addr);
-        self.following.remove(addr);
+        self.stop_following(addr);
         let reason = format!(
             "lost the Redis Cluster master {addr} ({why}); its rooms' sends fail until it or its \
              replica is back"
@@ -1095,6 +1122,26 @@ mod tests {
             slot(b"bar"),
             "an empty hash tag is no tag"
         );
+    }
+
+    #[test]
+    fn after_a_failover_only_the_channels_still_waited_for_are_refused() {
+        let routes = Routes::default();
+        {
+            let mut state = routes.lock();
+            state.ranges = vec![(0, SLOTS - 1, "m:1".to_owned())];
+            state.waiting.insert("waited".to_owned());
+        }
+        routes.set(
+            "m:1",
+            Health::Up {
+                from: Instant::now(),
+            },
+        );
+        assert!(routes.check("waited").is_err(), "its subscribers are not all back");
+        assert_eq!(routes.check("other"), Ok(()), "the same master's other channel");
+        routes.lock().waiting.clear();
+        assert_eq!(routes.check("waited"), Ok(()));
     }
 
     #[test]
