@@ -229,7 +229,7 @@ pub(crate) struct Shards {
 }
 
 /// A master the node subscribed its rooms on after it came up (a promoted replica, a slot's new
-/// owner), not yet given sends: waiting for the other nodes' subscriptions there.
+/// owner) whose rooms wait for the other nodes' subscriptions there before they take sends.
 struct Following {
     subscribed_at: Instant,
     /// The channels of its slots with fewer subscribers there than their last publish reached,
@@ -400,8 +400,9 @@ impl Shards {
     }
 
     /// Takes the connections to master `addr` (if it still is one): subscribes the wanted
-    /// channels of its slots there and marks it up: at once when the node starts, once the
-    /// other nodes have followed too after (see [`Shards::follow`]).
+    /// channels of its slots there and marks it up: at once when the node starts; later, after
+    /// [`GRACE`], each room held back until the other nodes have followed (see
+    /// [`Shards::follow`]).
     /// Returns what to report when it could not be reached.
     async fn connected(&mut self, addr: &str, connected: RedisResult<Shard>) -> Option<String> {
         let is_master = self
