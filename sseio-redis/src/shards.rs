@@ -1139,8 +1139,15 @@ mod tests {
                 from: Instant::now(),
             },
         );
-        assert!(routes.check("waited").is_err(), "its subscribers are not all back");
-        assert_eq!(routes.check("other"), Ok(()), "the same master's other channel");
+        assert!(
+            routes.check("waited").is_err(),
+            "its subscribers are not all back"
+        );
+        assert_eq!(
+            routes.check("other"),
+            Ok(()),
+            "the same master's other channel"
+        );
         routes.lock().waiting.clear();
         assert_eq!(routes.check("waited"), Ok(()));
     }
