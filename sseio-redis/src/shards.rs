@@ -20,8 +20,10 @@
 //! - A slot moved (resharding): Redis drops the subscriptions of its channels on the old master
 //!   (a `sunsubscribe` push the node did not ask for) and answers `MOVED` to a publish there.
 //!   Either makes the node read the slot map again and subscribe those channels on the new
-//!   owner; a publish that got `MOVED` is sent again there, in order, after [`MOVED_GRACE`] (the
-//!   time the other nodes take to resubscribe, so that it is not published before they listen).
+//!   owner; a publish that got `MOVED` is sent again there, in order, once the new owner counts
+//!   as many subscribers of its channel as its last publish reached (the other nodes have
+//!   resubscribed there, so that it is not published before they listen), at most after
+//!   [`MOVED_LIMIT`]; after [`MOVED_GRACE`] for a channel whose count the node does not know.
 //!
 //! Why not the `redis` crate's cluster client: it forwards each node connection's disconnection
 //! as one push, which the broker took for the loss of its whole connection (every room's sends
@@ -67,9 +69,15 @@ const FOLLOW_LIMIT: Duration = Duration::from_secs(3);
 /// How many channels' subscriber counts the node remembers at most; past that, only those of
 /// its own rooms.
 const LISTENERS_KEPT: usize = 1 << 16;
-/// How long a publish that got `MOVED` waits before it is sent to the slot's new owner: the
-/// other nodes resubscribe the slot's channels there meanwhile.
+/// How long a publish that got `MOVED` waits before it is sent to the slot's new owner when the
+/// node knows no subscriber count for its channel: the other nodes resubscribe the slot's
+/// channels there meanwhile.
 const MOVED_GRACE: Duration = Duration::from_millis(150);
+/// How long a publish that got `MOVED` waits at most for its channel's subscribers to be back on
+/// the slot's new owner (the node's other sends wait with it, once).
+const MOVED_LIMIT: Duration = Duration::from_secs(1);
+/// How often the new owner is asked meanwhile.
+const MOVED_POLL: Duration = Duration::from_millis(20);
 /// How many times a publish follows `MOVED` before it fails.
 const MOVED_ROUNDS: usize = 3;
 /// The number of hash slots of a Redis Cluster.
@@ -170,11 +178,16 @@ impl Routes {
 
 impl RouteState {
     fn owner(&self, slot: u16) -> Option<&str> {
-        self.ranges
-            .iter()
-            .find(|(first, last, _)| (*first..=*last).contains(&slot))
-            .map(|(_, _, addr)| addr.as_str())
+        owner_in(&self.ranges, slot)
     }
+}
+
+/// The address of the master that owns `slot` in `ranges`.
+fn owner_in(ranges: &[(u16, u16, String)], slot: u16) -> Option<&str> {
+    ranges
+        .iter()
+        .find(|(first, last, _)| (*first..=*last).contains(&slot))
+        .map(|(_, _, addr)| addr.as_str())
 }
 
 /// What a master's subscription connection tells the task.
@@ -226,6 +239,10 @@ pub(crate) struct Shards {
     /// The masters that came up after the node started, by address, while the other nodes
     /// subscribe there too.
     following: HashMap<String, Following>,
+    /// Channels whose slot moved to another master that was up (a resharding), since when:
+    /// their next publish waits for the other nodes to resubscribe there
+    /// ([`Shards::await_moved`]).
+    moving: HashMap<String, Instant>,
 }
 
 /// A master the node subscribed its rooms on after it came up (a promoted replica, a slot's new
@@ -268,6 +285,7 @@ impl Shards {
             started: false,
             listeners: HashMap::new(),
             following: HashMap::new(),
+            moving: HashMap::new(),
         };
         let Some(seed_addr) = shards.seed_addr() else {
             return Err(RedisError::from((
@@ -339,6 +357,19 @@ impl Shards {
         let moved = {
             let mut state = self.routes.lock();
             let moved = state.ranges != map.ranges;
+            if moved {
+                // Channels that reached subscribers and whose slot moved to a master that is up:
+                // their next publish waits until the other nodes have resubscribed there.
+                let now = Instant::now();
+                for channel in self.listeners.keys() {
+                    let slot = slot(channel.as_bytes());
+                    let new = owner_in(&map.ranges, slot);
+                    if new != state.owner(slot) && new.is_some_and(|n| self.shards.contains_key(n))
+                    {
+                        self.moving.insert(channel.clone(), now);
+                    }
+                }
+            }
             state.ranges = map.ranges;
             state.health.retain(|addr, _| masters.contains(addr));
             moved
@@ -661,10 +692,25 @@ impl Shards {
     /// Publishes each message on its channel's master: one pipeline per master, the masters at
     /// once, so a slow or failed master holds up nobody else. A message whose master is down is
     /// not sent (its answer: [`unavailable`]); one that got `MOVED` is sent again to the slot's
-    /// new owner, in order, after [`MOVED_GRACE`].
+    /// new owner, in order, once the other nodes have resubscribed its channel there
+    /// ([`Shards::await_moved`]).
     pub(crate) async fn send(&mut self, items: &[Outgoing]) -> Vec<RedisResult<Value>> {
         let mut answers: Vec<Option<RedisResult<Value>>> = items.iter().map(|_| None).collect();
         let mut todo: Vec<usize> = (0..items.len()).collect();
+        if !self.moving.is_empty() {
+            let moving: Vec<String> = items
+                .iter()
+                .filter_map(|item| match item {
+                    Outgoing::Publish { channel, .. } if self.moving.contains_key(channel) => {
+                        Some(channel.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !moving.is_empty() {
+                self.await_moved(&moving).await;
+            }
+        }
         for round in 0..MOVED_ROUNDS {
             let mut by_owner: HashMap<String, Vec<usize>> = HashMap::new();
             for &i in &todo {
@@ -741,7 +787,14 @@ impl Shards {
             tracing::debug!(target: "sseio_redis", messages = moved.len(), "publishes moved to another master");
             if round + 1 < MOVED_ROUNDS {
                 self.refresh().await;
-                tokio::time::sleep(MOVED_GRACE).await;
+                let channels: Vec<String> = moved
+                    .iter()
+                    .filter_map(|&i| match &items[i] {
+                        Outgoing::Publish { channel, .. } => Some(channel.clone()),
+                        Outgoing::Cmd(_) => None,
+                    })
+                    .collect();
+                self.await_moved(&channels).await;
             }
             for &i in &moved {
                 answers[i] = Some(Err(RedisError::from((
@@ -755,6 +808,72 @@ impl Shards {
             .into_iter()
             .map(|answer| answer.unwrap_or_else(|| Err(unavailable("not sent".into()))))
             .collect()
+    }
+
+    /// Before publishes that got `MOVED` go to their slot's new owner: subscribes the node's own
+    /// rooms among `channels` there (Redis dropped them on the old owner, and the push that says
+    /// so is read only after this send), then waits until the new owner counts as many
+    /// subscribers of each channel as its last publish reached, that is until the other nodes
+    /// have resubscribed there too: asked every [`MOVED_POLL`], at most [`MOVED_LIMIT`];
+    /// [`MOVED_GRACE`] for a channel whose count the node does not know.
+    async fn await_moved(&mut self, channels: &[String]) {
+        let own: Vec<String> = channels
+            .iter()
+            .filter(|channel| self.wanted.contains(*channel))
+            .cloned()
+            .collect();
+        if !own.is_empty() {
+            self.subscribe(&own).await;
+        }
+        let mut waiting: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        let mut unknown = false;
+        for channel in channels {
+            let owner = self.routes.owner(slot(channel.as_bytes()));
+            match (self.listeners.get(channel), owner) {
+                (Some(&count), Some(owner)) => {
+                    waiting
+                        .entry(owner)
+                        .or_default()
+                        .insert(channel.clone(), count);
+                }
+                _ => unknown = true,
+            }
+        }
+        let started = Instant::now();
+        while !waiting.is_empty() && started.elapsed() < MOVED_LIMIT {
+            for (owner, channels) in &mut waiting {
+                let Some(shard) = self.shards.get_mut(owner) else {
+                    channels.clear();
+                    continue;
+                };
+                let mut cmd = redis::cmd("PUBSUB");
+                cmd.arg("SHARDNUMSUB");
+                for channel in channels.keys() {
+                    cmd.arg(channel);
+                }
+                let asked = tokio::time::timeout(PING_TIMEOUT, cmd.query_async(&mut shard.publish));
+                if let Ok(Ok(counts)) = asked.await {
+                    for (channel, count) in subscriber_counts(&counts) {
+                        if channels
+                            .get(&channel)
+                            .is_some_and(|&before| count >= before)
+                        {
+                            channels.remove(&channel);
+                        }
+                    }
+                }
+            }
+            waiting.retain(|_, channels| !channels.is_empty());
+            if !waiting.is_empty() {
+                tokio::time::sleep(MOVED_POLL).await;
+            }
+        }
+        if unknown {
+            tokio::time::sleep(MOVED_GRACE.saturating_sub(started.elapsed())).await;
+        }
+        for channel in channels {
+            self.moving.remove(channel);
+        }
     }
 
     /// Runs one command on any master that is up.
@@ -808,6 +927,8 @@ impl Shards {
     /// slot map anyway. Returns what to report.
     pub(crate) async fn maintain(&mut self) -> Vec<String> {
         self.await_followers().await;
+        self.moving
+            .retain(|_, since| since.elapsed() < FOLLOW_LIMIT);
         let mut reports = Vec::new();
         let due = self.last_check.elapsed() >= CHECK_EVERY;
         if due {
