@@ -521,25 +521,11 @@ impl Shards {
                 self.stop_following(&addr);
                 continue;
             };
-            if !following.waiting.is_empty() {
-                let mut cmd = redis::cmd("PUBSUB");
-                cmd.arg("SHARDNUMSUB");
-                for channel in following.waiting.keys() {
-                    cmd.arg(channel);
-                }
-                let asked = tokio::time::timeout(PING_TIMEOUT, cmd.query_async(&mut shard.publish));
-                if let Ok(Ok(counts)) = asked.await {
-                    let mut state = self.routes.lock();
-                    for (channel, count) in subscriber_counts(&counts) {
-                        if following
-                            .waiting
-                            .get(&channel)
-                            .is_some_and(|&before| count >= before)
-                        {
-                            following.waiting.remove(&channel);
-                            state.waiting.remove(&channel);
-                        }
-                    }
+            let back = subscribers_back(&mut shard.publish, &mut following.waiting).await;
+            if !back.is_empty() {
+                let mut state = self.routes.lock();
+                for channel in &back {
+                    state.waiting.remove(channel);
                 }
             }
             if following.waiting.is_empty() {
@@ -846,22 +832,7 @@ impl Shards {
                     channels.clear();
                     continue;
                 };
-                let mut cmd = redis::cmd("PUBSUB");
-                cmd.arg("SHARDNUMSUB");
-                for channel in channels.keys() {
-                    cmd.arg(channel);
-                }
-                let asked = tokio::time::timeout(PING_TIMEOUT, cmd.query_async(&mut shard.publish));
-                if let Ok(Ok(counts)) = asked.await {
-                    for (channel, count) in subscriber_counts(&counts) {
-                        if channels
-                            .get(&channel)
-                            .is_some_and(|&before| count >= before)
-                        {
-                            channels.remove(&channel);
-                        }
-                    }
-                }
+                subscribers_back(&mut shard.publish, channels).await;
             }
             waiting.retain(|_, channels| !channels.is_empty());
             if !waiting.is_empty() {
@@ -1126,6 +1097,35 @@ pub(crate) fn unavailable(reason: String) -> RedisError {
 /// Whether `error` is that of a message not sent because its master is down.
 pub(crate) fn is_unavailable(error: &RedisError) -> bool {
     error.kind() == ErrorKind::ClusterConnectionNotFound
+}
+
+/// Asks a master (over `conn`) how many subscribers each channel of `waiting` has there now, and
+/// takes out of `waiting` those that have as many as the number it holds for them: the channels
+/// whose subscribers are all back. Returns them. A master that does not answer within
+/// [`PING_TIMEOUT`] leaves `waiting` as it is.
+async fn subscribers_back(
+    conn: &mut MultiplexedConnection,
+    waiting: &mut HashMap<String, i64>,
+) -> Vec<String> {
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let mut cmd = redis::cmd("PUBSUB");
+    cmd.arg("SHARDNUMSUB");
+    for channel in waiting.keys() {
+        cmd.arg(channel);
+    }
+    let Ok(Ok(counts)) = tokio::time::timeout(PING_TIMEOUT, cmd.query_async(conn)).await else {
+        return Vec::new();
+    };
+    let mut back = Vec::new();
+    for (channel, count) in subscriber_counts(&counts) {
+        if waiting.get(&channel).is_some_and(|&before| count >= before) {
+            waiting.remove(&channel);
+            back.push(channel);
+        }
+    }
+    back
 }
 
 /// The subscriber counts of a `PUBSUB SHARDNUMSUB` answer: channel and count, in turn, as an
