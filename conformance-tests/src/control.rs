@@ -83,6 +83,26 @@ pub async fn send_json(
     send(h, event, room, "application/json", json.as_bytes()).await
 }
 
+/// `POST /_control/send?event=E&room=R` of the text `body` to the node at `base_url` (not a
+/// [`Harness`]: senders that address nodes which may be restarting or draining), on a
+/// connection of its own (`Connection: close`): the status, or `None` when no answer came
+/// within 10 seconds.
+pub async fn send_text_to(base_url: &str, event: &str, room: &str, body: Vec<u8>) -> Option<u16> {
+    let target = format!(
+        "/_control/send?event={}&room={}",
+        encode_component(event),
+        encode_component(room)
+    );
+    let request = Request::new("POST", target)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Connection", "close")
+        .body(body);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), request.send(base_url)).await {
+        Ok(Ok(response)) => Some(response.status()),
+        _ => None,
+    }
+}
+
 async fn send(
     h: &Harness,
     event: &str,

@@ -658,18 +658,9 @@ async fn post(url: &str, room: &str, seq: u64, payload: usize) -> Sent {
     while body.len() < payload {
         body.push('x');
     }
-    let target = format!(
-        "/_control/send?event={EVENT}&room={}",
-        control::encode_component(room)
-    );
-    let request = Request::new("POST", target)
-        .header("Content-Type", "text/plain; charset=utf-8")
-        .header("Connection", "close")
-        .body(body.into_bytes());
-    let status = match tokio::time::timeout(Duration::from_secs(10), request.send(url)).await {
-        Ok(Ok(response)) => response.status(),
-        _ => 0,
-    };
+    let status = control::send_text_to(url, EVENT, room, body.into_bytes())
+        .await
+        .unwrap_or(0);
     Sent {
         seq,
         send_ns,

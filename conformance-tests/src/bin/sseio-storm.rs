@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use conformance_tests::Harness;
 use conformance_tests::control;
 use conformance_tests::crowd::{self, Client, EVENT, GAP_NOTICE, Kind, Tally, Wait};
-use conformance_tests::http1::Request;
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -100,16 +99,7 @@ struct Sent {
 
 /// `POST /_control/send` of `body` to `room`; whether it was answered `200`.
 async fn post(base_url: &str, room: &str, body: &str) -> bool {
-    let target = format!(
-        "/_control/send?event={EVENT}&room={}",
-        control::encode_component(room)
-    );
-    let request = Request::new("POST", target)
-        .header("Content-Type", "text/plain; charset=utf-8")
-        .header("Connection", "close")
-        .body(body.as_bytes().to_vec());
-    let sent = tokio::time::timeout(Duration::from_secs(10), request.send(base_url)).await;
-    matches!(sent, Ok(Ok(response)) if response.status() == 200)
+    control::send_text_to(base_url, EVENT, room, body.as_bytes().to_vec()).await == Some(200)
 }
 
 /// The CPU time a process used so far (`utime + stime` of `/proc/PID/stat`).

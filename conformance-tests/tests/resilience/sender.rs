@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conformance_tests::control;
-use conformance_tests::http1::Request;
 
 use conformance_tests::crowd::EVENT;
 
@@ -71,16 +70,8 @@ impl Sender {
     /// Sends `body` to room `room` (its id) through the next node; whether it was answered
     /// `200`.
     pub async fn post(&self, room: &str, body: &str) -> bool {
-        let target = format!(
-            "/_control/send?event={EVENT}&room={}",
-            control::encode_component(room)
-        );
-        let request = Request::new("POST", target)
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .header("Connection", "close")
-            .body(body.as_bytes().to_vec());
-        let sent = tokio::time::timeout(Duration::from_secs(10), request.send(&self.node())).await;
-        matches!(sent, Ok(Ok(response)) if response.status() == 200)
+        let node = self.node();
+        control::send_text_to(&node, EVENT, room, body.as_bytes().to_vec()).await == Some(200)
     }
 
     /// Sends numbered messages to room `i` (id `room`), one every `pace`, until `stop` is set.
